@@ -1,0 +1,53 @@
+"""Options shared by several commands: choosing the data and parsing key=value pairs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from membench.errors import MembenchError
+
+
+def add_data_options(p, splits: bool = True) -> None:
+    p.add_argument("--data", default="demo", metavar="DIR|demo",
+                   help="dataset directory, or 'demo' for the built-in synthetic data (default)")
+    p.add_argument("--dataset", default=None, metavar="NAME",
+                   help="dataset plugin reading --data (default: lamem for a directory, demo for 'demo')")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the dataset plugin (repeatable)")
+    if splits:
+        p.add_argument("--splits", default="all", help="'all' or a comma list such as 1,3 (default: all)")
+
+
+def key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MembenchError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def open_dataset(args):
+    """The dataset object named by --dataset/--data (see DatasetSpec)."""
+    from membench import registry
+
+    name = args.dataset or ("demo" if args.data == "demo" else "lamem")
+    spec = registry.get_dataset(name)
+    options = key_values(args.dataset_option, "--dataset-option")
+    if spec.needs_path:
+        if args.data == "demo":
+            raise MembenchError(f"dataset {name!r} needs --data DIR")
+        root = Path(args.data).expanduser()
+        if not root.exists():
+            raise MembenchError("data directory does not exist", root)
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise MembenchError("data directory is not readable", root)
+        return spec.opener()(root, options)
+    root = None if args.data == "demo" else Path(args.data).expanduser()
+    return spec.opener()(root, options)
+
+
+def membench_home() -> Path:
+    return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench")

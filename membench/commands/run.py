@@ -1,0 +1,83 @@
+"""`membench run`: train and evaluate models on dataset splits, write leaderboard rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from membench.commands.common import add_data_options, key_values, membench_home, open_dataset
+
+HELP_EPILOG = """examples:
+  membench run --model ours --splits all                 # demo data, paper preset
+  membench run --model resnet50-lamem --data demo --preset quick --pretrained none
+  membench run --model 'resnet50*,amnet' --data /data/lamem --splits 1,3 --device cuda
+  membench run --model resmem --data /data/lamem --train none   # evaluate only
+"""
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("run", help="train + evaluate models, write leaderboard rows",
+                       description="Execute each model's training recipe on each split and record test "
+                                   "metrics (Spearman's rho, MSE) in the leaderboard directory.",
+                       epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="name, comma list, wildcard or 'all'")
+    add_data_options(p)
+    p.add_argument("--preset", default="paper", choices=("paper", "smoke", "quick"),
+                   help="paper: the recipe exactly (default); smoke: a handful of images, one epoch per "
+                        "stage; quick: a CPU-sized learning check at 64x64")
+    p.add_argument("--out", type=Path, default=Path("leaderboards"), help="leaderboard directory")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="checkpoints and job state (default: $MEMBENCH_HOME/runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished jobs and continue unfinished ones from their last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="early stopping: epochs without a better validation rho (default 10)")
+    p.add_argument("--pretrained", choices=("auto", "none"), default="auto",
+                   help="none: random initialisation instead of published/ImageNet weights")
+    p.add_argument("--init", choices=("imagenet", "scratch"), default="imagenet",
+                   help="stage-1 initialisation (the paper says 'from scratch'; see docs)")
+    p.add_argument("--train", choices=("full", "none"), default="full",
+                   help="none: evaluate only (needs --checkpoint or the model's own weights)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="weights to evaluate with --train none")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for model builders, e.g. captioner=random (repeatable)")
+    p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                   help="missing or corrupt images: stop (default) or leave them out, counted")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from membench import registry
+    from membench.lamem import parse_splits
+    from membench.output import emit
+    from membench.runner import RunConfig, run_all
+
+    specs = registry.select_models(args.model)
+    cfg = RunConfig(
+        out=args.out, work_dir=args.work_dir or membench_home() / "runs", preset=args.preset,
+        seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
+        patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
+        train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
+        options=key_values(args.model_option, "--model-option"))
+    dataset = open_dataset(args)
+    splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
+    console = Console(stderr=True)
+    rows = run_all(specs, dataset, splits, cfg, console=console)
+    emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
+         "table", title=f"test results (leaderboard: {args.out})")
+    return 0
+
+
+def _summary(rows: list[dict]) -> list[dict]:
+    from membench.leaderboard import summarise
+
+    out = []
+    for s in summarise(rows):
+        out.append({**s, "splits": s["n_splits"]})
+    return out

@@ -1,0 +1,33 @@
+"""Spearman's rho (average ranks for ties, exactly scipy's definition) and MSE."""
+
+from __future__ import annotations
+
+import math
+
+
+def spearman(pred, truth) -> float:
+    """Rank correlation; NaN when either side is constant (undefined, never guessed)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if pred.shape != truth.shape or pred.ndim != 1:
+        raise ValueError(f"spearman needs two 1-D arrays of equal length, got {pred.shape} and {truth.shape}")
+    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(truth) == 0:
+        return math.nan
+    return float(spearmanr(pred, truth).statistic)
+
+
+def mse(pred, truth) -> float:
+    import numpy as np
+
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if pred.shape != truth.shape:
+        raise ValueError(f"mse needs arrays of equal shape, got {pred.shape} and {truth.shape}")
+    return float(np.mean((pred - truth) ** 2))
+
+
+def paper_poly_factor(epoch: int, total_epochs: int, power: float = 0.9) -> float:
+    """Eq. 1 of the paper: LR(epoch) = (1 - (epoch / total) ** 0.9) * LR0, epoch 0-based.
+    (torch's PolynomialLR computes (1 - epoch / total) ** power: a different curve.)"""
+    return 1.0 - (epoch / total_epochs) ** power

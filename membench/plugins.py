@@ -1,0 +1,98 @@
+"""One plugin manager. Built-in plugins and third-party ones (entry points in the group
+"membench") are loaded the same way; one that fails to import is reported and skipped
+(fatal with MEMBENCH_STRICT_PLUGINS=1)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+
+import pluggy
+
+from membench import hookspecs
+
+# Built-in model and dataset plugins: ordinary plugin modules under plugins/.
+DEFAULT_PLUGINS = (
+    "membench_plugins.resnet",
+    "membench_plugins.ours",
+    "membench_plugins.amnet",
+    "membench_plugins.memnet",
+    "membench_plugins.squalli",
+    "membench_plugins.resmem",
+    "membench_plugins.vitmem",
+    "membench_plugins.demo",
+    "membench_plugins.lamem",
+    "membench_plugins.lnsim",
+    "membench_plugins.csvdata",
+)
+
+pm = pluggy.PluginManager("membench")
+pm.add_hookspecs(hookspecs)
+
+failures: list[tuple[str, str]] = []  # (plugin name, one-line reason)
+_loaded = False
+
+
+def _strict() -> bool:
+    return os.environ.get("MEMBENCH_STRICT_PLUGINS", "") not in ("", "0")
+
+
+def _fail(name: str, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if _strict():
+        from membench.errors import MembenchError
+
+        raise MembenchError(f"plugin {name!r} failed to load ({reason}); MEMBENCH_STRICT_PLUGINS is set")
+    failures.append((name, reason))
+
+
+def load() -> pluggy.PluginManager:
+    """Import every plugin once; later calls are free."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        try:
+            pm.register(importlib.import_module(module_name), name=module_name)
+        except Exception as exc:  # a broken plugin must not break the others
+            _fail(module_name, exc)
+    for ep in importlib.metadata.entry_points(group="membench"):
+        if pm.get_plugin(ep.value) is not None or pm.is_blocked(ep.name):
+            continue  # a built-in also declared as an entry point
+        try:
+            pm.register(ep.load(), name=ep.value)
+        except Exception as exc:
+            _fail(f"{ep.name} ({ep.value})", exc)
+    pm.check_pending()
+    return pm
+
+
+def describe() -> list[dict]:
+    """The loaded plugins, their hooks and versions (for `membench plugins`)."""
+    load()
+    dists = importlib.metadata.packages_distributions()
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        top = name.split(".")[0]
+        dist = (dists.get(top) or [None])[0]
+        version = importlib.metadata.version(dist) if dist else None
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "hooks": hooks, "version": version,
+                    "builtin": name in DEFAULT_PLUGINS})
+    for name, reason in failures:
+        out.append({"name": name, "hooks": [], "version": None, "error": reason})
+    return out
+
+
+def _reset_for_tests() -> None:
+    """Forget loaded plugins (tests that install plugins at run time)."""
+    global _loaded
+    for name, plugin in list(pm.list_name_plugin()):
+        pm.unregister(plugin, name=name)
+    failures.clear()
+    _loaded = False
+    from membench import registry
+
+    registry.clear_cache()

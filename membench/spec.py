@@ -1,0 +1,198 @@
+"""Frozen descriptions that plugins register: cheap to create, no torch import.
+
+A model is a `ModelSpec`: how to build it (lazily), what its paper reported, how its
+images are preprocessed, and the training recipe the harness executes for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TRAIN_AUGMENTATIONS = ("paper", "crop", "resized-crop", "none")
+SCHEDULES = ("paper-poly", "constant")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Numbers published for a model, always shown apart from measured ones."""
+
+    rho: float | None = None
+    mse: float | None = None
+    params: int | None = None  # as the paper states it, e.g. 130_000_000 for "130M"
+    source: str = ""  # where the numbers come from, e.g. "Leonardi et al. 2019, Table 2"
+    dataset: str = "lamem"
+    note: str = ""  # e.g. "MSE estimated by the authors"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images reach the model.
+
+    Evaluation: resize to `size` (h, w), centre-crop to `crop` if set, to [0,1],
+    normalise with mean/std unless they are None.
+    Training (`train`):
+      - "paper": paper §3.2: scale [0.8,1.2], horizontal flip, crop 0.8-1.0, resize to `size`.
+      - "crop": resize to `size`, random `crop`, horizontal flip (MemNet style).
+      - "resized-crop": resize to `size`, RandomResizedCrop(`crop`), flip (AMNet style).
+      - "none": the evaluation transform.
+    """
+
+    size: tuple[int, int] = (256, 256)
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+    train: str = "paper"
+
+    def __post_init__(self):
+        if self.train not in TRAIN_AUGMENTATIONS:
+            raise ValueError(f"Preprocess.train must be one of {TRAIN_AUGMENTATIONS}, not {self.train!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("Preprocess.mean and .std are both set or both None")
+        if self.train in ("crop", "resized-crop") and self.crop is None:
+            raise ValueError(f"Preprocess.train={self.train!r} needs crop")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The (h, w) the model sees."""
+        return (self.crop, self.crop) if self.crop else tuple(self.size)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a recipe, executed by the harness.
+
+    `frozen` lists parameter-name prefixes (submodules) that stay fixed in this stage;
+    their BatchNorm statistics are frozen too. `model` chains stages across models: the
+    stage is the full training of another registered model on the same split (e.g.
+    stage 1 of `ours` is `resnet50-lamem`), and its best checkpoint is handed to this
+    model's builder as `ctx.upstream[stage.name]`.
+    """
+
+    name: str
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "paper-poly"
+    frozen: tuple[str, ...] = ()
+    model: str | None = None
+    patience: int | None = None  # early stopping on val Spearman; None: the run's --patience
+
+    def __post_init__(self):
+        if self.model is None:
+            if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+                raise ValueError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")
+            if self.optimizer not in OPTIMIZERS:
+                raise ValueError(f"stage {self.name!r}: optimizer must be one of {OPTIMIZERS}")
+            if self.schedule not in SCHEDULES:
+                raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model. `build` is a callable or a lazy "module:function" string;
+    it receives a `BuildContext` and returns a torch module whose forward maps a
+    normalised (B,3,H,W) batch to (B,) scores in [0,1]-scale. A module may define
+    `loss(pred, target)` to replace the default MSE (e.g. AMNet's attention penalty)."""
+
+    name: str
+    build: Callable[["BuildContext"], Any] | str
+    summary: str = ""
+    citation: str = ""
+    reported: Reported | None = None
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    recipe: tuple[Stage, ...] = ()
+    tags: tuple[str, ...] = ()
+    license: str = ""
+    params_expected: dict[str, int] = field(default_factory=dict)  # e.g. {"total": ..., "used": ...}
+    trainable: bool = True  # False: evaluate-only (weights required)
+    notes: str = ""
+    plugin: str = ""  # filled in by the registry
+
+    def __post_init__(self):
+        if not self.name or any(c.isspace() for c in self.name) or "," in self.name:
+            raise ValueError(f"invalid model name {self.name!r}")
+        if self.trainable and not self.recipe:
+            raise ValueError(f"model {self.name!r}: a trainable model needs a recipe")
+
+    def builder(self) -> Callable[["BuildContext"], Any]:
+        return resolve_callable(self.build)
+
+
+@dataclass
+class BuildContext:
+    """What a builder may use. `pretrained=False` means random init (`--pretrained none`).
+
+    `upstream` maps a chained stage name to the best checkpoint of that stage's model;
+    `options` holds `--model-option key=value` pairs (e.g. captioner=random);
+    `device` is "meta" when only counting parameters.
+    """
+
+    pretrained: bool = True
+    init: str = "imagenet"  # stage-1 initialisation: "imagenet" or "scratch"
+    upstream: dict[str, Path] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    weights_dir: Path | None = None
+
+    @property
+    def meta(self) -> bool:
+        return self.device == "meta"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split with its score (from that split's own file)."""
+
+    name: str
+    path: Path
+    score: float
+
+
+@dataclass(frozen=True)
+class Split:
+    index: int
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+
+    def parts(self) -> dict[str, tuple[Sample, ...]]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset. `open(root, options)` returns an object with:
+    `name`, `root`, `splits` (tuple of split indices), `load_split(k) -> Split`,
+    `fingerprint() -> str`, `human_consistency` (float or None), `problems` (list of str).
+    `root` is None when `needs_path` is False (e.g. the generated demo data)."""
+
+    name: str
+    open: Callable[..., Any] | str
+    summary: str = ""
+    citation: str = ""
+    needs_path: bool = True
+    human_consistency: float | None = None
+    plugin: str = ""
+
+    def opener(self) -> Callable[..., Any]:
+        return resolve_callable(self.open)
+
+
+def resolve_callable(target: Callable | str) -> Callable:
+    """Import "package.module:function" lazily, so registering costs no heavy imports."""
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

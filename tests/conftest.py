@@ -1,0 +1,34 @@
+"""Shared fixtures. Every test gets its own MEMBENCH_HOME so nothing touches the user's
+cache or any tracked file; the demo dataset is generated once per session (small)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("membench-home")
+    monkeypatch.setenv("MEMBENCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A small demo dataset (80 images, 5 splits) in the LaMem layout."""
+    from membench.demo import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "demo", n_images=80, n_splits=5, seed=0)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `membench ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from membench.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
