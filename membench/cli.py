@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from membench import __version__
-from membench.errors import MembenchError
+from membench.errors import MembenchError, StopRequested
 
 EPILOG = """examples:
   membench models
@@ -67,9 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `membench plugins | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("membench: interrupted", file=sys.stderr)
+    except StopRequested as exc:  # Ctrl-C in training, after a checkpoint was saved
+        print(f"membench: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("membench: interrupted; `membench run ... --resume` continues from the last saved "
+              "checkpoint", file=sys.stderr)
+        return 130
+    except OSError as exc:  # disk full, permissions, a file vanishing: the user's to fix
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"membench: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def _warn_plugin_failures() -> None:

@@ -55,6 +55,10 @@ def check_one(path: Path) -> tuple[str, str | None]:
                 mode = im.mode
                 im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
+    except Image.UnidentifiedImageError:
+        if path.stat().st_size == 0:
+            return "", "empty file, not an image"
+        return "", "not an image: no image format recognised in this file (whatever its name says)"
     except Exception as exc:  # PIL raises many types for broken files
         kind = "truncated or corrupt image" if path.suffix.lower() in (".jpg", ".jpeg") else "unreadable image"
         return "", f"{kind} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"

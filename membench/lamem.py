@@ -23,16 +23,29 @@ PARTS = ("train", "val", "test")
 _SPLIT_FILE = re.compile(r"^(train|val|test)_(\d+)\.txt$")
 
 
-def read_split_file(path: Path, images_dir: Path) -> tuple[Sample, ...]:
-    """Parse one split file; any malformed line is an error naming file:line."""
+def read_split_file(path: Path, images_dir: Path, errors: list[MembenchError] | None = None) -> tuple[Sample, ...]:
+    """Parse one split file; any malformed line is an error naming file:line.
+
+    With `errors` (a list), problems are appended to it instead of raised and the valid
+    lines are returned, so a checker can report every bad line at once.
+    """
+    def fail(message: str, line: int | None = None) -> None:
+        error = MembenchError(message, path, line)
+        if errors is None:
+            raise error
+        errors.append(error)
+
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise MembenchError(f"cannot read split file ({exc.strerror})", path) from None
+        fail(f"cannot read split file ({exc.strerror})")
+        return ()
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MembenchError("split file is not UTF-8 text", path) from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        fail("split file is not UTF-8 text", line)
+        return ()
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -41,22 +54,27 @@ def read_split_file(path: Path, images_dir: Path) -> tuple[Sample, ...]:
             continue
         fields = line.split()
         if len(fields) != 2:
-            raise MembenchError(f"expected '<image> <score>', got {line[:60]!r}", path, number)
+            fail(f"expected '<image> <score>', got {line[:60]!r}", number)
+            continue
         name, score_text = fields
         try:
             score = float(score_text)
         except ValueError:
-            raise MembenchError(f"score {score_text!r} is not a number", path, number) from None
+            fail(f"score {score_text!r} is not a number", number)
+            continue
         if not math.isfinite(score) or not 0.0 <= score <= 1.0:
-            raise MembenchError(f"score {score_text} is outside [0, 1]", path, number)
+            fail(f"score {score_text} is outside [0, 1]", number)
+            continue
         if name in seen:
-            raise MembenchError(f"image {name} listed twice (first on line {seen[name]})", path, number)
+            fail(f"image {name} listed twice (first on line {seen[name]})", number)
+            continue
         if "/" in name or "\\" in name or name.startswith("."):
-            raise MembenchError(f"image name {name!r} must be a plain file name", path, number)
+            fail(f"image name {name!r} must be a plain file name", number)
+            continue
         seen[name] = number
         samples.append(Sample(name=name, path=images_dir / name, score=score))
-    if not samples:
-        raise MembenchError("split file is empty", path)
+    if not samples and not (errors and any(e.path == str(path) for e in errors)):
+        fail("split file is empty")
     return tuple(samples)
 
 
@@ -99,18 +117,35 @@ class LamemLayout:
         return self.splits_dir / f"{part}_{k}.txt"
 
     def load_split(self, k: int) -> Split:
+        return self._read_split(k, None)
+
+    def split_problems(self, k: int) -> list[MembenchError]:
+        """Every problem of split k's files (all bad lines, not only the first)."""
+        errors: list[MembenchError] = []
+        self._read_split(k, errors)
+        return errors
+
+    def _read_split(self, k: int, errors: list[MembenchError] | None) -> Split:
         files = {part: self.split_file(part, k) for part in PARTS}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
-            raise MembenchError(f"split {k} is incomplete: missing {', '.join(missing)}", self.root)
-        parts = {part: read_split_file(path, self.images_dir) for part, path in files.items()}
-        owner: dict[str, str] = {}
+            error = MembenchError(f"split {k} is incomplete: missing {', '.join(missing)}", self.root)
+            if errors is None:
+                raise error
+            errors.append(error)
+            files = {part: p for part, p in files.items() if p.is_file()}
+        parts = {part: read_split_file(path, self.images_dir, errors) for part, path in files.items()}
+        owner: dict[str, tuple[str, int]] = {}
         for part, samples in parts.items():
-            for s in samples:
+            for i, s in enumerate(samples):
                 if s.name in owner:
-                    raise MembenchError(f"image {s.name} is in both {owner[s.name]}_{k}.txt and "
-                                        f"{part}_{k}.txt", files[part])
-                owner[s.name] = part
+                    error = MembenchError(f"image {s.name} is in both {owner[s.name][0]}_{k}.txt and "
+                                          f"{part}_{k}.txt", files[part], _line_of(files[part], s.name))
+                    if errors is None:
+                        raise error
+                    errors.append(error)
+                owner.setdefault(s.name, (part, i))
+        parts = {part: parts.get(part, ()) for part in PARTS}
         return Split(index=k, train=parts["train"], val=parts["val"], test=parts["test"])
 
     def fingerprint(self) -> str:
@@ -122,6 +157,17 @@ class LamemLayout:
         for p in sorted(self.images_dir.iterdir()):
             h.update(f"{p.name}:{p.stat().st_size}".encode())
         return h.hexdigest()[:16]
+
+
+def _line_of(path: Path, name: str) -> int | None:
+    """The line of `path` listing image `name` (messages point at it)."""
+    try:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.split()[:1] == [name]:
+                return number
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
 
 
 def parse_splits(expr: str, available: tuple[int, ...], where: Path | str) -> list[int]:
@@ -137,8 +183,14 @@ def parse_splits(expr: str, available: tuple[int, ...], where: Path | str) -> li
             raise MembenchError(f"--splits takes 'all' or numbers like 1,3; got {part!r}")
         k = int(part)
         if k not in available:
-            raise MembenchError(f"split {k} not found (split files train_{k}.txt, val_{k}.txt, "
-                                f"test_{k}.txt); available: {list(available) or 'none'}", where)
+            names = [f"{p}_{k}.txt" for p in PARTS]
+            splits_dir = Path(where) / "splits"
+            if splits_dir.is_dir() and any((splits_dir / n).is_file() for n in names):
+                names = [n for n in names if not (splits_dir / n).is_file()]
+                what = f"split {k} is incomplete: missing splits/{', splits/'.join(names)}"
+            else:
+                what = f"split {k} not found (split files {', '.join(names)})"
+            raise MembenchError(f"{what}; available: {list(available) or 'none'}", where)
         if k not in wanted:
             wanted.append(k)
     return wanted

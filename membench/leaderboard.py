@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from membench.errors import MembenchError
+from membench.testhooks import kill_point
 
 RESULT_COLUMNS = (
     "run_id", "model", "dataset", "split", "rho", "mse", "n_test",
@@ -33,22 +34,54 @@ SUMMARY_COLUMNS = (
     "rho_mean", "rho_sd", "mse_mean", "mse_sd", "params_total", "params_used",
 )
 KEY = ("run_id", "split")
+TMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp's 0600 would hide shared leaderboards from others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _file_mode() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut must not bring the old file back)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    """Temporary files left by a process killed mid-write. Only call this where no other
+    process can be writing (under the leaderboard lock, or in a locked job directory)."""
+    for p in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -109,17 +142,38 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def valid_rows(path: Path) -> list[dict]:
+    """The rows of an existing results.csv, refusing (not overwriting) one that is damaged."""
+    try:
+        rows = read_rows(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MembenchError(f"cannot read the leaderboard ({type(exc).__name__}: {exc}); move it "
+                            "aside and run again", path) from None
+    for number, r in enumerate(rows, start=2):
+        if None in r or any(r.get(c) is None for c in ("run_id", "model", "dataset", "split", "rho", "mse")) \
+                or not str(r["split"]).isdigit():
+            raise MembenchError("damaged leaderboard row (wrong number of columns or no split "
+                                "number); fix or remove the line, then run again", path, number)
+    return rows
+
+
 def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]], provenance: dict) -> None:
     """Record one split of one run: predictions and provenance first, the row last, so a
     row never exists without the data it summarises. Replaces an earlier row of the same
     (run_id, split)."""
     out = Path(out)
     run_id, split = row["run_id"], int(row["split"])
-    pred_text = "image,score,pred\n" + "".join(f"{n},{s!r},{p!r}\n" for n, s, p in predictions)
-    atomic_write_text(out / "predictions" / run_id / f"split{split}.csv", pred_text)
+    pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions],
+                         ("image", "score", "pred"))
     with locked(out):
+        # Every file here is written under the lock, so a temporary file seen now was left
+        # by a process killed mid-write.
+        for d in (out, out / "runs", out / "predictions" / run_id):
+            remove_stale_temp_files(d)
+        atomic_write_text(out / "predictions" / run_id / f"split{split}.csv", pred_text)
+        kill_point("leaderboard:predictions")
         atomic_write_json(out / "runs" / f"{run_id}.json", provenance)
-        rows = [r for r in read_rows(out / "results.csv")
+        rows = [r for r in valid_rows(out / "results.csv")
                 if (r["run_id"], str(r["split"])) != (run_id, str(split))]
         rows.append(row)
         rows.sort(key=lambda r: (r["model"], r["dataset"], r["run_id"], int(r["split"])))

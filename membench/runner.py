@@ -8,6 +8,7 @@ Chained stages (Stage.model) run, or reuse, the upstream model's job on the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -20,9 +21,10 @@ from pathlib import Path
 from membench import __version__, registry
 from membench.errors import MembenchError
 from membench.images import apply_policy, check_images
-from membench.leaderboard import add_result, atomic_write_json, check_writable
+from membench.leaderboard import add_result, atomic_write_json, check_writable, valid_rows
 from membench.metrics import mse, spearman
 from membench.spec import BuildContext, ModelSpec, Preprocess, Split, Stage
+from membench.testhooks import kill_point
 
 PRESETS = {
     "paper": "the recipe exactly: epochs, batch sizes and learning rates of the model's paper",
@@ -123,21 +125,33 @@ class Runner:
             self.console.print(text)
 
     # -- data -------------------------------------------------------------------------
-    def split(self, k: int) -> Split:
-        split = subset(self.dataset.load_split(k), self.cfg.preset)
-        if k not in self._checked:
-            every = split.train + split.val + split.test
-            task = self.progress.add_task(f"checking images of split {k}", total=len(every))
-            check = check_images(every, progress=lambda n: self.progress.advance(task, n))
-            self.progress.remove_task(task)
-            apply_policy(check, self.cfg.on_bad_image)
-            if check.bad:
-                self.say(f"[yellow]split {k}: skipping {len(check.bad)} missing or corrupt images "
-                         f"(--on-bad-image skip)[/]")
-            if check.converted:
-                kinds = ", ".join(f"{n} {mode}" for mode, n in sorted(check.converted.items()))
-                self.say(f"split {k}: converting non-RGB images to RGB ({kinds})")
+    def prepare(self, splits: list[int]) -> None:
+        """Read every requested split file and decode every image they list (each image
+        once) before anything trains: a bad file stops the run now, not after hours."""
+        splits = [k for k in splits if k not in self._checked]
+        if not splits:
+            return
+        every = [s for k in splits for part in subset(self.dataset.load_split(k), self.cfg.preset).parts().values()
+                 for s in part]
+        task = self.progress.add_task(f"checking images of split(s) {', '.join(map(str, splits))}",
+                                      total=len({s.path for s in every}))
+        check = check_images(every, progress=lambda n: self.progress.advance(task, n))
+        self.progress.remove_task(task)
+        apply_policy(check, self.cfg.on_bad_image)
+        if check.bad:
+            self.say(f"[yellow]skipping {len(check.bad)} missing or corrupt images (--on-bad-image skip)[/]")
+        if check.converted:
+            kinds = ", ".join(f"{n} {mode}" for mode, n in sorted(check.converted.items()))
+            self.say(f"converting non-RGB images to RGB when loading them ({kinds})")
+        for k in splits:
             self._checked[k] = check.bad
+        for k in splits:
+            self.split(k)  # enough usable images in every part
+
+    def split(self, k: int) -> Split:
+        if k not in self._checked:
+            self.prepare([k])
+        split = subset(self.dataset.load_split(k), self.cfg.preset)
         bad = self._checked[k]
         if bad:
             keep = lambda part: tuple(s for s in part if str(s.path) not in bad)  # noqa: E731
@@ -157,15 +171,21 @@ class Runner:
             return self.done[memo]
         job_dir = self.cfg.work_dir / key / f"split{k}"
         result_file = job_dir / "result.json"
-        if (self.cfg.resume or reuse_finished) and result_file.is_file():
-            saved = json.loads(result_file.read_text())
-            self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
-            result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None)
-            self._record(spec, key, result, saved["predictions"], saved["provenance"])
-        else:
-            if not self.cfg.resume and job_dir.exists():
-                shutil.rmtree(job_dir)
-            result = self._run_job(spec, k, key, job_dir)
+        with job_lock(job_dir, wait=reuse_finished, say=self.say):
+            if (self.cfg.resume or reuse_finished) and result_file.is_file():
+                try:
+                    saved = json.loads(result_file.read_text())
+                except (OSError, ValueError) as exc:
+                    raise MembenchError(f"cannot read a finished job's result ({exc}); delete the file to "
+                                        "recompute the job", result_file) from None
+                self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
+                result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None)
+                self._record(spec, key, result, saved["predictions"], saved["provenance"])
+            else:
+                if not self.cfg.resume and job_dir.exists():
+                    refuse_to_discard(job_dir)
+                    shutil.rmtree(job_dir)
+                result = self._run_job(spec, k, key, job_dir)
         self.done[memo] = result
         return result
 
@@ -190,8 +210,9 @@ class Runner:
                     upstream = self.run(registry.get_model(stage.model), k, reuse_finished=True)
                     ctx.upstream[stage.name] = upstream.checkpoint
                     outcomes[stage.name] = {"model": stage.model, "run_id": upstream.row["run_id"]}
+                    kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
                     continue
-                model = self.device.prepare(self._build(spec, ctx))
+                model = self.device.prepare(self._build(spec, ctx, k, stage.name))
                 self.say(f"{spec.name} split {k}: {stage.name} ({stage.epochs} epochs, batch "
                          f"{stage.batch_size}, lr {stage.lr:g})")
                 outcome = train_stage(model, stage, split.train, split.val, pre, self.device,
@@ -199,11 +220,12 @@ class Runner:
                                       patience=stage.patience or cfg.patience, resume=cfg.resume,
                                       progress=self.progress)
                 outcomes[stage.name] = asdict(outcome)
+                kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
                 if i < len(stages) - 1:
                     ctx.upstream[stage.name] = job_dir / stage.name / "best.pt"
             checkpoint = job_dir / stages[-1].name / "best.pt" if model is not None else None
         if model is None:  # evaluate only (or a recipe made only of chained stages)
-            model = self.device.prepare(self._build(spec, ctx))
+            model = self.device.prepare(self._build(spec, ctx, k, "evaluate"))
             if cfg.checkpoint:
                 from membench.weights import load_state_dict
 
@@ -243,13 +265,21 @@ class Runner:
         atomic_write_json(job_dir / "result.json", {
             "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
             "predictions": predictions, "provenance": provenance})
+        kill_point(f"result-saved:{spec.name}:{k}")
         self._record(spec, key, result, predictions, provenance)
         del model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return result
 
-    def _build(self, spec: ModelSpec, ctx: BuildContext):
+    def _build(self, spec: ModelSpec, ctx: BuildContext, k: int, stage: str):
+        """Random initialisation is seeded by (seed, split, model, stage), not by whatever
+        ran earlier in this process, so a resumed run builds the same model."""
+        import torch
+
+        from membench.train import epoch_seed
+
+        torch.manual_seed(epoch_seed(self.cfg.seed + k, f"build:{spec.name}:{stage}", 0))
         return spec.builder()(ctx)
 
     def _record(self, spec, key, result: JobResult, predictions, provenance) -> None:
@@ -277,17 +307,62 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                                TimeElapsedColumn, TimeRemainingColumn)
 
     check_writable(cfg.out)
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(cfg.work_dir)
+    valid_rows(cfg.out / "results.csv")  # a damaged leaderboard stops the run now, not after training
+    if not cfg.resume:  # before anything runs, not when the job's turn comes
+        for spec in specs:
+            for k in splits:
+                job_dir = cfg.work_dir / job_key(spec, dataset, cfg) / f"split{k}"
+                if job_dir.exists():
+                    refuse_to_discard(job_dir)
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
         runner = Runner(dataset, cfg, progress, console=progress.console)
+        runner.prepare(splits)
         overall = progress.add_task("jobs", total=len(specs) * len(splits))
         for spec in specs:
             for k in splits:
                 rows.append(runner.run(spec, k).row)
                 progress.advance(overall)
+                kill_point(f"job-done:{spec.name}:{k}")
     return rows
+
+
+def refuse_to_discard(job_dir: Path) -> None:
+    """Without --resume a job starts afresh, but never by silently deleting the checkpoints
+    of an interrupted run (possibly days of training)."""
+    if (job_dir / "result.json").is_file():
+        return
+    saved = sorted(job_dir.glob("*/last.pt"))
+    if saved:
+        raise MembenchError(f"an interrupted run of this job left checkpoints here ({saved[0].parent.name}/"
+                            f"last.pt); add --resume to continue it, or delete the directory to start over",
+                            job_dir)
+
+
+@contextlib.contextmanager
+def job_lock(job_dir: Path, *, wait: bool, say=None):
+    """One process per job directory. The kernel drops the lock when its holder dies,
+    even by SIGKILL, so no stale lock outlives a killed run."""
+    import fcntl
+
+    job_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(job_dir.parent / f".{job_dir.name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise MembenchError("another membench process is running this job (same model, data, "
+                                    "split and settings) with this work directory; wait for it to "
+                                    "finish, then run again with --resume", job_dir) from None
+            if say:
+                say(f"waiting for another membench process to finish {job_dir}")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def hardware(device_type: str) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from membench.errors import MembenchError, StopRequested
-from membench.leaderboard import atomic_write_bytes
+from membench.leaderboard import atomic_write_bytes, remove_stale_temp_files
 from membench.metrics import mse, paper_poly_factor, spearman
 from membench.spec import Preprocess, Sample, Stage
+from membench.testhooks import kill_point
 
 
 @dataclass
@@ -156,8 +157,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise MembenchError(f"cannot read checkpoint ({type(exc).__name__}); delete it or run without --resume",
-                            path) from None
+        raise MembenchError(f"cannot read checkpoint ({type(exc).__name__}); delete it to redo the part of "
+                            "the job it holds", path) from None
 
 
 def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...],
@@ -184,6 +185,9 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
 
     last, best = stage_dir / "last.pt", stage_dir / "best.pt"
     start, best_rho, best_epoch, bad_epochs, history, seconds = 0, -math.inf, 0, 0, [], 0.0
+    done_steps, done_losses, rng = 0, [], None  # a Ctrl-C checkpoint stops inside an epoch
+    if resume and stage_dir.is_dir():
+        remove_stale_temp_files(stage_dir)  # a write killed half-way (the job dir is locked)
     if resume and last.is_file():
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
@@ -191,66 +195,136 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
         sched.load_state_dict(state["scheduler"])
         start, best_rho, best_epoch = state["epoch"], state["best_val_rho"], state["best_epoch"]
         bad_epochs, history, seconds = state["bad_epochs"], state["history"], state["seconds"]
-    if start >= stage.epochs or (start and bad_epochs >= patience):
+        done_steps, done_losses, rng = state.get("step", 0), state.get("losses", []), state.get("rng")
+    if not done_steps and (start >= stage.epochs or (start and bad_epochs >= patience)):
         return _finish(model, best, stage, start, best_epoch, best_rho, seconds, history, bad_epochs >= patience)
 
     normalizer = Normalizer(pre)
     transform = train_transform(pre)
     batch = min(stage.batch_size, len(train))
-    for epoch in range(start, stage.epochs):
-        t0 = time.perf_counter()
-        torch.manual_seed(epoch_seed(seed, stage.name, epoch))
-        loader = make_loader(train, transform, batch_size=batch, shuffle=True, workers=device.workers,
-                             seed=epoch_seed(seed, stage.name, epoch), device_type=device.type)
-        model.train()
-        for m in frozen:
-            m.eval()
-        task = progress.add_task(f"{stage.name} epoch {epoch + 1}/{stage.epochs}", total=len(train))
-        losses = []
-        try:
+
+    def state(epoch: int, **extra) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch, "best_val_rho": best_rho, "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs, "history": history, "seconds": seconds, **extra}
+
+    with _CtrlC() as ctrl_c:
+        for epoch in range(start, stage.epochs):
+            t0 = time.perf_counter()
+            skip, losses = (done_steps, list(done_losses)) if epoch == start else (0, [])
+            if skip:
+                _set_rng(rng, device)  # where the interrupted epoch left the global RNG
+            else:
+                torch.manual_seed(epoch_seed(seed, stage.name, epoch))
+            loader = make_loader(train, transform, batch_size=batch, shuffle=True, workers=device.workers,
+                                 seed=epoch_seed(seed, stage.name, epoch), device_type=device.type)
+            model.train()
+            for m in frozen:
+                m.eval()
+            task = progress.add_task(f"{stage.name} epoch {epoch + 1}/{stage.epochs}", total=len(train))
             for step, (x, y, _idx) in enumerate(loader):
+                if step < skip:  # batches the interrupted run already trained on (same order)
+                    progress.advance(task, len(y))
+                    continue
+                kill_point(f"step:{stage.name}:{epoch + 1}:{step + 1}")
+                if ctrl_c.pressed:  # between steps: model and optimizer are consistent here
+                    seconds += time.perf_counter() - t0
+                    save_checkpoint(last, state(epoch, step=step, losses=losses, rng=_get_rng(device)))
+                    progress.remove_task(task)
+                    raise StopRequested(
+                        f"interrupted in {stage.name}, epoch {epoch + 1}, step {step + 1}; progress saved "
+                        f"in {last}: run the same command with --resume to continue from there")
                 with device.autocast():
                     pred = model(device.batch(x, normalizer))
                 loss = compute_loss(model, pred.float().reshape(-1), y.to(device.torch).float())
                 if not torch.isfinite(loss):
+                    progress.remove_task(task)
+                    kept = (f"the last good checkpoint is kept ({last}, {epoch} epoch(s) finished)"
+                            if last.is_file() else "no epoch had finished, so there is no checkpoint")
                     raise MembenchError(
                         f"loss became {loss.item()} at stage {stage.name}, epoch {epoch + 1}, step {step + 1}; "
-                        f"the last good checkpoint is kept", last if last.exists() else stage_dir)
+                        f"{kept}; try a lower learning rate or check the scores", stage_dir)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
                 progress.advance(task, len(y))
-        except KeyboardInterrupt:
             progress.remove_task(task)
-            raise StopRequested(f"interrupted in {stage.name} epoch {epoch + 1}; the checkpoint of the last "
-                                f"finished epoch is in {stage_dir}: run again with --resume") from None
-        progress.remove_task(task)
-        lr_used = opt.param_groups[0]["lr"]
-        sched.step()
-        vtask = progress.add_task(f"{stage.name} validation", total=len(val))
-        val_pred = predict(model, val, pre, device, batch_size=max(batch, 32),
-                           progress=lambda n: progress.advance(vtask, n))
-        progress.remove_task(vtask)
-        truth = [s.score for s in val]
-        val_rho, val_mse = spearman(val_pred, truth), mse(val_pred, truth)
-        seconds += time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "lr": lr_used, "train_loss": _mean(losses),
-                        "val_rho": val_rho, "val_mse": val_mse})
-        score = val_rho if math.isfinite(val_rho) else -math.inf
-        if score > best_rho or best_epoch == 0:
-            best_rho, best_epoch, bad_epochs = score, epoch + 1, 0
-            save_checkpoint(best, {"model": model.state_dict(), "epoch": epoch + 1, "val_rho": val_rho})
-        else:
-            bad_epochs += 1
-        save_checkpoint(last, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch + 1, "best_val_rho": best_rho, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "history": history, "seconds": seconds,
-        })
-        if bad_epochs >= patience:
-            return _finish(model, best, stage, epoch + 1, best_epoch, best_rho, seconds, history, True)
+            lr_used = opt.param_groups[0]["lr"]
+            sched.step()
+            vtask = progress.add_task(f"{stage.name} validation", total=len(val))
+            val_pred = predict(model, val, pre, device, batch_size=max(batch, 32),
+                               progress=lambda n: progress.advance(vtask, n))
+            progress.remove_task(vtask)
+            truth = [s.score for s in val]
+            val_rho, val_mse = spearman(val_pred, truth), mse(val_pred, truth)
+            seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "lr": lr_used, "train_loss": _mean(losses),
+                            "val_rho": val_rho, "val_mse": val_mse})
+            score = val_rho if math.isfinite(val_rho) else -math.inf
+            if score > best_rho or best_epoch == 0:
+                best_rho, best_epoch, bad_epochs = score, epoch + 1, 0
+                save_checkpoint(best, {"model": model.state_dict(), "epoch": epoch + 1, "val_rho": val_rho})
+            else:
+                bad_epochs += 1
+            kill_point(f"checkpoint:{stage.name}:{epoch + 1}")
+            save_checkpoint(last, state(epoch + 1))
+            if ctrl_c.pressed:
+                raise StopRequested(f"interrupted after {stage.name} epoch {epoch + 1}; progress saved in "
+                                    f"{last}: run the same command with --resume to continue from there")
+            if bad_epochs >= patience:
+                return _finish(model, best, stage, epoch + 1, best_epoch, best_rho, seconds, history, True)
     return _finish(model, best, stage, stage.epochs, best_epoch, best_rho, seconds, history, False)
+
+
+class _CtrlC:
+    """While training, the first Ctrl-C only sets `pressed`: the loop then saves a
+    checkpoint at the next step boundary and stops. A second Ctrl-C stops at once (the
+    last saved checkpoint stays valid, every write being atomic). DataLoader workers forked
+    inside the block inherit the handler, so they keep serving batches until the stop."""
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle) or signal.default_int_handler
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __exit__(self, *exc_info):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _get_rng(device: Device) -> dict:
+    import torch
+
+    out = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng(rng: dict | None, device: Device) -> None:
+    import torch
+
+    if rng is None:
+        return
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _finish(model, best: Path, stage, epochs_run, best_epoch, best_rho, seconds, history, early) -> StageOutcome:

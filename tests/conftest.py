@@ -32,3 +32,18 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def tiny_plugin():
+    """Register tests/tiny_plugin.py (models tiny-cnn and tiny-chain) for one test."""
+    import tiny_plugin as module
+
+    from membench import plugins, registry
+
+    pm = plugins.load()
+    pm.register(module, name="tests.tiny_plugin")
+    registry.clear_cache()
+    yield module
+    pm.unregister(module)
+    registry.clear_cache()

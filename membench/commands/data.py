@@ -47,6 +47,13 @@ def cmd_check(args) -> int:
     problems: list[str] = list(getattr(dataset, "problems", []) or [])
     rows, listed = [], []
     for k in parse_splits(args.splits, dataset.splits, dataset.root or args.data):
+        if hasattr(dataset, "split_problems"):  # every bad line, not only the first
+            found = [str(e) for e in dataset.split_problems(k)]
+            if found:
+                problems.extend(found)
+                rows.append({"split": k, "train": None, "val": None, "test": None,
+                             "status": f"{len(found)} problem(s) in its split files; images not decoded"})
+                continue
         try:
             split = dataset.load_split(k)
         except MembenchError as exc:

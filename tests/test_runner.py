@@ -1,0 +1,134 @@
+"""The protocol runner end to end on generated data, with a tiny model for speed."""
+
+import csv
+import json
+import math
+
+import pytest
+
+
+def rows(out):
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_all_splits_writes_rows_summary_predictions_provenance(tiny_plugin, demo_root, tmp_path, run_cli):
+    out = tmp_path / "lb"
+    code, stdout, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                                "--splits", "all", "--out", out)
+    assert code == 0, err
+    rs = rows(out)
+    assert [int(r["split"]) for r in rs] == [1, 2, 3, 4, 5]
+    for r in rs:
+        assert math.isfinite(float(r["rho"])) and math.isfinite(float(r["mse"]))
+        assert r["preset"] == "paper" and r["params_total"] == "249" and r["dataset"] == "demo"
+        assert int(r["epochs_run"]) >= 1 and 1 <= int(r["best_epoch"]) <= int(r["epochs_run"])
+        pred_file = out / "predictions" / r["run_id"] / f"split{r['split']}.csv"
+        with open(pred_file, newline="") as f:
+            preds = list(csv.DictReader(f))
+        assert len(preds) == int(r["n_test"])
+        # the row's metrics are exactly the metrics of the stored predictions
+        from membench.metrics import mse, spearman
+
+        p = [float(x["pred"]) for x in preds]
+        t = [float(x["score"]) for x in preds]
+        assert float(r["rho"]) == pytest.approx(spearman(p, t))
+        assert float(r["mse"]) == pytest.approx(mse(p, t))
+    with open(out / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert len(summary) == 1 and summary[0]["n_splits"] == "5"
+    rho = [float(r["rho"]) for r in rs]
+    assert float(summary[0]["rho_mean"]) == pytest.approx(sum(rho) / 5)
+    import statistics
+
+    assert float(summary[0]["rho_sd"]) == pytest.approx(statistics.stdev(rho))
+    prov = json.loads((out / "runs" / f"{rs[0]['run_id']}.json").read_text())
+    assert prov["dataset"]["name"] == "demo" and prov["recipe"][0]["lr"] == 1e-2
+    assert prov["environment"]["versions"]["torch"]
+
+
+def test_split_scores_come_from_their_own_files(tiny_plugin, demo_root, tmp_path, run_cli):
+    """The same image has different scores in different splits (as in LaMem)."""
+    out = tmp_path / "lb"
+    assert run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                   "--splits", "1,2", "--out", out, "--preset", "smoke")[0] == 0
+    truth = {}
+    for k in (1, 2):
+        for line in (demo_root / "splits" / f"test_{k}.txt").read_text().splitlines():
+            name, score = line.split()
+            truth[(k, name)] = float(score)
+    for r in rows(out):
+        with open(out / "predictions" / r["run_id"] / f"split{r['split']}.csv", newline="") as f:
+            for p in csv.DictReader(f):
+                assert float(p["score"]) == truth[(int(r["split"]), p["image"])]
+
+
+def test_resume_retrains_nothing_finished(tiny_plugin, demo_root, tmp_path, run_cli, monkeypatch):
+    out, work = tmp_path / "lb", tmp_path / "work"
+    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1,2",
+            "--out", out, "--work-dir", work]
+    assert run_cli(*args)[0] == 0
+    first = rows(out)
+
+    import membench.train as train
+
+    def boom(*a, **k):
+        raise AssertionError("a finished job was retrained")
+
+    monkeypatch.setattr(train, "train_stage", boom)
+    code, _, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    assert rows(out) == first  # same rows, not duplicated
+
+
+def test_chained_stages_reuse_stage1_and_freeze(tiny_plugin, demo_root, tmp_path, run_cli):
+    out, work = tmp_path / "lb", tmp_path / "work"
+    code, _, err = run_cli("run", "--model", "tiny-chain", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1", "--out", out, "--work-dir", work)
+    assert code == 0, err
+    models = sorted(r["model"] for r in rows(out))
+    assert models == ["tiny-chain", "tiny-cnn"]  # stage 1 is a measured run of its own model
+    import torch
+
+    chain_dir = next(work.glob("tiny-chain__*")) / "split1"
+    stage1_dir = next(work.glob("tiny-cnn__*")) / "split1" / "stage1"
+    s1 = torch.load(stage1_dir / "best.pt", weights_only=False)["model"]
+    s2 = torch.load(chain_dir / "stage2" / "best.pt", weights_only=False)["model"]
+    for name, value in s1.items():
+        if name.startswith("features."):
+            assert torch.equal(value, s2[name]), name  # frozen in stage 2: bit-identical
+    assert not torch.equal(s1["head.weight"], s2["head.weight"])
+
+
+def test_same_seed_same_numbers(tiny_plugin, demo_root, tmp_path, run_cli):
+    results = []
+    for i in range(2):
+        out = tmp_path / f"lb{i}"
+        assert run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                       "--splits", "1", "--out", out, "--work-dir", tmp_path / f"w{i}", "--seed", "3")[0] == 0
+        results.append((rows(out)[0]["rho"], rows(out)[0]["mse"]))
+    assert results[0] == results[1]
+
+
+def test_evaluate_only_needs_weights(tiny_plugin, demo_root, tmp_path, run_cli):
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1", "--out", tmp_path / "lb", "--train", "none", "--pretrained", "none")
+    assert code == 2 and "--checkpoint" in err
+    assert not (tmp_path / "lb" / "results.csv").exists()
+
+
+def test_evaluate_only_with_checkpoint(tiny_plugin, demo_root, tmp_path, run_cli):
+    import torch
+
+    from tiny_plugin import build_tiny
+
+    from membench import BuildContext
+
+    model = build_tiny(BuildContext())
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "lb"
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1", "--out", out, "--train", "none", "--checkpoint", tmp_path / "w.pt")
+    assert code == 0, err
+    r = rows(out)[0]
+    assert r["train_mode"] == "none" and r["epochs_run"] == "0"
