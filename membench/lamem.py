@@ -170,11 +170,29 @@ def _line_of(path: Path, name: str) -> int | None:
     return None
 
 
+def incomplete_splits(splits_dir: Path) -> dict[int, list[str]]:
+    """Split indices with some but not all of train_k/val_k/test_k.txt -> missing names."""
+    if not splits_dir.is_dir():
+        return {}
+    found: dict[int, set[str]] = {}
+    for p in splits_dir.iterdir():
+        m = _SPLIT_FILE.match(p.name)
+        if m:
+            found.setdefault(int(m.group(2)), set()).add(m.group(1))
+    return {k: [f"{part}_{k}.txt" for part in PARTS if part not in parts]
+            for k, parts in sorted(found.items()) if parts != set(PARTS)}
+
+
 def parse_splits(expr: str, available: tuple[int, ...], where: Path | str) -> list[int]:
     """`all` or a comma list like `1,3`; every named split must exist."""
     if expr.strip() == "all":
         if not available:
             raise MembenchError("no complete split (train_k/val_k/test_k.txt) found", where)
+        partial = incomplete_splits(Path(where) / "splits")
+        if partial:  # `all` must not quietly mean "all but the broken one"
+            k, missing = next(iter(partial.items()))
+            raise MembenchError(f"split {k} is incomplete: missing splits/{', splits/'.join(missing)}; fix it or "
+                                f"choose splits with --splits {','.join(map(str, available))}", where)
         return list(available)
     wanted: list[int] = []
     for part in expr.split(","):

@@ -53,6 +53,8 @@ def torchvision_weights(arch: str, what: str | None = None, explicit=None) -> di
     """ImageNet weights of a torchvision architecture (e.g. "resnet50"), from local files."""
     from torchvision.models import get_model_weights
 
-    weights = get_model_weights(arch).DEFAULT
+    enum = get_model_weights(arch)
+    # The original ImageNet weights (what 2015-2019 papers used), not torchvision's newer recipe.
+    weights = getattr(enum, "IMAGENET1K_V1", enum.DEFAULT)
     file_name = os.path.basename(weights.url)
     return load_state_dict(resolve_file(file_name, what or f"torchvision {arch} ImageNet", explicit))

@@ -39,14 +39,19 @@ def cmd_check(args) -> int:
     from membench.commands.common import open_dataset
     from membench.errors import MembenchError
     from membench.images import check_images
-    from membench.lamem import parse_splits
+    from membench.lamem import incomplete_splits, parse_splits
     from membench.output import emit
 
     console = Console(stderr=True)
     dataset = open_dataset(args)
     problems: list[str] = list(getattr(dataset, "problems", []) or [])
     rows, listed = [], []
-    for k in parse_splits(args.splits, dataset.splits, dataset.root or args.data):
+    wanted = list(dataset.splits) if args.splits.strip() == "all" and dataset.splits else None
+    if wanted is not None and dataset.root is not None:
+        for k, missing in incomplete_splits(Path(dataset.root) / "splits").items():
+            problems.append(f"{dataset.root}: split {k} is incomplete: missing splits/{', splits/'.join(missing)}")
+            rows.append({"split": k, "train": None, "val": None, "test": None, "status": "incomplete"})
+    for k in wanted or parse_splits(args.splits, dataset.splits, dataset.root or args.data):
         if hasattr(dataset, "split_problems"):  # every bad line, not only the first
             found = [str(e) for e in dataset.split_problems(k)]
             if found:
