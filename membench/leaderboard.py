@@ -104,8 +104,8 @@ def csv_text(rows: list[dict], columns) -> str:
 def _cell(v):
     if v is None:
         return ""
-    if isinstance(v, float):
-        return repr(v)  # full precision, no thousands separators
+    if isinstance(v, float):  # numpy floats too (np.float64 subclasses float)
+        return repr(float(v))  # full precision, no thousands separators
     return v
 
 

@@ -1,0 +1,68 @@
+"""`membench compare A B`: paired bootstrap of two models on their stored predictions."""
+
+from __future__ import annotations
+
+EPILOG = """examples:
+  membench compare resnet50-lamem amnet --leaderboard runs/demo
+  membench compare ours squalli --leaderboard runs/lamem --splits 1,3 --n-boot 5000
+"""
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "compare", help="paired bootstrap of the difference between two models",
+        description="Resample the same test images for both models (per split, images matched by "
+                    "name), give the 95%% interval of the difference in rho and MSE (A - B) and a "
+                    "verdict. Uses the stored per-image predictions of each model's latest run; "
+                    "never re-runs a model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", metavar="A", help="model name")
+    p.add_argument("b", metavar="B", help="model name")
+    p.add_argument("--leaderboard", default="leaderboards", metavar="DIR",
+                   help="directory holding results.csv and predictions/ (default: leaderboards)")
+    p.add_argument("--dataset", metavar="NAME", help="needed when both models have runs on several datasets")
+    p.add_argument("--preset", metavar="NAME", help="use runs of this preset (default: each model's latest run)")
+    p.add_argument("--splits", default="all", metavar="K,K", help="splits to use, e.g. 1,3 (default: all in common)")
+    p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from membench import compare, report
+    from membench.errors import MembenchError
+
+    runs = report.load_runs(Path(args.leaderboard))
+    if not runs:
+        raise MembenchError("no results.csv here: run `membench run` first", args.leaderboard)
+    run_a, run_b = compare.pick_runs(runs, args.a, args.b, args.dataset, args.preset)
+    dataset = run_a.dataset
+    in_both = [k for k in run_a.splits if k in run_b.splits]
+    wanted = in_both if args.splits == "all" else _parse_splits(args.splits)
+    absent = [str(k) for k in wanted if k not in in_both]
+    if absent:
+        raise MembenchError(f"split(s) {','.join(absent)} not run by both {args.a} and {args.b} "
+                            f"(common: {','.join(map(str, in_both)) or 'none'})")
+    common = sorted(set(wanted))
+    files = {k: (run_a.predictions(k), run_b.predictions(k)) for k in common}
+    result = compare.compare_predictions(args.a, args.b, dataset, files, n_boot=args.n_boot, seed=args.seed)
+    for run in (run_a, run_b):
+        print(f"{run.model}: run {run.run_id} (preset {run.preset or '?'}, {len(run.splits)} split(s))")
+    print(result.render())
+    return 0
+
+
+def _parse_splits(text: str) -> list[int]:
+    from membench.errors import MembenchError
+
+    try:
+        splits = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise MembenchError(f"--splits expects 'all' or a comma list of integers, not {text!r}") from None
+    if not splits:
+        raise MembenchError("--splits is empty")
+    return splits

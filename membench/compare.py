@@ -1,0 +1,270 @@
+"""Bootstrap over test images, from stored per-image predictions only (never re-runs a model).
+
+Definition used everywhere in membench (tables and `membench compare`):
+  - each split is resampled on its own: draw its n test images with replacement, from a
+    generator seeded with (seed, split index), so every model sees the same draws;
+  - a replicate's statistic is the mean over splits of the per-split statistic, mirroring
+    how the paper averages rho over the five LaMem splits;
+  - the 95% interval is the 2.5th and 97.5th percentile of the replicates (percentile
+    bootstrap). For a comparison the statistic is the difference A - B on the same
+    resampled images (paired bootstrap).
+Spearman uses average ranks for ties, as scipy does; ties appear in every resample, so
+this matters. A resample is held as the number of times each image was drawn (counts),
+and the ranks of the resampled multiset are computed from the counts without sorting.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from membench.errors import MembenchError
+
+CHUNK = 256  # replicates per block: bounds memory at CHUNK x n floats
+
+
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Read predictions/<run_id>/split<k>.csv: image names, true scores, predictions."""
+    path = Path(path)
+    if not path.is_file():
+        raise MembenchError("predictions file is missing", path)
+    names, score, pred = [], [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["image", "score", "pred"]:
+            raise MembenchError(f"expected header image,score,pred, got {','.join(header or [])!r}", path, 1)
+        for number, fields in enumerate(reader, start=2):
+            if len(fields) != 3:
+                raise MembenchError(f"expected 3 fields, got {len(fields)}", path, number)
+            try:
+                s, p = float(fields[1]), float(fields[2])
+            except ValueError:
+                raise MembenchError("score and pred must be numbers", path, number) from None
+            names.append(fields[0])
+            score.append(s)
+            pred.append(p)
+    if not names:
+        raise MembenchError("predictions file has no rows", path)
+    return names, np.asarray(score, dtype=float), np.asarray(pred, dtype=float)
+
+
+def resample_counts(n: int, n_boot: int, seed: int, split: int):
+    """Yield blocks (b, n) of draw counts; row r is replicate r's resample of n images."""
+    rng = np.random.default_rng([seed, split])
+    done = 0
+    while done < n_boot:
+        b = min(CHUNK, n_boot - done)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = (idx + n * np.arange(b)[:, None]).ravel()
+        yield np.bincount(flat, minlength=b * n).reshape(b, n)
+        done += b
+
+
+def weighted_ranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based) that each value takes in the multiset where value i
+    appears counts[r, i] times, for every row r; equal values share one rank."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    is_start = np.ones(len(values), dtype=bool)
+    is_start[1:] = sorted_values[1:] != sorted_values[:-1]
+    starts = np.flatnonzero(is_start)
+    group = np.empty(len(values), dtype=np.intp)
+    group[order] = np.cumsum(is_start) - 1
+    per_group = np.add.reduceat(counts[:, order], starts, axis=1).astype(float)
+    below = np.cumsum(per_group, axis=1) - per_group
+    return (below + (per_group + 1.0) / 2.0)[:, group]
+
+
+def spearman_counts(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each resample (row of counts); NaN where a side is constant."""
+    w = counts.astype(float)
+    total = w.sum(axis=1, keepdims=True)
+    rx, ry = weighted_ranks(x, counts), weighted_ranks(y, counts)
+    dx = rx - (w * rx).sum(axis=1, keepdims=True) / total
+    dy = ry - (w * ry).sum(axis=1, keepdims=True) / total
+    cov = (w * dx * dy).sum(axis=1)
+    var = (w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0, cov / np.sqrt(var), np.nan)
+
+
+def mse_counts(truth: np.ndarray, pred: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return counts @ ((pred - truth) ** 2) / counts.sum(axis=1)
+
+
+def split_replicates(truth: np.ndarray, preds: list[np.ndarray], n_boot: int, seed: int,
+                     split: int) -> list[dict[str, np.ndarray]]:
+    """Per prediction vector: rho and MSE of each replicate of this split, all on the
+    same resampled images."""
+    out = [{"rho": [], "mse": []} for _ in preds]
+    for counts in resample_counts(len(truth), n_boot, seed, split):
+        for acc, pred in zip(out, preds):
+            acc["rho"].append(spearman_counts(truth, pred, counts))
+            acc["mse"].append(mse_counts(truth, pred, counts))
+    return [{k: np.concatenate(v) for k, v in acc.items()} for acc in out]
+
+
+def interval(replicates: np.ndarray) -> tuple[float, float] | None:
+    """Percentile 95% interval; None when no replicate is defined."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def rho_interval(splits: dict[int, tuple[np.ndarray, np.ndarray]], n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the mean-over-splits rho; `splits` maps split -> (truth, pred)."""
+    if not splits or n_boot <= 0:
+        return None
+    per_split = [split_replicates(truth, [pred], n_boot, seed, k)[0]["rho"]
+                 for k, (truth, pred) in sorted(splits.items())]
+    return interval(np.mean(per_split, axis=0))
+
+
+@dataclass
+class Comparison:
+    """Paired bootstrap of model a minus model b over the matched test images."""
+
+    a: str
+    b: str
+    dataset: str
+    splits: list[int]
+    n_images: dict[int, int]
+    n_boot: int
+    seed: int
+    rho_a: float
+    rho_b: float
+    mse_a: float
+    mse_b: float
+    d_rho_ci: tuple[float, float] | None
+    d_mse_ci: tuple[float, float] | None
+
+    @property
+    def d_rho(self) -> float:
+        return self.rho_a - self.rho_b
+
+    @property
+    def d_mse(self) -> float:
+        return self.mse_a - self.mse_b
+
+    def verdict(self) -> str:
+        """One line: significant when the 95% interval of the difference excludes 0."""
+        rho_says = _direction(self.d_rho_ci, f"{self.a} better than {self.b}",
+                              f"{self.b} better than {self.a}", "no significant difference in rho")
+        mse_says = _direction(self.d_mse_ci, f"{self.b} lower MSE", f"{self.a} lower MSE",
+                              "no significant difference in MSE")
+        return (f"{rho_says}: Δrho = {self.d_rho:+.3f} {_ci(self.d_rho_ci, 3)}; "
+                f"{mse_says}: ΔMSE = {self.d_mse:+.5f} {_ci(self.d_mse_ci, 5)}")
+
+    def render(self) -> str:
+        sizes = sorted(set(self.n_images.values()))
+        size_text = str(sizes[0]) if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
+        return "\n".join([
+            f"{self.a} vs {self.b} on {self.dataset}: splits {','.join(map(str, self.splits))}, "
+            f"{size_text} matched test images per split",
+            f"  rho  {self.a} {self.rho_a:.3f}  {self.b} {self.rho_b:.3f}  "
+            f"Δ(a-b) {self.d_rho:+.3f}  95% CI {_ci(self.d_rho_ci, 3)}",
+            f"  MSE  {self.a} {self.mse_a:.5f}  {self.b} {self.mse_b:.5f}  "
+            f"Δ(a-b) {self.d_mse:+.5f}  95% CI {_ci(self.d_mse_ci, 5)}",
+            f"  paired bootstrap over test images: {self.n_boot} resamples per split, seed {self.seed}, "
+            "per-split statistics averaged over splits",
+            f"verdict: {self.verdict()}",
+        ])
+
+
+def _direction(ci, above: str, below: str, neither: str) -> str:
+    if ci is None:
+        return neither
+    if ci[0] > 0:
+        return above
+    if ci[1] < 0:
+        return below
+    return neither
+
+
+def _ci(ci, digits: int) -> str:
+    if ci is None:
+        return "[—]"
+    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | None = None):
+    """The latest run of a and of b on the one (dataset, preset) both have runs on;
+    a choice left open by several candidates must be made with dataset/preset."""
+    from membench.report import latest_runs  # report imports this module at load time
+
+    latest = latest_runs(runs)
+    have = {m: {(d, p) for (mm, d, p) in latest if mm == m} for m in (a, b)}
+    for m in (a, b):
+        if not have[m]:
+            raise MembenchError(f"no run of model {m!r} in results.csv")
+    common = sorted(pair for pair in have[a] & have[b]
+                    if (dataset is None or pair[0] == dataset) and (preset is None or pair[1] == preset))
+    if not common:
+        def listing(m):
+            return ", ".join(f"{d}/{p}" for d, p in sorted(have[m]))
+        wanted = "/".join(x for x in (dataset, preset) if x)
+        raise MembenchError(f"{a} and {b} have no runs on the same dataset and preset"
+                            + (f" matching {wanted}" if wanted else "")
+                            + f" ({a}: {listing(a)}; {b}: {listing(b)})")
+    if len({d for d, _ in common}) > 1:
+        raise MembenchError(f"both models have runs on {', '.join(sorted({d for d, _ in common}))}; "
+                            "choose one with --dataset")
+    if len(common) > 1:
+        raise MembenchError(f"both models have runs with presets {', '.join(p for _, p in common)}; "
+                            "choose one with --preset")
+    return latest[(a, *common[0])], latest[(b, *common[0])]
+
+
+def match_split(path_a: Path, path_b: Path, split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truth, a's and b's predictions on the images both files hold, matched by name."""
+    names_a, truth_a, pred_a = read_predictions(path_a)
+    names_b, truth_b, pred_b = read_predictions(path_b)
+    index_b = {n: i for i, n in enumerate(names_b)}
+    ia = [i for i, n in enumerate(names_a) if n in index_b]
+    ib = [index_b[names_a[i]] for i in ia]
+    if not ia:
+        raise MembenchError(f"split {split}: the two runs share no test image", path_a)
+    truth = truth_a[ia]
+    differs = np.flatnonzero(np.abs(truth - truth_b[ib]) > 1e-9)
+    if differs.size:
+        name = names_a[ia[differs[0]]]
+        raise MembenchError(f"split {split}: image {name} has score {truth_a[ia[differs[0]]]} here and "
+                            f"{truth_b[ib[differs[0]]]} in {path_b}: the runs used different data", path_a)
+    return truth, pred_a[ia], pred_b[ib]
+
+
+def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Path, Path]],
+                        n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """Paired bootstrap of a - b; `files` maps split -> (a's, b's predictions file)."""
+    if not files:
+        raise MembenchError(f"{a} and {b} have no split in common on {dataset}")
+    if n_boot < 1:
+        raise MembenchError("--n-boot must be at least 1")
+    stats = {key: [] for key in ("rho_a", "rho_b", "mse_a", "mse_b", "d_rho", "d_mse")}
+    n_images = {}
+    ones = None
+    for k, (path_a, path_b) in sorted(files.items()):
+        truth, pa, pb = match_split(path_a, path_b, k)
+        n_images[k] = len(truth)
+        ones = np.ones((1, len(truth)), dtype=np.int64)
+        stats["rho_a"].append(spearman_counts(truth, pa, ones)[0])
+        stats["rho_b"].append(spearman_counts(truth, pb, ones)[0])
+        stats["mse_a"].append(float(np.mean((pa - truth) ** 2)))
+        stats["mse_b"].append(float(np.mean((pb - truth) ** 2)))
+        ra, rb = split_replicates(truth, [pa, pb], n_boot, seed, k)
+        stats["d_rho"].append(ra["rho"] - rb["rho"])
+        stats["d_mse"].append(ra["mse"] - rb["mse"])
+    return Comparison(
+        a=a, b=b, dataset=dataset, splits=sorted(files), n_images=n_images, n_boot=n_boot, seed=seed,
+        rho_a=float(np.mean(stats["rho_a"])), rho_b=float(np.mean(stats["rho_b"])),
+        mse_a=float(np.mean(stats["mse_a"])), mse_b=float(np.mean(stats["mse_b"])),
+        d_rho_ci=interval(np.mean(stats["d_rho"], axis=0)),
+        d_mse_ci=interval(np.mean(stats["d_mse"], axis=0)),
+    )
