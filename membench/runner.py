@@ -9,6 +9,7 @@ Chained stages (Stage.model) run, or reuse, the upstream model's job on the same
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -54,6 +55,7 @@ class RunConfig:
     checkpoint: Path | None = None
     on_bad_image: str = "fail"
     options: dict[str, str] = field(default_factory=dict)
+    compile: bool = False  # torch.compile the model (speed only: not part of the job key)
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -116,13 +118,37 @@ class Runner:
         self.cfg = cfg
         self.progress = progress
         self.console = console
-        self.device = resolve_device(cfg.device, cfg.workers)
+        self.device = resolve_device(cfg.device, cfg.workers, compile=cfg.compile)
+        from membench import distributed
+
+        self.dist = distributed.init(self.device.type)  # torchrun: one job over several processes
         self.done: dict[str, JobResult] = {}
+        self._upstream: Runner | None = None
         self._checked: dict[int, set] = {}
 
     def say(self, text: str) -> None:
         if self.console is not None:
             self.console.print(text)
+
+    def upstream(self) -> "Runner":
+        """The runner for chained stages: --model-option addresses the models named on the
+        command line, so a stage-1 job is the same (and reused) whichever options stage 2 has."""
+        if not self.cfg.options:
+            return self
+        if self._upstream is None:
+            self._upstream = copy.copy(self)  # shares progress, device, finished jobs, image checks
+            self._upstream.cfg = replace(self.cfg, options={})
+        return self._upstream
+
+    def preflight(self, spec: ModelSpec) -> None:
+        """Build the model once before anything trains, so that missing weights or a missing
+        captioner stop the run now rather than after stage 1 (days on real data)."""
+        if self.cfg.train == "none" and self.cfg.checkpoint:
+            return
+        ctx = BuildContext(pretrained=self.cfg.pretrained, init=self.cfg.init,
+                           options=dict(self.cfg.options), device="cpu")
+        model = self._build(spec, ctx, 0, "preflight")
+        del model
 
     # -- data -------------------------------------------------------------------------
     def prepare(self, splits: list[int]) -> None:
@@ -171,7 +197,11 @@ class Runner:
             return self.done[memo]
         job_dir = self.cfg.work_dir / key / f"split{k}"
         result_file = job_dir / "result.json"
-        with job_lock(job_dir, wait=reuse_finished, say=self.say):
+        from membench import distributed
+
+        # torchrun: rank 0 locks and writes; the other ranks of the same job follow it
+        lock = job_lock(job_dir, wait=reuse_finished, say=self.say) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
             if (self.cfg.resume or reuse_finished) and result_file.is_file():
                 try:
                     saved = json.loads(result_file.read_text())
@@ -180,11 +210,13 @@ class Runner:
                                         "recompute the job", result_file) from None
                 self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
                 result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None)
-                self._record(spec, key, result, saved["predictions"], saved["provenance"])
+                if self.dist.is_main:
+                    self._record(spec, key, result, saved["predictions"], saved["provenance"])
             else:
-                if not self.cfg.resume and job_dir.exists():
+                if not self.cfg.resume and job_dir.exists() and self.dist.is_main:
                     refuse_to_discard(job_dir)
                     shutil.rmtree(job_dir)
+                distributed.barrier(self.dist)
                 result = self._run_job(spec, k, key, job_dir)
         self.done[memo] = result
         return result
@@ -207,7 +239,7 @@ class Runner:
         if train_mode == "full":
             for i, stage in enumerate(stages):
                 if stage.model:
-                    upstream = self.run(registry.get_model(stage.model), k, reuse_finished=True)
+                    upstream = self.upstream().run(registry.get_model(stage.model), k, reuse_finished=True)
                     ctx.upstream[stage.name] = upstream.checkpoint
                     outcomes[stage.name] = {"model": stage.model, "run_id": upstream.row["run_id"]}
                     kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
@@ -262,11 +294,13 @@ class Runner:
         predictions = [(s.name, s.score, float(p)) for s, p in zip(split.test, preds)]
         provenance = self._provenance(spec, key, stages, pre, outcomes)
         result = JobResult(row, checkpoint)
-        atomic_write_json(job_dir / "result.json", {
-            "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
-            "predictions": predictions, "provenance": provenance})
+        if self.dist.is_main:
+            atomic_write_json(job_dir / "result.json", {
+                "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
+                "predictions": predictions, "provenance": provenance})
         kill_point(f"result-saved:{spec.name}:{k}")
-        self._record(spec, key, result, predictions, provenance)
+        if self.dist.is_main:
+            self._record(spec, key, result, predictions, provenance)
         del model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -320,6 +354,8 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
         runner = Runner(dataset, cfg, progress, console=progress.console)
         runner.prepare(splits)
+        for spec in specs:
+            runner.preflight(spec)
         overall = progress.add_task("jobs", total=len(specs) * len(splits))
         for spec in specs:
             for k in splits:
