@@ -352,7 +352,7 @@ def test_missing_pretrained_weights_name_file_directory_and_way_out(data, tmp_pa
     line = error_line(err)
     from torchvision.models import get_model_weights
 
-    assert os.path.basename(get_model_weights("resnet50").DEFAULT.url) in line
+    assert os.path.basename(get_model_weights("resnet50").IMAGENET1K_V1.url) in line
     assert str(torch_home / "hub" / "checkpoints") in line
     assert "--pretrained none" in line
     assert_nothing_written(tmp_path)

@@ -1,0 +1,141 @@
+"""`resmem`: ResMem, an AlexNet-like branch beside a ResNet-152, regressing memorability.
+
+Needell & Bainbridge, "Embracing New Techniques in Deep Learning for Estimating Image
+Memorability", Computational Brain & Behavior 5, 2022 (first shown at VSS 2021; code and
+weights: PyPI package `resmem`, github.com/Brain-Bridge-Lab/resmem).
+
+membench rebuilds the architecture itself (same layer names, so the package's state_dict
+loads as is): conv1 48@11x11/4 -> pool -> LRN -> conv2 256@5x5 g2 -> pool -> LRN ->
+conv3/conv4 384@3x3 g2 -> conv5 256@3x3 g2 -> pool gives 9216 features, concatenated with
+the 1000 logits of a full ResNet-152; fc 10216->4096->4096->2048->1024->512->256->1,
+sigmoid. Input: Resize(256, 256) -> CenterCrop(227) -> [0, 1], no normalisation (the
+ResNet-152 also sees unnormalised pixels, as in the package).
+
+Weights come from the installed `resmem` package (`pip install 'membench[resmem]'`; the
+file ships inside its wheel, so it works offline) or from `--model-option weights=PATH`.
+The package's licence is non-commercial. ResMem was trained on random LaMem+MemCat
+splits, so its numbers on LaMem's official test splits are possibly contaminated.
+"""
+
+from __future__ import annotations
+
+from membench import hookimpl
+from membench.errors import MembenchError
+from membench.spec import ModelSpec, Preprocess, Reported, Stage
+
+CITATION = ("Needell & Bainbridge, Embracing New Techniques in Deep Learning for Estimating "
+            "Image Memorability, Computational Brain & Behavior 5, 2022")
+
+# The package's own training defaults (ResMem.__init__: SGD, lr 1e-5, momentum 0.9, the
+# ResNet-152 frozen). Epochs and batch size are membench's choice for fine-tuning.
+FINETUNE = Stage(name="finetune", epochs=10, batch_size=32, lr=1e-5, optimizer="sgd",
+                 schedule="constant", frozen=("features",))
+
+
+def package_weights_file():
+    """model.pt inside the installed `resmem` package, found without importing it."""
+    import importlib.util
+    from pathlib import Path
+
+    found = importlib.util.find_spec("resmem")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / "model.pt"
+    return path if path.is_file() else None
+
+
+def build_resmem(ctx):
+    import contextlib
+
+    import torch
+    import torch.nn as nn
+    from torchvision.models import resnet152
+
+    class ResMem(nn.Module):
+        """(B,3,227,227) in [0,1] -> (B,) memorability in [0,1]."""
+
+        def __init__(self):
+            super().__init__()
+            # zero_init_residual: a randomly initialised ResNet-152 that stays frozen (BatchNorm
+            # in eval mode, --pretrained none) otherwise grows its logits to ~1e7 and
+            # saturates the sigmoid; loaded weights overwrite it.
+            self.features = resnet152(weights=None, zero_init_residual=True)
+            self.conv1 = nn.Conv2d(3, 48, kernel_size=11, stride=4)
+            self.pool1 = nn.MaxPool2d(3, 2)
+            self.lrn1 = nn.LocalResponseNorm(5)
+            self.conv2 = nn.Conv2d(48, 256, kernel_size=5, padding=2, groups=2)
+            self.pool2 = nn.MaxPool2d(3, 2)
+            self.lrn2 = nn.LocalResponseNorm(5)
+            self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1, groups=2)
+            self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2)
+            self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2)
+            self.pool5 = nn.MaxPool2d(3, 2)
+            widths = (9216 + 1000, 4096, 4096, 2048, 1024, 512, 256, 1)
+            for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+                setattr(self, f"fc{i + 6}", nn.Linear(n_in, n_out))
+            # The package applies dropout after fc6 and fc7 only.
+            self.drop = nn.Dropout(0.5)
+            self.relu = nn.ReLU(inplace=True)
+
+        def branch(self, x):
+            x = self.lrn1(self.pool1(self.relu(self.conv1(x))))
+            x = self.lrn2(self.pool2(self.relu(self.conv2(x))))
+            x = self.relu(self.conv3(x))
+            x = self.relu(self.conv4(x))
+            return self.pool5(self.relu(self.conv5(x))).flatten(1)
+
+        def forward(self, x):
+            # NHWC activations (weights converted at build): ~9% faster convolutions on CPU
+            # than the package's NCHW, same results to ~1e-7.
+            x = x.contiguous(memory_format=torch.channels_last)
+            h = torch.cat((self.branch(x), self.features(x)), 1)
+            h = self.drop(self.relu(self.fc6(h)))
+            h = self.drop(self.relu(self.fc7(h)))
+            for fc in (self.fc8, self.fc9, self.fc10, self.fc11):
+                h = self.relu(fc(h))
+            return torch.sigmoid(self.fc12(h)).squeeze(1)
+
+    with torch.device("meta") if ctx.meta else contextlib.nullcontext():
+        model = ResMem().to(memory_format=torch.channels_last)
+    if ctx.pretrained and not ctx.meta:
+        model.load_state_dict(_weights(ctx))
+    return model
+
+
+def _weights(ctx) -> dict:
+    from membench.weights import load_state_dict, resolve_file
+
+    explicit = ctx.options.get("weights")
+    if explicit:
+        return load_state_dict(resolve_file("model.pt", "ResMem", explicit))
+    path = package_weights_file()
+    if path is None:
+        raise MembenchError(
+            "ResMem weights come with the `resmem` package, which is not installed: "
+            "pip install 'membench[resmem]' (or `pip install --no-deps resmem`), "
+            "or pass --model-option weights=PATH, or run with --pretrained none")
+    return load_state_dict(path)
+
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec(
+        name="resmem",
+        build=build_resmem,
+        summary="ResMem: AlexNet-like branch + ResNet-152, fc stack, sigmoid (weights from the resmem package)",
+        citation=CITATION,
+        reported=Reported(rho=0.67, source="resmem package README (Needell & Bainbridge)",
+                          dataset="lamem+memcat",
+                          note="peak of a hyper-parameter sweep (0.66-0.67) on its own random "
+                               "LaMem+MemCat split, not LaMem's official splits"),
+        preprocess=Preprocess(size=(256, 256), crop=227, mean=None, std=None, train="crop"),
+        recipe=(FINETUNE,),
+        tags=("peer", "pretrained-weights", "possibly-contaminated-on-lamem"),
+        license="non-commercial (ResMem licence)",
+        params_expected={"total": 131_688_809},
+        notes="Trained on random LaMem+MemCat splits, so LaMem's official test images overlap "
+              "its training data: its LaMem numbers are possibly contaminated. Evaluate as "
+              "released with --train none; fine-tuning keeps the ResNet-152 frozen as the "
+              "package does. Weights: the installed resmem package (optional extra "
+              "membench[resmem]) or --model-option weights=PATH.",
+    ))
