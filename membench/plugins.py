@@ -65,7 +65,13 @@ def load() -> pluggy.PluginManager:
             pm.register(ep.load(), name=ep.value)
         except Exception as exc:
             _fail(f"{ep.name} ({ep.value})", exc)
-    pm.check_pending()
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:  # a misspelt hook: report, keep the rest
+            _fail(pm.get_name(exc.plugin) or str(exc.plugin), exc)
+            pm.unregister(exc.plugin)
     return pm
 
 

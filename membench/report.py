@@ -439,13 +439,25 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def human_ceilings(datasets: list[str]) -> dict[str, float]:
-    """Human consistency of each named dataset that declares one (registry lookup)."""
+def human_ceilings(datasets: list[str], leaderboard: Path | None = None) -> dict[str, float]:
+    """Human consistency of each named dataset: declared by its plugin, or else computed
+    from the data when it was run (e.g. LNSIM's split halves) and kept in the run JSON."""
+    import json
+
     from membench import registry
 
     known = registry.datasets()
-    return {d: known[d].human_consistency for d in datasets
-            if d in known and known[d].human_consistency is not None}
+    out = {d: known[d].human_consistency for d in datasets
+           if d in known and known[d].human_consistency is not None}
+    if leaderboard is not None:
+        for path in sorted((Path(leaderboard) / "runs").glob("*.json")):
+            try:
+                ds = json.loads(path.read_text()).get("dataset", {})
+            except (OSError, ValueError):
+                continue
+            if ds.get("name") in datasets and ds.get("human_consistency") is not None:
+                out.setdefault(ds["name"], float(ds["human_consistency"]))
+    return out
 
 
 def registry_specs(extra_models=()) -> dict:
@@ -507,7 +519,7 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
             from membench import figures
 
             reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"] if e.reported})
-            ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}))
+            ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
             fig = figures.figure3(entries_by_table["table2"], ds, ceilings)
             stem = out / f"fig3_{safe_name(ds)}"
             written += figures.save(fig, stem)

@@ -115,3 +115,24 @@ def test_predict_csv(tiny_plugin, demo_root, tmp_path, run_cli):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["image"] for r in rows] == [str(p) for p in images]
     assert all(0 <= abs(float(r["score"])) < 100 for r in rows)
+
+
+def test_misspelt_hook_is_reported_not_fatal(monkeypatch, run_cli):
+    import types
+
+    from membench import hookimpl, plugins
+
+    bad = types.ModuleType("membench_misspelt")
+    bad.register_modles = hookimpl(lambda register: None)  # typo: no such hook
+    import sys
+
+    monkeypatch.setitem(sys.modules, "membench_misspelt", bad)
+    monkeypatch.setattr(plugins, "DEFAULT_PLUGINS", plugins.DEFAULT_PLUGINS + ("membench_misspelt",))
+    plugins._reset_for_tests()
+    try:
+        code, out, err = run_cli("models", "--format", "json")
+        assert code == 0 and "resnet50-lamem" in out
+        assert "membench_misspelt" in err and "register_modles" in err
+    finally:
+        monkeypatch.undo()
+        plugins._reset_for_tests()
