@@ -251,7 +251,9 @@ def reference_model(name: str):
             from resmem import ResMem  # the authors' package, when installed
         except ImportError:
             return None
-        return ResMem(pretrained=False), "resmem package ResMem"
+        # pretrained=True loads the weights shipped in the wheel; the package's False means
+        # "download ImageNet ResNet-152 weights", which is impossible offline.
+        return ResMem(pretrained=True), "resmem package ResMem"
     return None
 
 

@@ -81,7 +81,8 @@ def effective(spec: ModelSpec, preset: str) -> tuple[tuple[Stage, ...], Preproce
     if preset == "smoke":
         return tuple(replace(s, epochs=1) if s.model is None else s for s in spec.recipe), spec.preprocess
     pre = spec.preprocess
-    quick_pre = replace(pre, size=(72, 72) if pre.crop else (64, 64), crop=64 if pre.crop else None)
+    quick_pre = replace(pre, size=(72, 72) if pre.crop else (64, 64), crop=64 if pre.crop else None,
+                        train_size=None)
     stages = tuple(replace(s, epochs=4, lr=1e-3, batch_size=32) if s.model is None else s for s in spec.recipe)
     return stages, quick_pre
 

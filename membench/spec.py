@@ -39,13 +39,14 @@ class Preprocess:
     normalise with mean/std unless they are None.
     Training (`train`):
       - "paper": paper §3.2: scale [0.8,1.2], horizontal flip, crop 0.8-1.0, resize to `size`.
-      - "crop": resize to `size`, random `crop`, horizontal flip (MemNet style).
-      - "resized-crop": resize to `size`, RandomResizedCrop(`crop`), flip (AMNet style).
+      - "crop": resize to `train_size or size`, random `crop`, horizontal flip (MemNet style).
+      - "resized-crop": resize to `train_size or size`, RandomResizedCrop(`crop`), flip (AMNet style).
       - "none": the evaluation transform.
     """
 
     size: tuple[int, int] = (256, 256)
     crop: int | None = None
+    train_size: tuple[int, int] | None = None  # resize before a random crop, if not `size` (AMNet: 264)
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
     train: str = "paper"

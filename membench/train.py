@@ -221,6 +221,10 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 "epoch": epoch, "best_val_rho": best_rho, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history, "seconds": seconds, **extra}
 
+    # One loader for the whole stage, so persistent workers survive from epoch to epoch.
+    loader = make_loader(train, transform, batch_size=dist.local_batch(batch), shuffle=True,
+                         workers=device.workers, seed=epoch_seed(seed, stage.name, 0), epoch=start,
+                         device_type=device.type, rank=dist.rank, world_size=dist.world_size)
     with _CtrlC() as ctrl_c:
         for epoch in range(start, stage.epochs):
             t0 = time.perf_counter()
@@ -229,9 +233,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 _set_rng(rng, device)  # where the interrupted epoch left the global RNG
             else:
                 torch.manual_seed(epoch_seed(seed, stage.name, epoch))
-            loader = make_loader(train, transform, batch_size=dist.local_batch(batch), shuffle=True,
-                                 workers=device.workers, seed=epoch_seed(seed, stage.name, epoch),
-                                 device_type=device.type, rank=dist.rank, world_size=dist.world_size)
+            loader.set_epoch(epoch)  # shuffle and augmentation of this epoch, as in an unbroken run
             model.train()
             for m in frozen:
                 m.eval()

@@ -39,9 +39,9 @@ def train_transform(pre):
     if pre.train == "paper":
         return PaperTransform(pre.size)
     if pre.train == "crop":
-        return CropTransform(pre.size, pre.crop)
+        return CropTransform(pre.train_size or pre.size, pre.crop)
     if pre.train == "resized-crop":
-        return ResizedCropTransform(pre.size, pre.crop)
+        return ResizedCropTransform(pre.train_size or pre.size, pre.crop)
     return eval_transform(pre)
 
 

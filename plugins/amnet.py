@@ -137,11 +137,9 @@ def register_models(register):
         citation=CITATION,
         reported=Reported(rho=0.677, mse=0.0082, params=39_000_000,
                           source="Leonardi et al. 2019, Table 2 (AMNet: Fajtl et al. 2018)"),
-        # Evaluation is Resize(224, 224) (the centre crop of 224 is a no-op). The official
-        # training resizes to 264x264 before RandomResizedCrop(224); membench's
-        # "resized-crop" takes the random crop from the 224x224 resize instead, which only
-        # changes the resolution the crop is resampled from.
-        preprocess=Preprocess(size=(224, 224), crop=224, train="resized-crop"),
+        # As the official code: evaluation is Resize(224, 224) (the centre crop of 224 is a
+        # no-op); training resizes to 264x264, then RandomResizedCrop(224) and a flip.
+        preprocess=Preprocess(size=(224, 224), train_size=(264, 264), crop=224, train="resized-crop"),
         recipe=(RECIPE,),
         tags=("paper", "table2", "attention"),
         license="MIT",

@@ -78,16 +78,29 @@ def _make_module(backbone_a, backbone_b, captioner, beam_size: int):
                 m.train(False)
             return self
 
-        def features(self, x):
-            """The attention-weighted 2048x8x8 feature map the head sees."""
+        def frozen_outputs(self, x):
+            """What the frozen parts compute: both 2048x8x8 maps and the averaged attention
+            map (membench.cache keeps these for validation images: exact, computed once)."""
             with torch.no_grad():
                 fa, fb = self.backbone_a(x), self.backbone_b(x)
-                att = None if self.captioner is None else self.captioner.attention_map(x, self.beam_size)
+                if self.captioner is None:
+                    return fa, fb
+                return fa, fb, self.captioner.attention_map(x, self.beam_size)
+
+        def features(self, x):
+            """The attention-weighted 2048x8x8 feature map the head sees."""
+            return self.combine(self.frozen_outputs(x))
+
+        def combine(self, outputs):
+            fa, fb, *att = outputs
             f = torch.cat([l2_normalise(self.reduce_a(fa)), l2_normalise(self.reduce_b(fb))], dim=1)
-            return f if att is None else f * att.unsqueeze(1)
+            return f * att[0].unsqueeze(1) if att else f
+
+        def from_frozen(self, outputs):
+            return self.head(self.combine(outputs)).squeeze(1)
 
         def forward(self, x):
-            return self.head(self.features(x)).squeeze(1)
+            return self.from_frozen(self.frozen_outputs(x))
 
     return DualResNetAttention()
 

@@ -225,3 +225,18 @@ def test_captioner_info_reports_exact_size_and_installation(tmp_path, monkeypatc
     sat.save_captioner({}, cap.word_map, tmp_path / "captioner", {"kind": "imported", "epoch": 3})
     assert main(["captioner", "info"]) == 0
     assert "20-word map, kind imported, epoch 3" in capsys.readouterr().out
+
+
+def test_validation_cache_is_exact_for_ours():
+    """membench.cache runs only the trainable part on cached frozen outputs: same numbers."""
+    import torch
+
+    from membench import BuildContext, registry
+    from membench.cache import supports
+
+    torch.manual_seed(0)
+    model = registry.get_model("resnet50-lamem-imagenet").builder()(BuildContext(pretrained=False)).eval()
+    assert supports(model)
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(model(x), model.from_frozen(model.frozen_outputs(x)))

@@ -293,3 +293,14 @@ def test_sampler_shards_for_ddp(n, world, drop):
     seen = [i for k in keys for _, i in k]
     assert set(seen) <= set(range(n)) and (drop or set(seen) == set(range(n)))
     assert len(set(seen)) == len(seen) or not drop
+
+
+def test_train_size_is_the_resize_before_the_random_crop():
+    """AMNet: Resize(264,264) -> RandomResizedCrop(224); evaluation Resize(224,224)."""
+    from membench.spec import Preprocess
+    from membench.transforms import ResizedCropTransform, eval_transform, train_transform
+
+    pre = Preprocess(size=(224, 224), train_size=(264, 264), crop=224, train="resized-crop")
+    t = train_transform(pre)
+    assert isinstance(t, ResizedCropTransform) and t.size == (264, 264) and t.crop == 224
+    assert eval_transform(pre).size == (224, 224)
