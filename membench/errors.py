@@ -24,5 +24,9 @@ class MembenchError(Exception):
         return f"{where}: {self.message}"
 
 
+class WeightsUnavailable(MembenchError):
+    """Published or ImageNet weights are not on this machine (nothing is downloaded)."""
+
+
 class StopRequested(Exception):
     """Raised inside training when the user pressed Ctrl-C and a checkpoint was saved."""

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from membench import __version__, registry
-from membench.errors import MembenchError
+from membench.errors import MembenchError, WeightsUnavailable
 from membench.images import apply_policy, check_images
 from membench.leaderboard import add_result, atomic_write_json, check_writable, valid_rows
 from membench.metrics import mse, spearman
@@ -140,16 +140,6 @@ class Runner:
             self._upstream = copy.copy(self)  # shares progress, device, finished jobs, image checks
             self._upstream.cfg = replace(self.cfg, options={})
         return self._upstream
-
-    def preflight(self, spec: ModelSpec) -> None:
-        """Build the model once before anything trains, so that missing weights or a missing
-        captioner stop the run now rather than after stage 1 (days on real data)."""
-        if self.cfg.train == "none" and self.cfg.checkpoint:
-            return
-        ctx = BuildContext(pretrained=self.cfg.pretrained, init=self.cfg.init,
-                           options=dict(self.cfg.options), device="cpu")
-        model = self._build(spec, ctx, 0, "preflight")
-        del model
 
     # -- data -------------------------------------------------------------------------
     def prepare(self, splits: list[int]) -> None:
@@ -342,6 +332,7 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    cfg = preflight(specs, cfg, say=(console.print if console else print))
     check_writable(cfg.out)
     check_writable(cfg.work_dir)
     valid_rows(cfg.out / "results.csv")  # a damaged leaderboard stops the run now, not after training
@@ -356,8 +347,6 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
         runner = Runner(dataset, cfg, progress, console=progress.console)
         runner.prepare(splits)
-        for spec in specs:
-            runner.preflight(spec)
         overall = progress.add_task("jobs", total=len(specs) * len(splits))
         for spec in specs:
             for k in splits:
@@ -365,6 +354,36 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                 progress.advance(overall)
                 kill_point(f"job-done:{spec.name}:{k}")
     return rows
+
+
+def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
+    """Build every model once before anything trains, so that missing weights or a missing
+    captioner stop the run now rather than after stage 1 (days on real data).
+
+    The smoke and quick presets only check plumbing: there, weights that are not on this
+    machine mean random initialisation instead (warned, and recorded as pretrained=False
+    in every row). The paper preset never falls back."""
+    for spec in specs:
+        if cfg.train == "none" and cfg.checkpoint:
+            continue
+        try:
+            _build_once(spec, cfg)
+        except WeightsUnavailable as exc:
+            if cfg.preset == "paper" or not cfg.pretrained or cfg.train == "none":
+                raise
+            from rich.markup import escape
+
+            say(f"[yellow]warning: {escape(str(exc))}[/]\n[yellow]preset {cfg.preset}: continuing with random "
+                "initialisation (recorded as pretrained=False)[/]")
+            cfg = replace(cfg, pretrained=False)
+            _build_once(spec, cfg)
+    return cfg
+
+
+def _build_once(spec: ModelSpec, cfg: RunConfig) -> None:
+    ctx = BuildContext(pretrained=cfg.pretrained, init=cfg.init, options=dict(cfg.options), device="cpu")
+    model = spec.builder()(ctx)
+    del model
 
 
 def refuse_to_discard(job_dir: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from membench.errors import MembenchError
+from membench.errors import MembenchError, WeightsUnavailable
 
 
 def hub_checkpoints_dir() -> Path:
@@ -28,7 +28,7 @@ def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None =
     path = hub_checkpoints_dir() / file_name
     if path.is_file():
         return path
-    raise MembenchError(
+    raise WeightsUnavailable(
         f"{what} weights {file_name} are not available offline: put the file in {path.parent} "
         "(or set TORCH_HOME), or run with --pretrained none for random initialisation"
     )

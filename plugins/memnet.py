@@ -18,7 +18,7 @@ offline: train with `--pretrained none`, or load a state_dict in this module's l
 from __future__ import annotations
 
 from membench import hookimpl
-from membench.errors import MembenchError
+from membench.errors import MembenchError, WeightsUnavailable
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Khosla, Raju, Torralba, Oliva, Understanding and Predicting Image Memorability "
@@ -70,7 +70,7 @@ def build_memnet(ctx):
         return model
     explicit = ctx.options.get("weights")
     if not explicit:
-        raise MembenchError(
+        raise WeightsUnavailable(
             "MemNet (Hybrid-CNN) weights are not available offline: pass "
             "--model-option weights=PATH (a state_dict in membench's memnet layout), "
             "or run with --pretrained none to train from random initialisation")

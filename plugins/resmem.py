@@ -20,7 +20,7 @@ splits, so its numbers on LaMem's official test splits are possibly contaminated
 from __future__ import annotations
 
 from membench import hookimpl
-from membench.errors import MembenchError
+from membench.errors import MembenchError, WeightsUnavailable
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Needell & Bainbridge, Embracing New Techniques in Deep Learning for Estimating "
@@ -110,7 +110,7 @@ def _weights(ctx) -> dict:
         return load_state_dict(resolve_file("model.pt", "ResMem", explicit))
     path = package_weights_file()
     if path is None:
-        raise MembenchError(
+        raise WeightsUnavailable(
             "ResMem weights come with the `resmem` package, which is not installed: "
             "pip install 'membench[resmem]' (or `pip install --no-deps resmem`), "
             "or pass --model-option weights=PATH, or run with --pretrained none")

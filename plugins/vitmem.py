@@ -23,7 +23,7 @@ import math
 import os
 
 from membench import hookimpl
-from membench.errors import MembenchError
+from membench.errors import MembenchError, WeightsUnavailable
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Hagen & Espeseth, Image Memorability Prediction with Vision Transformers, "
@@ -74,7 +74,7 @@ def cached_timm_weights(arch: str, explicit: str | None = None):
     from huggingface_hub.constants import HF_HUB_CACHE
 
     where = f"the Hugging Face cache {HF_HUB_CACHE} (repository {hub_id})" if hub_id else f"{hub_checkpoints_dir()}"
-    raise MembenchError(
+    raise WeightsUnavailable(
         f"timm weights for {arch} are not available offline: put them in {where}, "
         f"or pass --model-option weights=PATH, or run with --pretrained none")
 

@@ -347,7 +347,7 @@ def test_missing_pretrained_weights_name_file_directory_and_way_out(data, tmp_pa
     args = run(data, tmp_path, model="resnet50-lamem", splits="1")
     args.remove("--pretrained")
     args.remove("none")
-    code, _out, err = run_cli(*args, "--preset", "smoke")
+    code, _out, err = run_cli(*args)  # the paper preset never falls back to random weights
     assert code == 2
     line = error_line(err)
     from torchvision.models import get_model_weights
@@ -483,3 +483,23 @@ def test_read_split_file_collects_every_bad_line(tmp_path):
     with pytest.raises(MembenchError) as exc:
         read_split_file(path, tmp_path)
     assert exc.value.line == 2
+
+
+def test_smoke_preset_falls_back_to_random_init_when_weights_are_absent(data, tmp_path, monkeypatch, run_cli):
+    """Smoke runs check plumbing: absent ImageNet weights give a warning and random init,
+    recorded as pretrained=False in the row (never silently)."""
+    import csv
+
+    torch_home = tmp_path / "torch-home"
+    torch_home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    args = run(data, tmp_path, model="resnet50-lamem", splits="1")
+    args.remove("--pretrained")
+    args.remove("none")
+    code, _out, err = run_cli(*args, "--preset", "smoke")
+    assert code == 0, err
+    said = " ".join(err.split())  # rich wraps long lines
+    assert "not available offline" in said and "random initialisation" in said
+    out = Path(args[args.index("--out") + 1])
+    (row,) = list(csv.DictReader(open(out / "results.csv", newline="")))
+    assert row["pretrained"] == "False" and row["init"] == "random"
