@@ -43,4 +43,6 @@ def _fmt(v) -> str:
 
 
 def millions(n: int | None) -> str:
-    return "—" if n is None else f"{n / 1e6:.1f}M"
+    if n is None:
+        return "—"
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n / 1e6:.1f}M"

@@ -245,26 +245,16 @@ def register_commands(subparsers):
     p.set_defaults(func=cmd_attention)
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise MembenchError(f"--model-option expects KEY=VALUE, not {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def cmd_attention(args) -> int:
     from membench import registry
+    from membench.commands.common import key_values
+    from membench.spec import BuildContext
     from membench_plugins import sat
 
     spec = registry.get_model(args.model)
     if "soft-attention" not in spec.tags:
         raise MembenchError(f"model {spec.name!r} has no attention map (models with one: ours)")
-    from membench.spec import BuildContext
-
-    ctx = BuildContext(options=parse_options(args.model_option), device=args.device)
+    ctx = BuildContext(options=key_values(args.model_option, "--model-option"), device=args.device)
     beam = _check_options(ctx)
     captioner = build_captioner(ctx).to(args.device).eval()
     for path in sat.render_attention(captioner, args.images, args.out, spec.preprocess, beam,

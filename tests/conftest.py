@@ -47,3 +47,14 @@ def tiny_plugin():
     yield module
     pm.unregister(module)
     registry.clear_cache()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: per-image ops and speed ratios are steadier on two busy cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,6 +20,8 @@ from membench.transforms import (
     train_transform,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # per-image ops: more threads only add contention
+
 PRESETS = {
     "paper": Preprocess(size=(256, 256), train="paper"),
     "crop": Preprocess(size=(256, 256), crop=227, train="crop"),
@@ -40,15 +42,6 @@ def gradient_image(w=64, h=48):
     x = np.zeros((h, w, 3), dtype="uint8")
     x[..., 1] = np.linspace(0, 255, w).round().astype("uint8")[None, :]
     return Image.fromarray(x)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-image ops on two busy cores: more threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("mode", list(PRESETS))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 BATCH = 4
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,6 @@ def setup(tmp_path_factory):
     root = generate(tmp_path_factory.mktemp("resmem-bench") / "demo", n_images=20, n_splits=1)
     images = [open_rgb(p) for p in sorted((root / "images").iterdir())[:BATCH]]
     return {"spec": spec, "ours": ours, "theirs": theirs, "transformer": transformer, "images": images}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, as in test_speed.py: steadier numbers on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(benchmark, fn):

@@ -13,20 +13,14 @@ from membench.registry import get_model
 from membench.spec import BuildContext, Preprocess
 from membench.transforms import Normalizer, PaperLiteral, eval_transform, train_transform
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # steadier numbers on a shared machine
+
 PAPER = Preprocess(size=(256, 256), train="paper")
 
 
 @pytest.fixture(scope="module")
 def jpeg(tmp_path_factory):
     return make_jpegs(tmp_path_factory.mktemp("bench-jpegs"), n=1, size=(400, 300))[0]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.benchmark(group="decode")
