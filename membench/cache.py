@@ -6,7 +6,8 @@ transform has no randomness and frozen weights do not change. So the frozen outp
 the validation images are computed once per stage and every epoch's validation runs only
 the trainable part. The result is the same computation, in the same dtype and batches, as
 recomputing it: exact, not an approximation. Training images are augmented randomly, so
-their frozen outputs are never cached here.
+their frozen outputs cannot be cached exactly; `TrainViewCache` (opt-in, `--frozen-train-cache
+K`) caches K augmented views instead, an approximation that the results record.
 
 A model opts in with two methods, `forward(x) == from_frozen(frozen_outputs(x))`:
     frozen_outputs(x) -> tuple of tensors (per-sample first dimension)
@@ -14,6 +15,8 @@ A model opts in with two methods, `forward(x) == from_frozen(frozen_outputs(x))`
 """
 
 from __future__ import annotations
+
+from membench.errors import MembenchError
 
 
 def supports(model) -> bool:
@@ -95,3 +98,115 @@ class FrozenCache:
                     progress(len(pred))
         plain.train(was_training)
         return out
+
+
+def train_views(model, stage, k: int) -> tuple[int, str | None]:
+    """The K a stage's training actually uses, and why the request is ignored (or None)."""
+    if k <= 0:
+        return 0, None
+    if not stage.frozen:
+        return 0, f"--frozen-train-cache ignored for stage {stage.name}: it freezes nothing (exact training)"
+    if not supports(model):
+        return 0, (f"--frozen-train-cache ignored for stage {stage.name}: the model has no "
+                   "frozen_outputs/from_frozen (exact training)")
+    return k, None
+
+
+def _memory_cap() -> int:
+    """Half the memory available now: the cache must leave room for the loader and the rest."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class TrainViewCache:
+    """K augmented views of every training image through the frozen parts, computed once
+    per stage; epoch e trains the trainable part on view (e mod K) of each image.
+
+    This is an APPROXIMATION of the protocol (which draws a fresh augmentation of every
+    image in every epoch), opted into with `--frozen-train-cache K` and recorded as such.
+    View v of image i uses the stage's train transform seeded by (seed, stage, v, i), so
+    the cache is the same whenever it is rebuilt (after a resume, too). The epoch's order
+    is the normal loader's shuffle of epoch e.
+    """
+
+    def __init__(self, samples, pre, device, views: int, stage: str, seed: int, batch_size: int = 64,
+                 max_bytes: int | None = None):
+        if views < 1:
+            raise MembenchError(f"--frozen-train-cache must be at least 1 to cache views, not {views}")
+        self.samples, self.pre, self.device, self.views = tuple(samples), pre, device, views
+        self.stage, self.seed, self.batch_size = stage, seed, batch_size
+        self.max_bytes = _memory_cap() if max_bytes is None else max_bytes
+        self.outputs = None  # tuple of (K, N, ...) CPU tensors
+        self.nbytes = 0
+
+    def view_seed(self) -> int:
+        from membench.train import epoch_seed
+
+        return epoch_seed(self.seed, f"{self.stage}:frozen-train-views", 0)
+
+    def build(self, model, progress=None) -> None:
+        import torch
+
+        from membench.loader import make_loader
+        from membench.transforms import Normalizer, train_transform
+
+        plain = getattr(model, "module", getattr(model, "_orig_mod", model))
+        n = len(self.samples)
+        # view v of image i is the loader's "epoch" v: its augmentation is seeded by (view seed, v, i)
+        loader = make_loader(self.samples, train_transform(self.pre), batch_size=self.batch_size, shuffle=False,
+                             workers=self.device.workers, seed=self.view_seed(), device_type=self.device.type)
+        normalizer = Normalizer(self.pre, channels_last=self.device.type == "cuda")
+        was_training = plain.training
+        plain.eval()
+        store = None
+        try:
+            with torch.inference_mode(), self.device.autocast():
+                for v in range(self.views):
+                    loader.set_epoch(v)
+                    for x, _y, idx in loader:
+                        outs = plain.frozen_outputs(self.device.batch(x, normalizer))
+                        if store is None:
+                            per_image = sum(o[0].numel() * o.element_size() for o in outs)
+                            need = per_image * n * self.views
+                            if need > self.max_bytes:
+                                raise MembenchError(
+                                    f"--frozen-train-cache {self.views} would keep {_gib(need)} in CPU memory "
+                                    f"({self.views} views x {n} images x {per_image / 2**20:.2f} MiB), over the "
+                                    f"cap of {_gib(self.max_bytes)} (half the available memory); use a smaller K, "
+                                    "or 0 for exact on-the-fly training")
+                            store = [torch.empty((self.views, n, *o.shape[1:]), dtype=o.dtype) for o in outs]
+                        for s, o in zip(store, outs):
+                            s[v][idx] = o.cpu()
+                        if progress:
+                            progress(len(idx))
+        finally:
+            plain.train(was_training)
+        self.outputs = tuple(store or ())
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.outputs)
+
+    def batches(self, epoch: int, batch_size: int, shuffle_seed: int):
+        """(cached outputs of view epoch mod K, scores, indices) batches in the order the
+        normal training loader (seed `shuffle_seed`) would serve epoch `epoch`."""
+        import torch
+
+        from membench.loader import EpochSampler
+
+        order = torch.tensor(EpochSampler(len(self.samples), shuffle=True, seed=shuffle_seed).order(epoch))
+        scores = torch.tensor([s.score for s in self.samples], dtype=torch.float32)
+        view = epoch % self.views
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield tuple(t[view][idx] for t in self.outputs), scores[idx], idx
+
+    def forward(self, model, outs):
+        """Predictions of the trainable part (call inside the device's autocast)."""
+        plain = getattr(model, "module", getattr(model, "_orig_mod", model))
+        return plain.from_frozen(tuple(o.to(self.device.torch, non_blocking=True) for o in outs))

@@ -56,6 +56,7 @@ class RunConfig:
     on_bad_image: str = "fail"
     options: dict[str, str] = field(default_factory=dict)
     compile: bool = False  # torch.compile the model (speed only: not part of the job key)
+    frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -66,6 +67,8 @@ class RunConfig:
             raise MembenchError("--train must be full or none")
         if self.patience < 1:
             raise MembenchError("--patience must be at least 1")
+        if self.frozen_train_cache < 0:
+            raise MembenchError("--frozen-train-cache must be 0 (exact, default) or a number of views K >= 1")
 
 
 @dataclass
@@ -104,6 +107,9 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
         "train": cfg.train, "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
         "on_bad_image": cfg.on_bad_image, "options": cfg.options,
         "stages": [asdict(s) for s in stages], "preprocess": asdict(pre),
+        # an approximation never shares a job with the exact protocol (absent when off: old keys stay)
+        **({"frozen_train_cache": cfg.frozen_train_cache}
+           if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
@@ -134,11 +140,11 @@ class Runner:
     def upstream(self) -> "Runner":
         """The runner for chained stages: --model-option addresses the models named on the
         command line, so a stage-1 job is the same (and reused) whichever options stage 2 has."""
-        if not self.cfg.options:
+        if not self.cfg.options and not self.cfg.frozen_train_cache:
             return self
         if self._upstream is None:
             self._upstream = copy.copy(self)  # shares progress, device, finished jobs, image checks
-            self._upstream.cfg = replace(self.cfg, options={})
+            self._upstream.cfg = replace(self.cfg, options={}, frozen_train_cache=0)
         return self._upstream
 
     # -- data -------------------------------------------------------------------------
@@ -215,6 +221,7 @@ class Runner:
     def _run_job(self, spec: ModelSpec, k: int, key: str, job_dir: Path) -> JobResult:
         import torch
 
+        from membench.cache import train_views
         from membench.params import count
         from membench.train import predict, train_stage
 
@@ -238,10 +245,13 @@ class Runner:
                 model = self.device.prepare(self._build(spec, ctx, k, stage.name))
                 self.say(f"{spec.name} split {k}: {stage.name} ({stage.epochs} epochs, batch "
                          f"{stage.batch_size}, lr {stage.lr:g})")
+                views, ignored = train_views(model, stage, cfg.frozen_train_cache)
+                if ignored:
+                    self.say(f"[yellow]warning: {spec.name}: {ignored}[/]")
                 outcome = train_stage(model, stage, split.train, split.val, pre, self.device,
                                       job_dir / stage.name, seed=cfg.seed + k,
                                       patience=stage.patience or cfg.patience, resume=cfg.resume,
-                                      progress=self.progress)
+                                      progress=self.progress, frozen_train_cache=views)
                 outcomes[stage.name] = asdict(outcome)
                 kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
                 if i < len(stages) - 1:
@@ -278,7 +288,9 @@ class Runner:
             "git_commit": git_commit(), "membench_version": __version__,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data_fingerprint": self.dataset.fingerprint(),
-            "notes": "; ".join(f"{k_}={v}" for k_, v in sorted(cfg.options.items())),
+            "notes": "; ".join([f"{k_}={v}" for k_, v in sorted(cfg.options.items())] + [
+                f"frozen_train_cache={o['frozen_train_cache']} (approximation)"
+                for o in outcomes.values() if o.get("frozen_train_cache")][:1]),
         }
         if row["best_val_rho"] is not None and not math.isfinite(row["best_val_rho"]):
             row["best_val_rho"] = None
@@ -321,7 +333,11 @@ class Runner:
             "config": {"seed": cfg.seed, "patience": cfg.patience, "pretrained": cfg.pretrained,
                        "init": cfg.init, "train": cfg.train, "options": cfg.options,
                        "on_bad_image": cfg.on_bad_image,
-                       "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None},
+                       "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
+                       "frozen_train_cache": cfg.frozen_train_cache,
+                       "frozen_train_cache_meaning": "0: exact protocol (frozen nets on every augmented image); "
+                                                     "K: K cached augmented views per training image "
+                                                     "(approximation)"},
             "recipe": [asdict(s) for s in stages], "preprocess": asdict(pre),
             "stages": outcomes, "environment": environment(self.device.type),
         }
@@ -364,6 +380,8 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     machine mean random initialisation instead (warned, and recorded as pretrained=False
     in every row). The paper preset never falls back."""
     for spec in specs:
+        if cfg.preset == "quick":
+            _check_quick_input(spec)
         if cfg.train == "none" and cfg.checkpoint:
             continue
         try:
@@ -378,6 +396,22 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
             cfg = replace(cfg, pretrained=False)
             _build_once(spec, cfg)
     return cfg
+
+
+def _check_quick_input(spec: ModelSpec) -> None:
+    """The quick preset shrinks inputs to 64x64: only for models that accept any size."""
+    import torch
+
+    from membench.params import build_meta
+
+    size = effective(spec, "quick")[1].input_size
+    try:
+        with torch.no_grad():
+            build_meta(spec).eval()(torch.empty(1, 3, *size, device="meta"))
+    except Exception:
+        raise MembenchError(f"model {spec.name} needs its own input size "
+                            f"({'x'.join(map(str, spec.preprocess.input_size))}); the quick preset (64x64) "
+                            "is for models that accept any size: use --preset smoke or paper") from None
 
 
 def _build_once(spec: ModelSpec, cfg: RunConfig) -> None:

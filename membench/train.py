@@ -92,6 +92,7 @@ class StageOutcome:
     seconds: float
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    frozen_train_cache: int = 0  # K > 0: trained on K cached views per image (an approximation)
 
 
 def freeze(model, prefixes: tuple[str, ...]) -> list:
@@ -170,12 +171,13 @@ def load_checkpoint(path: Path) -> dict:
 
 def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...],
                 pre: Preprocess, device: Device, stage_dir: Path, *, seed: int, patience: int,
-                resume: bool, progress) -> StageOutcome:
-    """Train `model` in place for one stage; on return it holds the best epoch's weights."""
+                resume: bool, progress, frozen_train_cache: int = 0) -> StageOutcome:
+    """Train `model` in place for one stage; on return it holds the best epoch's weights.
+    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache)."""
     import torch
 
     from membench import distributed
-    from membench.cache import FrozenCache, supports
+    from membench.cache import FrozenCache, TrainViewCache, supports
     from membench.loader import make_loader
     from membench.transforms import Normalizer, train_transform
 
@@ -206,7 +208,8 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
         bad_epochs, history, seconds = state["bad_epochs"], state["history"], state["seconds"]
         done_steps, done_losses, rng = state.get("step", 0), state.get("losses", []), state.get("rng")
     if not done_steps and (start >= stage.epochs or (start and bad_epochs >= patience)):
-        return _finish(model, best, stage, start, best_epoch, best_rho, seconds, history, bad_epochs >= patience)
+        return _finish(model, best, stage, start, best_epoch, best_rho, seconds, history, bad_epochs >= patience,
+                       frozen_train_cache)
 
     normalizer = Normalizer(pre, channels_last=device.type == "cuda")
     transform = train_transform(pre)
@@ -221,10 +224,22 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 "epoch": epoch, "best_val_rho": best_rho, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history, "seconds": seconds, **extra}
 
+    views = None
+    if frozen_train_cache:  # built again after a resume: its views are seeded, so identical
+        if dist.world_size > 1:
+            raise MembenchError("--frozen-train-cache is not supported under torchrun (DDP); use it in one process")
+        t_views = time.perf_counter()
+        views = TrainViewCache(train, pre, device, frozen_train_cache, stage.name, seed, batch_size=max(batch, 64))
+        vtask = progress.add_task(f"{stage.name}: {frozen_train_cache} cached training views",
+                                  total=len(train) * frozen_train_cache)
+        views.build(model, progress=lambda n: progress.advance(vtask, n))
+        progress.remove_task(vtask)
+        seconds += time.perf_counter() - t_views
     # One loader for the whole stage, so persistent workers survive from epoch to epoch.
-    loader = make_loader(train, transform, batch_size=dist.local_batch(batch), shuffle=True,
-                         workers=device.workers, seed=epoch_seed(seed, stage.name, 0), epoch=start,
-                         device_type=device.type, rank=dist.rank, world_size=dist.world_size)
+    loader = None if views else make_loader(
+        train, transform, batch_size=dist.local_batch(batch), shuffle=True, workers=device.workers,
+        seed=epoch_seed(seed, stage.name, 0), epoch=start, device_type=device.type, rank=dist.rank,
+        world_size=dist.world_size)
     with _CtrlC() as ctrl_c:
         for epoch in range(start, stage.epochs):
             t0 = time.perf_counter()
@@ -233,12 +248,16 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 _set_rng(rng, device)  # where the interrupted epoch left the global RNG
             else:
                 torch.manual_seed(epoch_seed(seed, stage.name, epoch))
-            loader.set_epoch(epoch)  # shuffle and augmentation of this epoch, as in an unbroken run
+            if views:  # view (epoch mod K) of each image, in this epoch's shuffled order
+                batches = views.batches(epoch, batch, shuffle_seed=epoch_seed(seed, stage.name, 0))
+            else:
+                loader.set_epoch(epoch)  # shuffle and augmentation of this epoch, as in an unbroken run
+                batches = loader
             model.train()
             for m in frozen:
                 m.eval()
             task = progress.add_task(f"{stage.name} epoch {epoch + 1}/{stage.epochs}", total=len(train))
-            for step, (x, y, _idx) in enumerate(loader):
+            for step, (x, y, _idx) in enumerate(batches):
                 if step < skip:  # batches the interrupted run already trained on (same order)
                     progress.advance(task, len(y))
                     continue
@@ -251,7 +270,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                         f"interrupted in {stage.name}, epoch {epoch + 1}, step {step + 1}; progress saved "
                         f"in {last}: run the same command with --resume to continue from there")
                 with device.autocast():
-                    pred = net(device.batch(x, normalizer))
+                    pred = views.forward(model, x) if views else net(device.batch(x, normalizer))
                 loss = compute_loss(model, pred.float().reshape(-1), y.to(device.torch).float())
                 if not torch.isfinite(loss):
                     progress.remove_task(task)
@@ -292,8 +311,10 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 raise StopRequested(f"interrupted after {stage.name} epoch {epoch + 1}; progress saved in "
                                     f"{last}: run the same command with --resume to continue from there")
             if bad_epochs >= patience:
-                return _finish(model, best, stage, epoch + 1, best_epoch, best_rho, seconds, history, True)
-    return _finish(model, best, stage, stage.epochs, best_epoch, best_rho, seconds, history, False)
+                return _finish(model, best, stage, epoch + 1, best_epoch, best_rho, seconds, history, True,
+                               frozen_train_cache)
+    return _finish(model, best, stage, stage.epochs, best_epoch, best_rho, seconds, history, False,
+                   frozen_train_cache)
 
 
 class _CtrlC:
@@ -346,13 +367,15 @@ def _set_rng(rng: dict | None, device: Device) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def _finish(model, best: Path, stage, epochs_run, best_epoch, best_rho, seconds, history, early) -> StageOutcome:
+def _finish(model, best: Path, stage, epochs_run, best_epoch, best_rho, seconds, history, early,
+            frozen_train_cache: int = 0) -> StageOutcome:
     from membench import distributed
 
     distributed.barrier(distributed.context())  # rank 0 has written best.pt
     model.load_state_dict(load_checkpoint(best)["model"])
     return StageOutcome(epochs_run=epochs_run, best_epoch=best_epoch, best_val_rho=best_rho,
-                        seconds=seconds, history=history, stopped_early=early)
+                        seconds=seconds, history=history, stopped_early=early,
+                        frozen_train_cache=frozen_train_cache)
 
 
 def _mean(xs: list[float]) -> float:

@@ -132,3 +132,10 @@ def test_evaluate_only_with_checkpoint(tiny_plugin, demo_root, tmp_path, run_cli
     assert code == 0, err
     r = rows(out)[0]
     assert r["train_mode"] == "none" and r["epochs_run"] == "0"
+
+
+def test_quick_preset_refuses_fixed_size_models_clearly(demo_root, tmp_path, run_cli):
+    code, _, err = run_cli("run", "--model", "resnet50-lamem-imagenet", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1", "--out", tmp_path / "lb", "--preset", "quick", "--pretrained", "none")
+    assert code == 2 and "needs its own input size (256x256)" in err and "Traceback" not in err
+    assert not (tmp_path / "lb" / "results.csv").exists()

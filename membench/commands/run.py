@@ -49,6 +49,10 @@ def add_parser(sub) -> None:
                    help="missing or corrupt images: stop (default) or leave them out, counted")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA graphs on cuda; speed only, same protocol)")
+    p.add_argument("--frozen-train-cache", type=int, default=0, metavar="K",
+                   help="stages that freeze their large parts: run the frozen nets once on K augmented views "
+                        "per training image and train on view (epoch mod K); an approximation, recorded as "
+                        "such (default 0: exact, frozen nets on every augmented image)")
     p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
                    help="run the (model, split) jobs as separate processes, N at a time on each GPU, "
                         "each with the protocol's batch size (see docs/performance.md)")
@@ -71,7 +75,8 @@ def cmd_run(args) -> int:
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
         train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
-        options=key_values(args.model_option, "--model-option"), compile=args.compile)
+        options=key_values(args.model_option, "--model-option"), compile=args.compile,
+        frozen_train_cache=args.frozen_train_cache)
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
