@@ -63,13 +63,9 @@ def cmd_bench(args) -> int:
     unknown = sorted(set(what) - set(WHAT))
     if unknown:
         raise MembenchError(f"--what takes {', '.join(WHAT)}; unknown: {', '.join(unknown)}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise MembenchError(f"--device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MembenchError("--device cuda was asked for but no CUDA device is available")
+    from membench.train import resolve_device
+
+    device = resolve_device(args.device).type
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     try:
         w, h = (int(v) for v in args.image_size.lower().split("x"))
