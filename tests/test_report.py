@@ -237,6 +237,14 @@ def _offsets(ax, prefix):
     return found[0], [tuple(p) for p in found[0].get_offsets().tolist()]
 
 
+def _assert_same_points(got, want):
+    # pytest >= 9 refuses pytest.approx on nested data (a list of (x, y) tuples); compare
+    # point by point, in order, with the same default tolerance.
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want):
+        assert len(g) == len(w) == 2 and g == pytest.approx(w), (got, want)
+
+
 def test_figure_plots_exactly_the_table_data(latest):
     es = entries(latest)
     fig = figures.figure3(es, "demo", {"lamem": 0.68})
@@ -245,11 +253,11 @@ def test_figure_plots_exactly_the_table_data(latest):
     reported = [e for e in es if e.reported and e.reported.params]
     for ax, metric in ((ax_rho, "rho"), (ax_mse, "mse")):
         coll_m, pts_m = _offsets(ax, "measured on demo")
-        assert pts_m == pytest.approx([(e.params_total / 1e6, e.stat(metric)[0]) for e in measured])
+        _assert_same_points(pts_m, [(e.params_total / 1e6, e.stat(metric)[0]) for e in measured])
         coll_r, pts_r = _offsets(ax, "reported by the authors")
         want = [(e.reported.params / 1e6, getattr(e.reported, metric)) for e in reported
                 if getattr(e.reported, metric) is not None]
-        assert pts_r == pytest.approx(want)
+        _assert_same_points(pts_r, want)
         # visually distinct: filled vs open markers
         assert coll_m.get_facecolors()[0][3] > 0 and len(coll_r.get_facecolors()) == 0
         texts = {t.get_text() for t in ax.texts}
