@@ -15,6 +15,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 TRAIN_AUGMENTATIONS = ("paper", "crop", "resized-crop", "none")
+EVAL_RESIZES = ("exact", "shorter")
+INTERPOLATIONS = ("bilinear", "bicubic")
 SCHEDULES = ("paper-poly", "constant")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -35,8 +37,11 @@ class Reported:
 class Preprocess:
     """How images reach the model.
 
-    Evaluation: resize to `size` (h, w), centre-crop to `crop` if set, to [0,1],
-    normalise with mean/std unless they are None.
+    Evaluation (the model's reference transform, see docs/models.md): resize a PIL image
+    with PIL as torchvision's Resize does, to `size` (h, w) (`resize="exact"`) or its
+    shorter side to `size[0]` keeping the aspect ratio (`resize="shorter"`, timm's eval),
+    with the `interpolation` filter; centre-crop to `crop` if set, to [0,1], normalise
+    with mean/std unless they are None.
     Training (`train`):
       - "paper": paper §3.2: scale [0.8,1.2], horizontal flip, crop 0.8-1.0, resize to `size`.
       - "crop": resize to `train_size or size`, random `crop`, horizontal flip (MemNet style).
@@ -50,8 +55,16 @@ class Preprocess:
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
     train: str = "paper"
+    resize: str = "exact"
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
+        if self.resize not in EVAL_RESIZES:
+            raise ValueError(f"Preprocess.resize must be one of {EVAL_RESIZES}, not {self.resize!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Preprocess.interpolation must be one of {INTERPOLATIONS}, not {self.interpolation!r}")
+        if self.resize == "shorter" and self.crop is None:
+            raise ValueError("Preprocess.resize='shorter' needs crop (the output size would vary)")
         if self.train not in TRAIN_AUGMENTATIONS:
             raise ValueError(f"Preprocess.train must be one of {TRAIN_AUGMENTATIONS}, not {self.train!r}")
         if (self.mean is None) != (self.std is None):
@@ -86,6 +99,10 @@ class Stage:
     frozen: tuple[str, ...] = ()
     model: str | None = None
     patience: int | None = None  # early stopping on val Spearman; None: the run's --patience
+    # As codes that call model.train() on the whole network (AMNet's): the frozen submodules'
+    # BatchNorm layers normalise with batch statistics and their running statistics adapt.
+    frozen_bn_train: bool = False
+    drop_last: bool = False  # drop the last incomplete training batch of each epoch
 
     def __post_init__(self):
         if self.model is None:
@@ -95,6 +112,37 @@ class Stage:
                 raise ValueError(f"stage {self.name!r}: optimizer must be one of {OPTIMIZERS}")
             if self.schedule not in SCHEDULES:
                 raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}")
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """Weights a model's authors published, declared as data. membench.released downloads
+    (or takes) the archive, checks it, converts it with `convert` and installs one
+    checkpoint per split (`per_split`) or one for all splits, then `membench run --train
+    none` evaluates with them (rows say "authors' weights").
+
+    `convert` ("module:function" or callable) takes the archive path (file or unpacked
+    folder) and returns {split or None: (state_dict in this model's layout, source member)};
+    the shared code checks every key and shape against the model. `preprocess` is the
+    reference's test-time preprocessing when it differs from the model's own."""
+
+    name: str  # e.g. "lamem_ResNet50FC_lstm3"
+    convert: Callable[..., Any] | str
+    url: str = ""  # "" when the authors give no direct download (see `source`)
+    archive: str = ""  # file name of the download, e.g. "lamem_ResNet50FC_lstm3.zip"
+    layout: str = ""  # what the archive holds, for users and docs
+    per_split: bool = True
+    sha256: str | None = None  # of the archive, when known
+    size: str = ""  # e.g. "822 MB"
+    source: str = ""  # the page that lists the download
+    license: str = ""
+    citation: str = ""
+    dataset: str = "lamem"
+    preprocess: Preprocess | None = None
+    note: str = ""
+
+    def converter(self) -> Callable[..., Any]:
+        return resolve_callable(self.convert)
 
 
 @dataclass(frozen=True)
@@ -116,6 +164,7 @@ class ModelSpec:
     params_expected: dict[str, int] = field(default_factory=dict)  # e.g. {"total": ..., "used": ...}
     trainable: bool = True  # False: evaluate-only (weights required)
     notes: str = ""
+    released_weights: tuple[ReleasedWeights, ...] = ()  # the authors' published weights, if any
     plugin: str = ""  # filled in by the registry
 
     def __post_init__(self):
