@@ -1,4 +1,7 @@
-"""Offline weight resolution: an explicit file, then the local torch hub cache. Never a download."""
+"""Weight resolution: an explicit file, then torch's hub cache ($TORCH_HOME/hub/checkpoints),
+then (for files with a public URL, such as torchvision's ImageNet weights) a resumable,
+hash-checked download into that cache where the network allows. Offline, one line names
+the URL and where to put the file by hand."""
 
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None = None) -> Path:
-    """Find `file_name` (an explicit path wins, else $TORCH_HOME/hub/checkpoints).
+def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None = None,
+                 url: str | None = None) -> Path:
+    """Find `file_name` (an explicit path wins, else $TORCH_HOME/hub/checkpoints, else a
+    download of `url` into that directory, checked against the sha256 prefix that torch hub
+    file names carry, e.g. resnet50-0676ba61.pth).
 
-    A missing file is a user error naming the file, the directory to put it in and the
-    way out (`--pretrained none`), because these machines cannot download anything.
+    A file that is neither here nor downloadable is a user error naming the file, the URL,
+    the directory to put it in and the way out (`--pretrained none`).
     """
     if explicit:
         path = Path(explicit).expanduser()
@@ -28,10 +34,34 @@ def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None =
     path = hub_checkpoints_dir() / file_name
     if path.is_file():
         return path
+    source = ""
+    if url:
+        from membench.download import DownloadError, download
+
+        try:
+            return download(url, path, sha256=hub_hash_prefix(file_name))
+        except DownloadError as exc:
+            if "refused" in exc.message:  # downloaded, but not what the name promises
+                raise WeightsUnavailable(f"{what} weights: {exc.message}") from None
+            source = f" (download {url} failed: {_reason(exc.message)})"
     raise WeightsUnavailable(
-        f"{what} weights {file_name} are not available offline: put the file in {path.parent} "
+        f"{what} weights {file_name} are not available offline{source}: put the file in {path.parent} "
         "(or set TORCH_HOME), or run with --pretrained none for random initialisation"
     )
+
+
+def hub_hash_prefix(file_name: str) -> str | None:
+    """torch hub's convention: `name-<first hex digits of the sha256>.ext`."""
+    import re
+
+    m = re.search(r"-([a-f0-9]{8,})\.", file_name)
+    return m.group(1) if m else None
+
+
+def _reason(message: str) -> str:
+    # "cannot download URL (REASON); download it by hand ..." -> REASON
+    start, end = message.find("("), message.find(");")
+    return message[start + 1:end] if 0 <= start < end else message
 
 
 def load_state_dict(path: Path) -> dict:
@@ -57,4 +87,4 @@ def torchvision_weights(arch: str, what: str | None = None, explicit=None) -> di
     # The original ImageNet weights (what 2015-2019 papers used), not torchvision's newer recipe.
     weights = getattr(enum, "IMAGENET1K_V1", enum.DEFAULT)
     file_name = os.path.basename(weights.url)
-    return load_state_dict(resolve_file(file_name, what or f"torchvision {arch} ImageNet", explicit))
+    return load_state_dict(resolve_file(file_name, what or f"torchvision {arch} ImageNet", explicit, url=weights.url))

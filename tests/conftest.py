@@ -10,6 +10,9 @@ import pytest
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("membench-home")
     monkeypatch.setenv("MEMBENCH_HOME", str(home))
+    # Tests never reach the internet: missing weights are "offline" at once (the download
+    # tests serve files on 127.0.0.1 and lift this themselves).
+    monkeypatch.setenv("MEMBENCH_OFFLINE", "1")
     return home
 
 

@@ -1,4 +1,5 @@
-"""`membench demo-data DIR` and `membench data check`: making and checking datasets."""
+"""`membench demo-data DIR`, `membench data check` and `membench data download`: making,
+checking and fetching datasets."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def add_parser(sub) -> None:
     c = dsub.add_parser("check", help="validate a dataset: counts per split and every problem found")
     add_data_options(c)
     c.set_defaults(func=cmd_check)
+    from membench.commands.data_download import add_parser as add_download
+
+    add_download(dsub)
 
 
 def cmd_demo_data(args) -> int:
