@@ -10,6 +10,7 @@ from membench.spec import (
     BuildContext,
     DatasetSpec,
     ModelSpec,
+    Option,
     Preprocess,
     Reported,
     Sample,
@@ -20,6 +21,6 @@ from membench.spec import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "ModelSpec", "DatasetSpec", "Preprocess", "Reported", "Stage", "BuildContext",
+    "hookimpl", "ModelSpec", "Option", "DatasetSpec", "Preprocess", "Reported", "Stage", "BuildContext",
     "Sample", "Split", "IMAGENET_MEAN", "IMAGENET_STD", "__version__",
 ]

@@ -5,8 +5,11 @@ from __future__ import annotations
 from membench.spec import BuildContext, ModelSpec
 
 
-def build_meta(spec: ModelSpec):
-    return spec.builder()(BuildContext(device="meta", pretrained=False))
+def build_meta(spec: ModelSpec, options: dict[str, str] | None = None):
+    """The model on the meta device, built with `options` (checked against the spec's
+    declared options): a model's size may depend on them (e.g. a width)."""
+    checked = spec.check_options(dict(options or {}))
+    return spec.builder()(BuildContext(device="meta", pretrained=False, options=checked))
 
 
 def used_in_forward(model, input_size: tuple[int, int]) -> int | None:
@@ -38,7 +41,8 @@ def used_in_forward(model, input_size: tuple[int, int]) -> int | None:
 
 def trainable_per_stage(spec: ModelSpec, model) -> dict[str, int]:
     """Trainable parameters in each stage: all but the stage's frozen prefixes. A chained
-    stage trains another model and counts that model's trainable parameters."""
+    stage trains another model and counts that model's trainable parameters (built without
+    options: --model-option addresses the model named, never its upstream stages)."""
     from membench import registry
 
     out: dict[str, int] = {}
@@ -56,13 +60,16 @@ def _under(param_name: str, prefix: str) -> bool:
     return param_name == prefix or param_name.startswith(prefix + ".")
 
 
-def count(spec: ModelSpec) -> dict:
-    """{"model", "total", "used", "trainable": {stage: n}, "reported"}."""
-    model = build_meta(spec)
+def count(spec: ModelSpec, options: dict[str, str] | None = None) -> dict:
+    """{"model", "options", "total", "used", "trainable": {stage: n}, "reported"} of the
+    configuration built with `options` (the spec's defaults where not given)."""
+    options = spec.check_options(dict(options or {}))
+    model = build_meta(spec, options)
     total = sum(p.numel() for p in model.parameters())
     used = used_in_forward(model, spec.preprocess.input_size)
     return {
         "model": spec.name,
+        "options": options,
         "total": total,
         "used": used,
         "trainable": trainable_per_stage(spec, model),

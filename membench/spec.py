@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from membench.options import Option, check_options
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -159,6 +161,7 @@ class ModelSpec:
     reported: Reported | None = None
     preprocess: Preprocess = field(default_factory=Preprocess)
     recipe: tuple[Stage, ...] = ()
+    options: tuple[Option, ...] = ()  # what --model-option NAME=VALUE the builder reads (declared, checked)
     tags: tuple[str, ...] = ()
     license: str = ""
     params_expected: dict[str, int] = field(default_factory=dict)  # e.g. {"total": ..., "used": ...}
@@ -172,6 +175,14 @@ class ModelSpec:
             raise ValueError(f"invalid model name {self.name!r}")
         if self.trainable and not self.recipe:
             raise ValueError(f"model {self.name!r}: a trainable model needs a recipe")
+        names = [o.name for o in self.options]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.name!r}: an option is declared twice ({', '.join(names)})")
+
+    def check_options(self, given: dict[str, str]) -> dict[str, str]:
+        """`--model-option` values checked against `options`: canonical text, or a one-line
+        MembenchError naming the known options (see membench.options)."""
+        return check_options(self.name, self.options, given)
 
     def builder(self) -> Callable[["BuildContext"], Any]:
         return resolve_callable(self.build)
@@ -182,7 +193,8 @@ class BuildContext:
     """What a builder may use. `pretrained=False` means random init (`--pretrained none`).
 
     `upstream` maps a chained stage name to the best checkpoint of that stage's model;
-    `options` holds `--model-option key=value` pairs (e.g. captioner=random);
+    `options` holds `--model-option key=value` pairs (e.g. captioner=random), checked
+    against the spec's declared `options` and given as canonical text;
     `device` is "meta" when only counting parameters.
     """
 

@@ -19,6 +19,7 @@ the total matches the reported 39M: 38,880,493 parameters, 21,866,757 used in fo
 from __future__ import annotations
 
 from membench import hookimpl
+from membench.options import weights_option
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Fajtl, Argyriou, Monekosso, Remagnino, AMNet: Memorability Estimation with "
@@ -141,6 +142,7 @@ def register_models(register):
         # no-op); training resizes to 264x264, then RandomResizedCrop(224) and a flip.
         preprocess=Preprocess(size=(224, 224), train_size=(264, 264), crop=224, train="resized-crop"),
         recipe=(RECIPE,),
+        options=(weights_option("a trained AMNet state_dict (membench or official key layout)"),),
         tags=("paper", "table2", "attention"),
         license="MIT",
         params_expected={"total": 38_880_493, "used": 21_866_757},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from membench import hookimpl
 from membench.errors import MembenchError, WeightsUnavailable
+from membench.options import weights_option
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Khosla, Raju, Torralba, Oliva, Understanding and Predicting Image Memorability "
@@ -91,6 +92,7 @@ def register_models(register):
                           source="Leonardi et al. 2019, Table 2 (MemNet: Khosla et al. 2015)"),
         preprocess=Preprocess(size=(256, 256), crop=227, train="crop"),
         recipe=(RECIPE,),
+        options=(weights_option("a state_dict in membench's memnet layout (Hybrid-CNN)"),),
         tags=("paper", "table2"),
         params_expected={"total": 56_872_321},
         notes="Measured 56,872,321 parameters with one output; the reported 62M is most likely "

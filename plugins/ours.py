@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from membench import hookimpl
 from membench.errors import MembenchError
-from membench.spec import ModelSpec, Preprocess, Reported, Stage
+from membench.spec import ModelSpec, Option, Preprocess, Reported, Stage
 
 PAPER = ("Leonardi et al., Image Memorability Using Diverse Visual Features and Soft "
          "Attention, ICIAP 2019")
@@ -198,6 +198,9 @@ def register_models(register):
         reported=Reported(rho=0.687, mse=0.0079, params=130_000_000,
                           source="Leonardi et al. 2019, Tables 1-2"),
         recipe=(STAGE1, _stage2(FROZEN)),
+        options=(Option("captioner", help="'random' (random attention: smoke runs only) or a captioner "
+                                          "checkpoint file or directory; unset: the installed captioner"),
+                 Option("beam", "int", default=1, help="beam width of caption decoding (1: greedy)")),
         tags=("paper", "proposed", "table1", "table2", "soft-attention"),
         params_expected={"total": 130_189_524},
         notes="Needs a trained captioner (`membench captioner train|import`); "
@@ -254,7 +257,8 @@ def cmd_attention(args) -> int:
     spec = registry.get_model(args.model)
     if "soft-attention" not in spec.tags:
         raise MembenchError(f"model {spec.name!r} has no attention map (models with one: ours)")
-    ctx = BuildContext(options=key_values(args.model_option, "--model-option"), device=args.device)
+    ctx = BuildContext(options=spec.check_options(key_values(args.model_option, "--model-option")),
+                       device=args.device)
     beam = _check_options(ctx)
     captioner = build_captioner(ctx).to(args.device).eval()
     for path in sat.render_attention(captioner, args.images, args.out, spec.preprocess, beam,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from membench import hookimpl
 from membench.errors import MembenchError, WeightsUnavailable
+from membench.options import weights_option
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Needell & Bainbridge, Embracing New Techniques in Deep Learning for Estimating "
@@ -130,6 +131,7 @@ def register_models(register):
                                "LaMem+MemCat split, not LaMem's official splits"),
         preprocess=Preprocess(size=(256, 256), crop=227, mean=None, std=None, train="crop"),
         recipe=(FINETUNE,),
+        options=(weights_option("a ResMem state_dict (the package's model.pt layout)"),),
         tags=("peer", "pretrained-weights", "possibly-contaminated-on-lamem"),
         license="non-commercial (ResMem licence)",
         params_expected={"total": 131_688_809},

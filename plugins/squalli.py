@@ -19,6 +19,7 @@ Total 280,648,577 parameters vs the reported 280M: VGG16 and VGG19 up to fc7
 from __future__ import annotations
 
 from membench import hookimpl
+from membench.options import weights_option
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Squalli-Houssaini, Duong, Gwenaelle, Demarty, Deep Learning for Predicting Image "
@@ -86,6 +87,7 @@ def register_models(register):
                           note="MSE estimated by the authors of Leonardi et al."),
         preprocess=Preprocess(size=(256, 256), crop=224, train="crop"),
         recipe=(RECIPE,),
+        options=(weights_option("a trained squalli state_dict"),),
         tags=("paper", "table2", "reconstruction"),
         params_expected={"total": 280_648_577},
         notes="Reconstruction (the full paper was unavailable): fusion MLP, the stand-in for the "

@@ -24,6 +24,7 @@ import os
 
 from membench import hookimpl
 from membench.errors import MembenchError, WeightsUnavailable
+from membench.options import Option, weights_option
 from membench.spec import ModelSpec, Preprocess, Reported, Stage
 
 CITATION = ("Hagen & Espeseth, Image Memorability Prediction with Vision Transformers, "
@@ -184,6 +185,7 @@ def resolve_timm(name: str) -> ModelSpec:
         citation=f"timm (Wightman), {arch}" + (f"; {paper}" if paper else ""),
         preprocess=timm_preprocess(cfg),
         recipe=(TIMM_RECIPE,),
+        options=(weights_option(f"{arch}'s pretrained weights"),),
         tags=("timm", "family"),
         license=cfg.get("license", ""),
         notes="Weights resolve offline only (Hugging Face or torch hub cache, or "
@@ -202,6 +204,9 @@ def register_models(register):
                           note="evaluated on its own splits of several datasets; not on LaMem's official splits"),
         preprocess=Preprocess(size=(256, 256), crop=224, mean=None, std=None, train="crop"),
         recipe=(VITMEM_RECIPE,),
+        options=(Option("start", choices=("vitmem", "imagenet"), default="vitmem",
+                        help="initial weights: the ViTMem checkpoint, or timm's ImageNet ViT"),
+                 weights_option("the ViTMem checkpoint (start=vitmem) or the ImageNet ViT (start=imagenet)")),
         tags=("peer", "transformer"),
         license="apache-2.0 (timm architecture)",
         params_expected={"total": 85_771_777},

@@ -25,7 +25,7 @@ from membench import plugins
 PLUGIN = textwrap.dedent('''
     """Test models: a 309-parameter CNN; `tiny-chain` chains `tiny-one` and has two more
     stages of its own. `--model-option nan_at=N` makes the N-th training loss NaN."""
-    from membench import ModelSpec, Preprocess, Stage, hookimpl
+    from membench import ModelSpec, Option, Preprocess, Stage, hookimpl
 
 
     def build(ctx):
@@ -67,7 +67,8 @@ PLUGIN = textwrap.dedent('''
     @hookimpl
     def register_models(register):
         register(ModelSpec(name="tiny-one", build=build, preprocess=PRE, summary="test model",
-                           recipe=(Stage(name="fit", epochs=2, batch_size=4, lr=1e-2),)))
+                           recipe=(Stage(name="fit", epochs=2, batch_size=4, lr=1e-2),),
+                           options=(Option("nan_at", "int", default=0, help="training step whose loss is NaN"),)))
         register(ModelSpec(name="tiny-chain", build=build, preprocess=PRE, summary="test model",
                            recipe=(Stage(name="base", model="tiny-one"),
                                    Stage(name="tune", epochs=2, batch_size=4, lr=5e-3, frozen=("trunk",)),

@@ -1,6 +1,6 @@
 """A tiny model plugin for fast harness tests (CPU, 32x32): shaped like any third-party one."""
 
-from membench import BuildContext, ModelSpec, Preprocess, Reported, Stage, hookimpl
+from membench import BuildContext, ModelSpec, Option, Preprocess, Reported, Stage, hookimpl
 
 
 def build_tiny(ctx: BuildContext):
@@ -9,12 +9,14 @@ def build_tiny(ctx: BuildContext):
 
     from membench.weights import load_state_dict
 
+    width = int(ctx.options.get("width", 8))  # declared by tiny-cnn: --model-option width=16
+
     class Tiny(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.head = nn.Linear(8, 1)
+            self.features = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width),
+                                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(width, 1)
 
         def forward(self, x):
             return self.head(self.features(x)).squeeze(1)
@@ -35,6 +37,7 @@ def register_models(register):
         name="tiny-cnn", build=build_tiny, summary="test model", citation="none",
         reported=Reported(rho=0.5, mse=0.01, params=249, source="made up for tests"),
         preprocess=PRE, recipe=(Stage("stage1", epochs=3, batch_size=8, lr=1e-2),),
+        options=(Option("width", "int", default=8, help="channels of the convolution"),),
         tags=("test",), params_expected={"total": 249}))
     register(ModelSpec(
         name="tiny-chain", build=build_tiny, summary="test model with a chained stage",

@@ -55,7 +55,7 @@ def cmd_bench(args) -> int:
     from rich.table import Table
 
     from membench import bench, registry
-    from membench.commands.common import key_values, membench_home
+    from membench.commands.common import membench_home, model_options
     from membench.errors import MembenchError
     from membench.spec import Preprocess
 
@@ -88,9 +88,10 @@ def cmd_bench(args) -> int:
     kinds = [k for k in ("inference", "train-step") if k in what]
     if kinds:
         runner = bench.ModelBench(device, dtype, compile=args.compile)
-        options = key_values(args.model_option, "--model-option")
+        specs = registry.select_models(args.models)
+        options = model_options(args.model_option, specs)
         size = (args.size, args.size) if args.size else None
-        for spec in registry.select_models(args.models):
+        for spec in specs:
             console.print(f"{spec.name}: {', '.join(kinds)}")
             try:
                 rows += bench.bench_model(spec, bench=runner, batch=args.batch, size=size, iters=args.iters, rounds=args.rounds,

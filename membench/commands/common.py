@@ -29,6 +29,17 @@ def key_values(pairs: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def model_options(pairs: list[str], specs) -> dict[str, str]:
+    """`--model-option` pairs checked against every selected model's declared options
+    before any work starts (a misspelt or ill-typed one is a one-line error naming the
+    known options); returns the canonical values."""
+    given = key_values(pairs, "--model-option")
+    checked = given
+    for spec in specs:
+        checked = spec.check_options(given)
+    return checked
+
+
 def open_dataset(args):
     """The dataset object named by --dataset/--data (see DatasetSpec)."""
     from membench import registry

@@ -10,7 +10,8 @@ from membench.output import FORMATS, emit, millions
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list registered models",
                        description="List registered models with their reported numbers.")
-    p.add_argument("pattern", nargs="?", default="all", help="name, comma list, wildcard or 'all'")
+    p.add_argument("pattern", nargs="?", default="all", help="name, comma list, wildcard or 'all'; "
+                   "naming models also describes their options (--model-option NAME=VALUE)")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_models)
 
@@ -22,6 +23,9 @@ def add_parser(sub) -> None:
                                    "count parameters: total, used in forward, trainable per stage.")
     p.add_argument("models", nargs="*", default=["all"], metavar="MODEL",
                    help="names, comma lists or wildcards (default: all)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="count the configuration with this model option (repeatable; every model "
+                        "named must declare it), e.g. width=16")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_params)
 
@@ -37,7 +41,10 @@ def cmd_models(args) -> int:
             "rho_reported": rep.rho if rep else None, "mse_reported": rep.mse if rep else None,
             "params_reported": millions(rep.params) if rep and rep.params else None,
             "input": "x".join(map(str, spec.preprocess.input_size)),
+            "options": ", ".join(o.name if o.default is None else f"{o.name}={o.default_text}"
+                                 for o in spec.options),
             "tags": ",".join(spec.tags), "license": spec.license,
+            "released_weights": ",".join(rw.name for rw in spec.released_weights) or None,
             "summary": spec.summary, "plugin": spec.plugin,
         })
     fams = registry.families()
@@ -47,7 +54,29 @@ def cmd_models(args) -> int:
     emit(rows, columns, args.format, title="membench models (reported numbers are from each model's paper)")
     if fams and args.format == "table":
         print("model families (any name under the prefix): " + ", ".join(f"{f}/<name>" for f in fams))
+    if args.format == "table":
+        _print_options(registry.select_models(args.pattern), detailed=args.pattern != "all")
     return 0
+
+
+def _print_options(specs, detailed: bool) -> None:
+    """Each named model's declared options (`--model-option NAME=VALUE`): type, default, help."""
+    if not detailed:
+        print("`membench models NAME` describes a model's options (--model-option NAME=VALUE)")
+        return
+    for spec in specs:
+        if not spec.options:
+            print(f"{spec.name}: no model options")
+            continue
+        print(f"{spec.name} options (--model-option NAME=VALUE):")
+        for option in spec.options:
+            print(f"  {option.describe()}")
+
+
+def options_used(spec, given: dict[str, str]) -> str:
+    """Every declared option with the value a configuration uses: "width=16" (given),
+    "beam=1" (default), "captioner=unset"."""
+    return "; ".join(f"{o.name}={given.get(o.name, o.default_text or 'unset')}" for o in spec.options)
 
 
 def cmd_plugins(args) -> int:
@@ -59,26 +88,33 @@ def cmd_plugins(args) -> int:
 
 def cmd_params(args) -> int:
     from membench import params, registry
+    from membench.commands.common import key_values
 
-    rows = []
+    given = key_values(args.model_option, "--model-option")
+    specs = []
     seen = set()
     for expr in args.models:
         for spec in registry.select_models(expr):
-            if spec.name in seen:
-                continue
-            seen.add(spec.name)
-            c = params.count(spec)
-            expected = spec.params_expected.get("total")
-            rows.append({
-                "model": spec.name,
-                "params_total": c["total"],
-                "params_used": c["used"],
-                "params_trainable": "; ".join(f"{k}={v}" for k, v in c["trainable"].items()),
-                "params_reported": c["reported"],
-                "ratio_to_reported": round(c["total"] / c["reported"], 4) if c["reported"] else None,
-                "matches_spec": None if expected is None else expected == c["total"],
-            })
-    cols = ["model", "params_total", "params_used", "params_trainable", "params_reported",
+            if spec.name not in seen:
+                seen.add(spec.name)
+                specs.append(spec)
+    checked = {spec.name: spec.check_options(given) for spec in specs}  # every error before any counting
+    rows = []
+    for spec in specs:
+        c = params.count(spec, checked[spec.name])
+        # the spec's expected count is for its default options
+        expected = spec.params_expected.get("total") if not given else None
+        rows.append({
+            "model": spec.name,
+            "options": options_used(spec, checked[spec.name]),
+            "params_total": c["total"],
+            "params_used": c["used"],
+            "params_trainable": "; ".join(f"{k}={v}" for k, v in c["trainable"].items()),
+            "params_reported": c["reported"],
+            "ratio_to_reported": round(c["total"] / c["reported"], 4) if c["reported"] else None,
+            "matches_spec": None if expected is None else expected == c["total"],
+        })
+    cols = ["model", "options", "params_total", "params_used", "params_trainable", "params_reported",
             "ratio_to_reported", "matches_spec"]
     emit(rows, cols, args.format, title="parameters: measured (meta device) vs reported")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import key_values
+from membench.commands.common import model_options
 
 
 def add_parser(sub) -> None:
@@ -32,11 +32,12 @@ def cmd_predict(args) -> int:
     from membench.weights import load_state_dict
 
     spec = registry.get_model(args.model)
+    options = model_options(args.model_option, [spec])  # a misspelt option stops before any work
     samples = tuple(Sample(name=str(p), path=p, score=0.0) for p in args.images)
     apply_policy(check_images(samples), "fail")
     device = resolve_device(args.device)
     ctx = BuildContext(pretrained=args.pretrained != "none",
-                       options=key_values(args.model_option, "--model-option"))
+                       options=options)
     model = spec.builder()(ctx)
     if args.checkpoint:
         model.load_state_dict(load_state_dict(args.checkpoint))

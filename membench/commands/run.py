@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import add_data_options, key_values, membench_home, open_dataset
+from membench.commands.common import add_data_options, membench_home, model_options, open_dataset
 
 HELP_EPILOG = """examples:
   membench run --model ours --splits all                 # demo data, paper preset
@@ -75,7 +75,7 @@ def cmd_run(args) -> int:
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
         train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
-        options=key_values(args.model_option, "--model-option"), compile=args.compile,
+        options=model_options(args.model_option, specs), compile=args.compile,
         frozen_train_cache=args.frozen_train_cache)
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)

@@ -7,7 +7,7 @@ numbers); it exists to show every part of a model plugin in one screen.
 
 from __future__ import annotations
 
-from membench import ModelSpec, Preprocess, Stage, hookimpl
+from membench import ModelSpec, Option, Preprocess, Stage, hookimpl
 
 # conv1 3*8*9+8 + conv2 8*16*9+16 + head 16+1; `membench params toy-cnn` checks it.
 TOY_PARAMS = 1409
@@ -54,6 +54,10 @@ def register_models(register):
         preprocess=Preprocess(size=(64, 64), train="paper"),
         recipe=(Stage(name="train", epochs=10, batch_size=16, lr=1e-3, optimizer="adam",
                       schedule="constant", patience=3),),
+        # Every option the builder reads is declared: membench checks --model-option values
+        # against these before any work starts, shows them in `membench models toy-cnn`, and
+        # labels runs with non-default values as their own configuration.
+        options=(Option("width", "int", default=8, help="channels of the first convolution"),),
         tags=("example",),
         license="MIT",
         params_expected={"total": TOY_PARAMS},

@@ -1,0 +1,184 @@
+"""Run identity: declared model options, the configuration string and id, parameter counts
+of the configuration that ran."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from membench.configuration import Configuration, from_row, from_settings
+from membench.errors import MembenchError
+from membench.options import Option, check_options
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+# ---------------------------------------------------------------- declared options
+
+def test_option_values_are_checked_and_canonical():
+    declared = (Option("width", "int", default=8), Option("scale", "float", default=1.0),
+                Option("flip", "bool", default=False), Option("mode", choices=("a", "b"), default="a"))
+    got = check_options("m", declared, {"width": "016", "scale": "2", "flip": "yes", "mode": "b"})
+    assert got == {"width": "16", "scale": "2.0", "flip": "true", "mode": "b"}
+    with pytest.raises(MembenchError, match=r"model option width of m takes an integer, got 'x'"):
+        check_options("m", declared, {"width": "x"})
+    with pytest.raises(MembenchError, match=r"takes one of a, b, got 'c'"):
+        check_options("m", declared, {"mode": "c"})
+    with pytest.raises(MembenchError, match=r"unknown model option 'widht' for m; did you mean width\? "
+                                            r"\(known options: width, scale, flip, mode\)"):
+        check_options("m", declared, {"widht": "16"})
+    with pytest.raises(MembenchError, match="m declares no options"):
+        check_options("m", (), {"width": "16"})
+
+
+def test_bad_declarations_are_refused():
+    with pytest.raises(ValueError, match="reserved"):
+        Option("patience", "int")
+    with pytest.raises(ValueError, match="type must be one of"):
+        Option("x", "list")
+    with pytest.raises(ValueError, match="default 'z' is invalid"):
+        Option("x", "int", default="z")
+
+
+def _option_reads(path: Path) -> set[str]:
+    """Names a plugin module reads with ctx.options.get("NAME"...) or ctx.options["NAME"]."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target, key = node.func.value, node.args[0] if node.args else None
+        elif isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        if (isinstance(target, ast.Attribute) and target.attr == "options"
+                and isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            names.add(key.value)
+    return names
+
+
+def test_every_builtin_model_declares_the_options_its_plugin_reads():
+    from membench import registry
+
+    by_plugin: dict[str, set[str]] = {}
+    for spec in registry.models().values():
+        by_plugin.setdefault(spec.plugin, set()).update(o.name for o in spec.options)
+    timm = registry.get_model("timm/resnet18")
+    by_plugin.setdefault(timm.plugin, set()).update(o.name for o in timm.options)
+    checked = 0
+    for path in sorted(PLUGINS.glob("*.py")):
+        reads = _option_reads(path)
+        if not reads:
+            continue
+        plugin = next((p for p in by_plugin if p.endswith(path.stem)), None)
+        assert plugin is not None, path
+        assert reads <= by_plugin[plugin], f"{path.name} reads {sorted(reads - by_plugin[plugin])} undeclared"
+        checked += 1
+    assert checked >= 6  # amnet, memnet, squalli, resmem, vitmem, ours
+
+
+@pytest.mark.parametrize("model,bad,known", [("amnet", "wieghts=x", "weights"),
+                                             ("ours", "capitoner=random", "captioner, beam"),
+                                             ("resnet50-lamem", "weights=x", None)])
+def test_misspelt_option_exits_2_naming_the_known_ones(run_cli, model, bad, known):
+    code, out, err = run_cli("params", model, "--model-option", bad)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "unknown model option" in lines[0]
+    assert (f"known options: {known})" in lines[0]) if known else "declares no options" in lines[0]
+    if model == "amnet":
+        assert "did you mean weights?" in lines[0]
+
+
+def test_misspelt_option_stops_a_run_before_any_work(run_cli, tiny_plugin, demo_root, tmp_path):
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+                           "--preset", "smoke", "--out", tmp_path / "board", "--work-dir", tmp_path / "work",
+                           "--model-option", "widht=16")
+    assert code == 2 and err.strip().splitlines() == [
+        "membench: error: unknown model option 'widht' for tiny-cnn; did you mean width? (known options: width)"]
+    assert not (tmp_path / "board").exists() and not (tmp_path / "work").exists()
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+                           "--out", tmp_path / "board", "--model-option", "width=wide")
+    assert code == 2 and "model option width of tiny-cnn takes an integer, got 'wide'" in err
+    assert not (tmp_path / "board").exists()
+
+
+def test_models_and_params_show_the_declared_options(run_cli, tiny_plugin):
+    code, out, _ = run_cli("models", "ours")
+    assert code == 0
+    assert "beam (int, default 1): beam width of caption decoding" in out
+    assert "captioner (str, default unset)" in out
+    code, out, _ = run_cli("models", "all", "--format", "json")
+    rows = {r["model"]: r for r in json.loads(out)}
+    assert rows["ours"]["options"] == "captioner, beam=1" and rows["resnet50-lamem"]["options"] == ""
+    assert rows["tiny-cnn"]["options"] == "width=8"
+
+
+def test_params_counts_the_configuration_given(run_cli, tiny_plugin):
+    code, out, _ = run_cli("params", "tiny-cnn", "--format", "json")
+    default = json.loads(out)[0]
+    assert code == 0 and default["params_total"] == 249 and default["options"] == "width=8"
+    code, out, _ = run_cli("params", "tiny-cnn", "--model-option", "width=16", "--format", "json")
+    wide = json.loads(out)[0]
+    # conv 3*16*9+16, BN 2*16, head 16+1
+    assert code == 0 and wide["params_total"] == 3 * 16 * 9 + 16 + 32 + 17 and wide["options"] == "width=16"
+
+
+# ---------------------------------------------------------------- the configuration string and id
+
+def test_protocol_configuration_is_empty_and_named_protocol():
+    c = Configuration()
+    assert (c.label, c.id, c.is_protocol) == ("", "protocol", True)
+    # an option given at its declared default is still the protocol
+    declared = (Option("beam", "int", default=1), Option("captioner"))
+    assert from_settings({"options": {"beam": "1"}}, declared).id == "protocol"
+    assert from_settings({"options": {"beam": "3"}}, declared).label == "beam=3"
+
+
+def test_every_setting_that_changes_numbers_is_in_the_configuration():
+    base = Configuration()
+    variants = {
+        "preset=smoke": Configuration(preset="smoke"),
+        "captioner=random": Configuration(model_options={"captioner": "random"}),
+        "train=none": Configuration(train="none"),
+        "checkpoint=best.pt@0123abcd": Configuration(checkpoint="/w/best.pt", files={"checkpoint": "0123abcd" * 8}),
+        "pretrained=none": Configuration(pretrained=False),
+        "init=scratch": Configuration(init="scratch"),
+        "patience=3": Configuration(patience=3),
+        "precision=bf16": Configuration(precision="bf16"),
+        "frozen-train-cache=4": Configuration(frozen_train_cache=4),
+        "dataset.seed=1": Configuration(dataset_options={"seed": "1"}),
+        "exif=ignore": Configuration(extra={"exif": "ignore"}),
+    }
+    ids = {base.id}
+    for label, c in variants.items():
+        assert c.label == label and not c.is_protocol
+        ids.add(c.id)
+    assert len(ids) == len(variants) + 1  # all distinct
+    both = Configuration(model_options={"captioner": "random"}, frozen_train_cache=4)
+    assert both.label == "captioner=random; frozen-train-cache=4"
+    assert len(both.id) == 8 and both.id == Configuration(frozen_train_cache=4,
+                                                          model_options={"captioner": "random"}).id
+
+
+def test_files_are_identified_by_content_not_path():
+    a = Configuration(checkpoint="/a/best.pt", files={"checkpoint": "1" * 64})
+    b = Configuration(checkpoint="/elsewhere/copy.pt", files={"checkpoint": "1" * 64})
+    c = Configuration(checkpoint="/a/best.pt", files={"checkpoint": "2" * 64})
+    assert a.id == b.id != c.id
+
+
+def test_rows_without_configuration_columns_are_derived_and_say_so():
+    old = {"preset": "paper", "pretrained": "True", "init": "imagenet", "train_mode": "full", "device": "cpu",
+           "notes": "captioner=random; frozen_train_cache=4 (approximation)"}
+    label, cid, derived = from_row(old)
+    assert (label, derived) == ("captioner=random; frozen-train-cache=4", True)
+    assert cid == Configuration(model_options={"captioner": "random"}, frozen_train_cache=4).id
+    assert from_row({**old, "notes": ""}) == ("", "protocol", True)
+    # the old code always used bf16 autocast on CUDA; random init was recorded as init=random
+    assert from_row({**old, "notes": "", "device": "cuda"})[0] == "precision=bf16"
+    assert from_row({**old, "notes": "", "init": "random", "pretrained": "False"})[0] == "pretrained=none"
+    # the run JSON of an old run supplies what rows never held (patience)
+    assert from_row({**old, "notes": ""}, {"config": {"patience": 3}})[0] == "patience=3"
+    assert from_row({"config_id": "abcd1234", "configuration": "patience=3"}) == ("patience=3", "abcd1234", False)
