@@ -20,7 +20,7 @@ from __future__ import annotations
 from membench import hookimpl
 from membench.errors import MembenchError, WeightsUnavailable
 from membench.options import weights_option
-from membench.spec import ModelSpec, Preprocess, Reported, Stage
+from membench.spec import ModelSpec, Preprocess, ReleasedWeights, Reported, Stage
 
 CITATION = ("Khosla, Raju, Torralba, Oliva, Understanding and Predicting Image Memorability "
             "at a Large Scale, ICCV 2015")
@@ -30,8 +30,6 @@ RECIPE = Stage(name="finetune", epochs=30, batch_size=256, lr=1e-3, optimizer="s
 
 
 def build_memnet(ctx):
-    import contextlib
-
     import torch
     import torch.nn as nn
 
@@ -58,14 +56,17 @@ def build_memnet(ctx):
                 nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
                 nn.Linear(4096, 1),
             )
+            self.register_buffer("input_mean", torch.zeros(3, CROP, CROP))
 
         def forward(self, x):
-            f = self.features(x)
+            # zero unless the authors' Caffe model is loaded: then its mean image (Caffe
+            # subtracts a per-pixel mean, not a per-channel one), see caffe_checkpoint
+            f = self.features(x - self.input_mean)
             if f.shape[-2:] != (6, 6):
                 raise ValueError(f"MemNet needs 227x227 inputs (6x6 conv5 maps), got {tuple(x.shape[-2:])}")
             return self.classifier(f.flatten(1)).squeeze(1)
 
-    with torch.device("meta") if ctx.meta else contextlib.nullcontext():
+    with ctx.on_device():
         model = MemNet()
     if ctx.meta or not ctx.pretrained:
         return model
@@ -77,8 +78,79 @@ def build_memnet(ctx):
             "or run with --pretrained none to train from random initialisation")
     from membench.weights import load_state_dict, resolve_file
 
-    model.load_state_dict(load_state_dict(resolve_file("memnet.pth", "MemNet", explicit)))
+    state = load_state_dict(resolve_file("memnet.pth", "MemNet", explicit))
+    state.setdefault("input_mean", torch.zeros(3, CROP, CROP))  # state_dicts saved before it existed
+    model.load_state_dict(state)
     return model
+
+
+# -- the authors' released Caffe model -----------------------------------------------------
+# The LaMem page distributes MemNet as Caffe files: the trained .caffemodel, its deploy
+# .prototxt (227x227 input) and the mean image (.binaryproto, BGR, 256x256). Caffe's test
+# transform: image resized to 256x256, BGR in 0..255, minus the mean image, centre 227 crop
+# (the mean cropped at the same place). membench feeds RGB in [0, 1] (resize 256, centre
+# crop 227, no normalisation), so the conversion folds the rest into the model exactly:
+# conv1(255 * x_bgr - M) = conv1'(x_rgb - M_rgb / 255) with conv1' = 255 * conv1 with its
+# input channels reversed; M_rgb / 255 becomes the `input_mean` buffer.
+CROP = 227
+CAFFE_SIZE = 256
+CAFFE_PREPROCESS = Preprocess(size=(CAFFE_SIZE, CAFFE_SIZE), crop=CROP, mean=None, std=None, train="crop")
+PARAMETERISED = ("features.0", "features.4", "features.8", "features.10", "features.12",
+                 "classifier.0", "classifier.3", "classifier.6")
+CAFFE_TYPES = ("Convolution",) * 5 + ("InnerProduct",) * 3
+
+
+def caffe_checkpoint(archive):
+    """Yield (None, state_dict, member): the one .caffemodel and the mean image (.binaryproto,
+    or .npy as Caffe's Python examples ship it) found in `archive` (folder, zip or tar)."""
+    import numpy as np
+    import torch
+
+    from membench.caffemodel import parse_mean, parse_net, read_files
+
+    models = read_files(archive, (".caffemodel",))
+    means = read_files(archive, (".binaryproto", ".npy"))
+    if len(models) != 1:
+        raise MembenchError(f"expected one .caffemodel, found {len(models)}"
+                            + (f" ({', '.join(models)})" if models else ""), archive)
+    if len(means) != 1:
+        raise MembenchError(f"expected one mean image (.binaryproto or .npy), found {len(means)}: MemNet "
+                            "subtracts it from every image", archive)
+    (member, data), = models.items()
+    (mean_name, mean_data), = means.items()
+    layers = parse_net(data, f"{archive}:{member}")
+    kinds = tuple(layer.type for layer in layers)
+    if kinds != CAFFE_TYPES or any(len(layer.blobs) != 2 for layer in layers):
+        raise MembenchError("not MemNet's layout (5 convolutions and 3 inner products, each with weights "
+                            "and bias); found " + ", ".join(f"{l.name} ({l.type}, {len(l.blobs)} blobs)"
+                                                            for l in layers), f"{archive}:{member}")
+    if mean_name.lower().endswith(".npy"):
+        import io
+
+        mean = np.load(io.BytesIO(mean_data), allow_pickle=False).astype(np.float32)
+    else:
+        mean = parse_mean(mean_data, f"{archive}:{mean_name}")
+    if mean.shape != (3, CAFFE_SIZE, CAFFE_SIZE):
+        raise MembenchError(f"mean image of shape {list(mean.shape)}; MemNet's is [3, {CAFFE_SIZE}, "
+                            f"{CAFFE_SIZE}]", f"{archive}:{mean_name}")
+    state = {}
+    for prefix, layer in zip(PARAMETERISED, layers):
+        for suffix, blob in zip(("weight", "bias"), layer.blobs):
+            state[f"{prefix}.{suffix}"] = torch.from_numpy(_drop_leading_ones(blob, 4 if suffix == "weight" and
+                                                                               layer.type == "Convolution" else
+                                                                               (2 if suffix == "weight" else 1)))
+    state["features.0.weight"] = state["features.0.weight"].flip(1) * 255.0  # BGR 0..255 -> RGB 0..1
+    top = (CAFFE_SIZE - CROP) // 2  # Caffe's centre crop offset (integer division)
+    crop = mean[::-1, top:top + CROP, top:top + CROP] / 255.0
+    state["input_mean"] = torch.from_numpy(np.ascontiguousarray(crop))
+    yield None, state, f"{member} + {mean_name}"
+
+
+def _drop_leading_ones(array, ndim: int):
+    """Caffe's legacy 4-D blobs: (1, 1, out, in) for an inner product, (1, 1, 1, n) for a bias."""
+    while array.ndim > ndim and array.shape[0] == 1:
+        array = array[0]
+    return array.copy()
 
 
 @hookimpl
@@ -93,6 +165,15 @@ def register_models(register):
         preprocess=Preprocess(size=(256, 256), crop=227, train="crop"),
         recipe=(RECIPE,),
         options=(weights_option("a state_dict in membench's memnet layout (Hybrid-CNN)"),),
+        released_weights=(ReleasedWeights(
+            name="memnet_caffe", convert=caffe_checkpoint, url="", per_split=False,
+            archive="the MemNet Caffe model (.caffemodel + mean .binaryproto)",
+            layout="one .caffemodel (5 convolutions, 3 inner products) and one mean image "
+                   "(.binaryproto or .npy, 3x256x256 BGR), in a folder, .zip or .tar.gz",
+            source="the LaMem download page (memorability.csail.mit.edu)", license="see the LaMem site",
+            citation=CITATION, dataset="lamem", preprocess=CAFFE_PREPROCESS,
+            note="One model for all splits: trained by the authors on their own LaMem split, so "
+                 "membench's test images may include images it was trained on."),),
         tags=("paper", "table2"),
         params_expected={"total": 56_872_321},
         notes="Measured 56,872,321 parameters with one output; the reported 62M is most likely "

@@ -8,5 +8,7 @@ CORE_COMMANDS = (
     "membench.commands.predict",
     "membench.commands.report",
     "membench.commands.compare",
+    "membench.commands.evaluate",
     "membench.commands.bench",
+    "membench.commands.weights",
 )
