@@ -41,7 +41,7 @@ def read_split_file(path: Path, images_dir: Path, errors: list[MembenchError] | 
         fail(f"cannot read split file ({exc.strerror})")
         return ()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # -sig: Notepad and Excel start files with a BOM
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         fail("split file is not UTF-8 text", line)
@@ -162,7 +162,7 @@ class LamemLayout:
 def _line_of(path: Path, name: str) -> int | None:
     """The line of `path` listing image `name` (messages point at it)."""
     try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if line.split()[:1] == [name]:
                 return number
     except (OSError, UnicodeDecodeError):

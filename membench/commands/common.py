@@ -19,6 +19,22 @@ def add_data_options(p, splits: bool = True) -> None:
         p.add_argument("--splits", default="all", help="'all' or a comma list such as 1,3 (default: all)")
 
 
+def add_image_options(p) -> None:
+    """How images are decoded (see membench/images.py); set for workers by apply_image_options."""
+    p.add_argument("--exif-orientation", choices=("ignore", "apply"), default="ignore",
+                   help="EXIF rotation tags: ignore them as the reference pipelines do (default), or "
+                        "apply them (recorded in the configuration)")
+    p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="allow images of up to N pixels (default: Pillow's decompression-bomb limit, "
+                        "178,956,970)")
+
+
+def apply_image_options(args) -> None:
+    from membench.images import set_decoding
+
+    set_decoding(getattr(args, "exif_orientation", None), getattr(args, "max_image_pixels", None))
+
+
 def key_values(pairs: list[str], flag: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -60,5 +76,4 @@ def open_dataset(args):
     return spec.opener()(root, options)
 
 
-def membench_home() -> Path:
-    return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench")
+from membench.files import membench_home  # noqa: E402,F401  (commands import it from here)

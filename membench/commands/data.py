@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import add_data_options
+from membench.commands.common import add_data_options, add_image_options
 
 
 def add_parser(sub) -> None:
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     c = dsub.add_parser("check", help="validate a dataset: counts per split and every problem found")
     add_data_options(c)
+    add_image_options(c)
     c.set_defaults(func=cmd_check)
     from membench.commands.data_download import add_parser as add_download
 
@@ -40,13 +41,14 @@ def cmd_check(args) -> int:
     """Collect every problem (not only the first) and report them all; exit 1 if any."""
     from rich.console import Console
 
-    from membench.commands.common import open_dataset
+    from membench.commands.common import apply_image_options, open_dataset
     from membench.errors import MembenchError
     from membench.images import check_images
     from membench.lamem import incomplete_splits, parse_splits
     from membench.output import emit
 
     console = Console(stderr=True)
+    apply_image_options(args)
     dataset = open_dataset(args)
     problems: list[str] = list(getattr(dataset, "problems", []) or [])
     rows, listed = [], []
@@ -77,9 +79,8 @@ def cmd_check(args) -> int:
     problems.extend(check.problems())
     emit(rows, ["split", "train", "val", "test", "status"], "table",
          title=f"{dataset.name} at {dataset.root or 'demo cache'}: {check.checked} distinct images decoded")
-    if check.converted:
-        print("non-RGB images (converted to RGB when loaded): "
-              + ", ".join(f"{n} {m}" for m, n in sorted(check.converted.items())))
+    for note in check.notes():
+        print(note)
     if getattr(dataset, "human_consistency", None) is not None:
         print(f"human consistency (split-half rank correlation): {dataset.human_consistency:.3f}")
     for line in problems:
