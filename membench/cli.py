@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
 
 from membench import __version__
@@ -19,11 +21,52 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: a did-you-mean for a mistyped choice, command
+    or option, and a pointer to --help instead of the usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {self._suggest(message)}; see `{self.prog} --help`\n")
+
+    def _suggest(self, message: str) -> str:
+        m = _INVALID_CHOICE.match(message)
+        if m:
+            choices = [c.strip().strip("'\"") for c in m["choices"].split(",")]
+            got = m["got"]
+            close = difflib.get_close_matches(got, choices, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"argument {m['arg']}: invalid choice {got!r}{hint} (choose from {', '.join(choices)})"
+        m = _UNRECOGNIZED.match(message)
+        if m:
+            known = sorted(self._all_option_strings())
+            parts = []
+            for token in m["args"].split():
+                flag = token.split("=")[0]
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) if flag.startswith("--") else []
+                parts.append(f"{token} (did you mean {close[0]}?)" if close else token)
+            return "unrecognized arguments: " + " ".join(parts)
+        return message
+
+    def _all_option_strings(self) -> set[str]:
+        found = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found |= sub._all_option_strings() if isinstance(sub, Parser) else set(sub._option_string_actions)
+        return found
+
+
+# "argument --preset: invalid choice: 'papr' (choose from 'paper', 'smoke')" (3.10-3.11; later
+# Pythons drop the quotes around the choices)
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: '(?P<got>[^']*)' \(choose from (?P<choices>.*)\)$")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<args>.*)$")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from membench import plugins
     from membench.commands import CORE_COMMANDS
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="membench", description="Benchmark image-memorability models on LaMem and friends.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"membench {__version__}")
@@ -37,12 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not built yet
             raise
         module.add_parser(sub)
-    pm = plugins.load()
-    for impl in pm.hook.register_commands.get_hookimpls():
-        try:  # one broken plugin must not take the whole CLI down
-            impl.function(sub)
-        except Exception as exc:
-            plugins._fail(pm.get_name(impl.plugin), exc)
+    plugins.call_each("register_commands", subparsers=lambda _name: sub)  # a broken plugin is reported
     return parser
 
 

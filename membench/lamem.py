@@ -20,6 +20,10 @@ from membench.errors import MembenchError
 from membench.spec import Sample, Split
 
 PARTS = ("train", "val", "test")
+# What a user who points --data at the wrong place needs to read (one line).
+LAYOUT_HINT = ("expected the LaMem layout DIR/images/ + DIR/splits/{train,val,test}_K.txt "
+               "(`membench data download lamem --to DIR` fetches LaMem; --dataset lnsim or csv read "
+               "other layouts; --data demo uses built-in synthetic data)")
 _SPLIT_FILE = re.compile(r"^(train|val|test)_(\d+)\.txt$")
 
 
@@ -90,10 +94,10 @@ class LamemLayout:
     def __post_init__(self):
         self.root = Path(self.root)
         if not self.root.is_dir():
-            raise MembenchError("data directory does not exist or is not a directory", self.root)
+            raise MembenchError(f"data directory does not exist or is not a directory; {LAYOUT_HINT}", self.root)
         for sub in ("images", "splits"):
             if not (self.root / sub).is_dir():
-                raise MembenchError(f"not a LaMem-layout directory: missing {sub}/", self.root)
+                raise MembenchError(f"not a LaMem-layout directory: missing {sub}/; {LAYOUT_HINT}", self.root)
 
     @property
     def images_dir(self) -> Path:

@@ -68,7 +68,9 @@ def open_dataset(args):
             raise MembenchError(f"dataset {name!r} needs --data DIR")
         root = Path(args.data).expanduser()
         if not root.exists():
-            raise MembenchError("data directory does not exist", root)
+            from membench.lamem import LAYOUT_HINT
+
+            raise MembenchError(f"data directory does not exist; {LAYOUT_HINT}", root)
         if not os.access(root, os.R_OK | os.X_OK):
             raise MembenchError("data directory is not readable", root)
         return spec.opener()(root, options)

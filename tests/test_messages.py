@@ -1,0 +1,48 @@
+"""Messages that say what to do: one line, a did-you-mean, a hint, never a usage dump."""
+
+from __future__ import annotations
+
+import pytest
+
+from membench.cli import main
+
+
+def _argparse_error(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    return err
+
+
+def test_misspelt_preset_gets_a_did_you_mean_without_the_usage_dump(capsys):
+    err = _argparse_error(capsys, "run", "--model", "ours", "--preset", "papr")
+    assert "invalid choice 'papr'; did you mean 'paper'?" in err
+    assert "(choose from paper, smoke, quick)" in err and "membench run --help" in err
+
+
+def test_misspelt_command_and_choice_of_a_subcommand(capsys):
+    assert "did you mean 'run'?" in _argparse_error(capsys, "rnu")
+    assert "did you mean 'skip'?" in _argparse_error(capsys, "run", "--model", "ours", "--on-bad-image", "skp")
+    assert "did you mean 'lamem'?" in _argparse_error(capsys, "data", "download", "lamm", "--to", "x")
+
+
+def test_misspelt_option_names_the_option_it_resembles(capsys):
+    err = _argparse_error(capsys, "run", "--model", "ours", "--prest", "smoke")
+    assert "--prest (did you mean --preset?)" in err
+
+
+def test_a_choice_nothing_resembles_lists_the_choices_only(capsys):
+    err = _argparse_error(capsys, "run", "--model", "ours", "--preset", "xyzzy")
+    assert "did you mean" not in err and "choose from paper, smoke, quick" in err
+
+
+def test_missing_data_directory_hints_at_the_layout_and_demo(run_cli, tmp_path):
+    code, _, err = run_cli("data", "check", "--data", tmp_path / "nope")
+    assert code == 2 and err.count("\n") == 1
+    assert "images/" in err and "splits/" in err and "--data demo" in err
+    assert "membench data download lamem" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("data", "check", "--data", tmp_path / "empty")
+    assert code == 2 and "missing images/" in err and "--data demo" in err
