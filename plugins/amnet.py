@@ -113,6 +113,9 @@ def build_amnet(ctx):
         model = AMNet()
     if ctx.meta:
         return model
+    # PyTorch 0.2 (the official code's) initialised BatchNorm weights from U(0, 1); PyTorch
+    # 1.2 changed the default to 1. Loaded weights replace this.
+    nn.init.uniform_(model.bn1.weight)
     explicit = ctx.options.get("weights")
     if explicit:
         model.load_state_dict(_official_keys(_load(explicit)))
