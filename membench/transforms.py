@@ -3,9 +3,15 @@
 Workers only decode, crop and resize; the uint8 batch travels to the device (4x smaller
 than float32) and `Normalizer` turns it into the model's input there.
 
-Resampling is torch's antialiased bilinear interpolation on a channels-last uint8 view of
-the decoded pixels (the same filter as PIL's BILINEAR resize, within one grey level, and
-about twice as fast here). Every random draw takes an optional `generator`, so a loader can
+Evaluation follows each model's reference transform exactly (`EvalTransform`): the
+references (the resmem package's `transformer`, ViTMem's transform, timm's eval transform,
+torchvision ImageNet recipes) resize PIL images with PIL, so evaluation does too, through
+torchvision's own functions. Training augmentations resample with torch's antialiased
+bilinear interpolation on a channels-last uint8 view of the decoded pixels (PIL's BILINEAR
+filter within one grey level, about twice as fast here); a grey level is not a rounding
+error at evaluation (it moved ResMem's predictions by up to 0.005 on LNSIM photographs),
+but at training time it is one more source of noise among the random crops.
+Every random draw takes an optional `generator`, so a loader can
 make each sample's augmentation a function of (seed, epoch, index) alone.
 
 Paper §3.2 ("paper"), folded. The literal order is: scale by s ~ U[0.8, 1.2], flip with
@@ -46,8 +52,8 @@ def train_transform(pre):
 
 
 def eval_transform(pre):
-    """Resize to `pre.size`, centre-crop to `pre.crop` if set."""
-    return EvalTransform(pre.size, pre.crop)
+    """The model's reference evaluation transform (see `EvalTransform`)."""
+    return EvalTransform(pre.size, pre.crop, resize=pre.resize, interpolation=pre.interpolation)
 
 
 # ---------------------------------------------------------------------------- pixels
@@ -102,19 +108,33 @@ def _maybe_flip(hwc, flip: bool):
 # ---------------------------------------------------------------------------- transforms
 
 class EvalTransform:
-    def __init__(self, size, crop=None):
+    """torchvision's Resize (PIL path) then CenterCrop, i.e. the reference pixels.
+
+    resize="exact": Resize((h, w)); "shorter": Resize(h), the shorter side to h keeping
+    the aspect ratio (timm's centre-crop eval). The output is a uint8 (3, crop, crop)
+    tensor; `Normalizer` then computes ToTensor + Normalize to within float rounding."""
+
+    def __init__(self, size, crop=None, resize="exact", interpolation="bilinear"):
         self.size, self.crop = tuple(size), crop
+        self.resize, self.interpolation = resize, interpolation
 
     def __call__(self, img, generator=None):
-        x = resize(to_hwc(img), self.size)
+        import torchvision.transforms.functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        if isinstance(img, torch.Tensor):
+            img = TF.to_pil_image(img)
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        size = [self.size[0]] if self.resize == "shorter" else list(self.size)
+        img = TF.resize(img, size, interpolation=InterpolationMode(self.interpolation))
         if self.crop:
-            h, w = self.size
-            top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-            x = x[top:top + self.crop, left:left + self.crop].contiguous()
-        return chw(x)
+            img = TF.center_crop(img, [self.crop, self.crop])
+        return chw(to_hwc(img))
 
     def __repr__(self):
-        return f"EvalTransform(size={self.size}, crop={self.crop})"
+        return (f"EvalTransform(size={self.size}, crop={self.crop}, resize={self.resize!r}, "
+                f"interpolation={self.interpolation!r}, PIL)")
 
 
 class PaperTransform:

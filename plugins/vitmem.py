@@ -155,14 +155,25 @@ def build_timm(arch: str):
 
 
 def timm_preprocess(cfg: dict) -> Preprocess:
-    """timm's evaluation transform: resize to input/crop_pct, centre crop to the input."""
+    """timm's evaluation transform (`timm.data.create_transform` of the pretrained config):
+    the shorter side to floor(input / crop_pct) with the config's interpolation, centre crop
+    to the input ("squash" configs resize both sides). Training resizes the square and
+    takes a RandomResizedCrop. Non-square inputs and "border" crops are approximated by a
+    plain resize to the input (see docs/models.md)."""
+    from membench.spec import INTERPOLATIONS
+
     _, h, w = cfg.get("input_size", (3, 224, 224))
-    if h != w:
-        return Preprocess(size=(h, w), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), train="none")
-    crop_pct = cfg.get("crop_pct") or 1.0
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    interpolation = cfg.get("interpolation") if cfg.get("interpolation") in INTERPOLATIONS else "bilinear"
+    crop_mode = cfg.get("crop_mode") or "center"
+    if h != w or crop_mode not in ("center", "squash"):
+        return Preprocess(size=(h, w), mean=mean, std=std, train="none", interpolation=interpolation)
+    # timm's own default when a config has none (timm.data.DEFAULT_CROP_PCT)
+    crop_pct = cfg.get("crop_pct") or 0.875
     scaled = math.floor(h / crop_pct)
-    return Preprocess(size=(scaled, scaled), crop=h, mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                      std=tuple(cfg.get("std", (0.229, 0.224, 0.225))), train="resized-crop")
+    return Preprocess(size=(scaled, scaled), crop=h, mean=mean, std=std, train="resized-crop",
+                      resize="shorter" if crop_mode == "center" else "exact", interpolation=interpolation)
 
 
 def resolve_timm(name: str) -> ModelSpec:
