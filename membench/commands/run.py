@@ -11,6 +11,7 @@ HELP_EPILOG = """examples:
   membench run --model resnet50-lamem --data demo --preset quick --pretrained none
   membench run --model 'resnet50*,amnet' --data /data/lamem --splits 1,3 --device cuda
   membench run --model resmem --data /data/lamem --train none   # evaluate only
+  membench run --model all --data /data/lamem --launcher slurm --slurm-partition gpu   # one Slurm job each
 """
 
 
@@ -23,7 +24,9 @@ def add_parser(sub) -> None:
                        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="name, comma list, wildcard or 'all'")
     add_data_options(p)
-    p.add_argument("--preset", default="paper", choices=("paper", "smoke", "quick"),
+    from membench.engine.job import PRESETS
+
+    p.add_argument("--preset", default="paper", choices=tuple(PRESETS),
                    help="paper: the recipe exactly (default); smoke: a handful of images, one epoch per "
                         "stage; quick: a CPU-sized learning check at 64x64")
     p.add_argument("--out", type=Path, default=Path("leaderboards"), help="leaderboard directory")
@@ -58,6 +61,9 @@ def add_parser(sub) -> None:
                         "each with the protocol's batch size (see docs/performance.md)")
     p.add_argument("--gpus", default=None, metavar="all|K|0,2",
                    help="GPUs for --jobs-per-gpu (default: all visible)")
+    from membench.launch import add_launcher_options
+
+    add_launcher_options(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -67,7 +73,8 @@ def cmd_run(args) -> int:
     from membench import registry
     from membench.lamem import parse_splits
     from membench.output import emit
-    from membench.runner import RunConfig, run_all
+    from membench.engine.job import RunConfig
+    from membench.runner import run_all
 
     specs = registry.select_models(args.model)
     cfg = RunConfig(
@@ -80,14 +87,23 @@ def cmd_run(args) -> int:
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
-    if args.jobs_per_gpu is not None or args.gpus is not None:
+    from membench.launch import launch, options_from_args
+
+    cluster = options_from_args(args)
+    if cluster is not None:  # each (model, split) job a Slurm (or submitit-local) job
+        data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
+        rows = launch(specs, dataset, splits, cfg, data, args.launcher, cluster, wait=args.wait, say=console.print)
+        if rows is None:
+            return 0
+    elif args.jobs_per_gpu is not None or args.gpus is not None:
         from membench.parallel import run_grid
 
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         run_grid(specs, splits, cfg, data, gpus=args.gpus, jobs_per_gpu=args.jobs_per_gpu or 1, say=console.print)
         console.print(f"all jobs finished; see `membench report --leaderboard {args.out}`")
         return 0
-    rows = run_all(specs, dataset, splits, cfg, console=console)
+    else:
+        rows = run_all(specs, dataset, splits, cfg, console=console)
     emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")
     return 0
