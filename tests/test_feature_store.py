@@ -1,0 +1,129 @@
+"""The persistent feature store: the same predictions as without it, reused across
+processes and splits, and never a stale hit (frozen weights, pixels or code changed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from membench.bench import make_jpegs
+from membench.errors import MembenchError
+from membench.feature_store import FeatureStore, input_key, store_backed
+from membench.spec import Preprocess, Sample
+from membench.train import Device, predict
+
+
+class PassThrough(torch.nn.Module):
+    """A frozen trunk and a trainable branch that sees the input itself (as ResMem's
+    AlexNet branch does): frozen_outputs returns (trunk features, the input)."""
+
+    frozen_output_modules = ("trunk",)
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.branch = torch.nn.Conv2d(3, 2, 5, stride=4)
+        self.head = torch.nn.Linear(6, 1)
+        self.trunk_calls = 0
+
+    def frozen_outputs(self, x):
+        self.trunk_calls += len(x)
+        return self.trunk(x), x
+
+    def from_frozen(self, outputs):
+        features, x = outputs
+        return self.head(torch.cat((features, self.branch(x).mean((2, 3))), 1)).squeeze(1)
+
+    def forward(self, x):
+        return self.from_frozen(self.frozen_outputs(x))
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = make_jpegs(tmp_path / "img", n=9, size=(48, 40))
+    return tuple(Sample(p.name, p, 0.5) for p in paths)
+
+
+PRE = Preprocess(size=(24, 24), train="paper")
+CPU = Device("cpu", workers=0)
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return PassThrough().eval()
+
+
+def test_same_predictions_reused_across_instances(tmp_path, images):
+    plain = predict(model(), images, PRE, CPU, batch_size=4)
+    store = FeatureStore(tmp_path / "fs")
+    m = model()
+    first = predict(store_backed(m, store), images, PRE, CPU, batch_size=4)
+    assert np.array_equal(first, plain)  # every batch a miss: exactly the plain computation
+    assert (store.hits, store.misses, m.trunk_calls) == (0, 9, 9)
+    # a new process (new store object, new model with the same frozen weights) computes nothing
+    again_store, again = FeatureStore(tmp_path / "fs"), model()
+    second = predict(store_backed(again, again_store), images, PRE, CPU, batch_size=4)
+    assert np.array_equal(second, plain)
+    assert (again_store.hits, again_store.misses, again.trunk_calls) == (9, 0, 0)
+    # another "split": overlapping images in other batches; only the new ones are computed
+    other = images[5:] + tuple(Sample(f"copy-{s.name}", s.path, 0.1) for s in images[:2])
+    mixed = FeatureStore(tmp_path / "fs")
+    got = predict(store_backed(model(), mixed), other, PRE, CPU, batch_size=3)
+    assert mixed.misses == 0 and mixed.hits == len(other)  # the same pixels, whatever the file name
+    np.testing.assert_allclose(got, predict(model(), other, PRE, CPU, batch_size=3), rtol=0, atol=1e-6)
+    # the input passed through is not stored: one small file per image (features only)
+    files = sorted((tmp_path / "fs").rglob("*.pt"))
+    assert len(files) == 9 and max(f.stat().st_size for f in files) < 4096
+
+
+def test_trainable_changes_hit_frozen_changes_miss(tmp_path, images):
+    store = FeatureStore(tmp_path / "fs")
+    predict(store_backed(model(), store), images, PRE, CPU, batch_size=4)
+    tuned = model()
+    with torch.no_grad():  # fine-tuning moves the trainable parts only: same frozen outputs
+        tuned.head.weight.add_(1.0)
+        tuned.branch.weight.mul_(2.0)
+    s2 = FeatureStore(tmp_path / "fs")
+    got = predict(store_backed(tuned, s2), images, PRE, CPU, batch_size=4)
+    assert (s2.hits, s2.misses) == (9, 0)
+    assert np.array_equal(got, predict(tuned, images, PRE, CPU, batch_size=4))
+    # other frozen weights (a BatchNorm buffer is enough): everything is recomputed
+    moved = model()
+    moved.trunk[1].running_mean.add_(0.5)
+    s3 = FeatureStore(tmp_path / "fs")
+    got = predict(store_backed(moved, s3), images, PRE, CPU, batch_size=4)
+    assert (s3.hits, s3.misses) == (0, 9)
+    assert np.array_equal(got, predict(moved, images, PRE, CPU, batch_size=4))
+    # other pixels (another resize): other inputs, so misses
+    s4 = FeatureStore(tmp_path / "fs")
+    predict(store_backed(model(), s4), images, Preprocess(size=(20, 20), train="paper"), CPU, batch_size=4)
+    assert (s4.hits, s4.misses) == (0, 9)
+
+
+def test_damaged_file_is_recomputed_and_bad_dir_is_an_error(tmp_path, images):
+    store = FeatureStore(tmp_path / "fs")
+    expected = predict(store_backed(model(), store), images, PRE, CPU, batch_size=4)
+    victim = sorted((tmp_path / "fs").rglob("*.pt"))[0]
+    victim.write_bytes(b"not a tensor file")
+    again = FeatureStore(tmp_path / "fs")
+    assert np.array_equal(predict(store_backed(model(), again), images, PRE, CPU, batch_size=4), expected)
+    assert (again.hits, again.misses) == (8, 1)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MembenchError, match="cannot create the feature store"):
+        FeatureStore(blocker / "fs")
+
+
+def test_models_without_the_protocol_are_left_alone(tmp_path):
+    plain = torch.nn.Linear(2, 1)
+    assert store_backed(plain, FeatureStore(tmp_path / "fs")) is plain
+    assert store_backed(model(), None).__class__ is PassThrough
+
+
+def test_input_key_is_content():
+    a = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2)
+    assert input_key(a) == input_key(a.clone()) != input_key(a + 1e-6)
+    assert input_key(a) != input_key(a.reshape(3, 4))  # same bytes, other shape
+    assert input_key(a.to(torch.bfloat16)) != input_key(a)
