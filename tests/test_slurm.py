@@ -152,10 +152,11 @@ def test_ten_concurrent_jobs_write_one_leaderboard_and_train_each_stage_1_once(
 @pytest.mark.slow
 def test_job_killed_outright_continues_when_submitted_again_with_resume(
         reference, demo_root, tmp_path, run_cli, monkeypatch):
-    """A node failure (SIGKILL, no warning): the job fails with one line; submitting it
-    again with --resume continues from its checkpoint to the uninterrupted numbers."""
+    """A node failure (SIGKILL, no warning) after stage 2 saved its checkpoint: the job
+    fails with one line; submitting it again needs --resume, and continues from that
+    checkpoint to the uninterrupted numbers."""
     expected, _ = reference("tiny-chain", "1")
-    monkeypatch.setenv("MEMBENCH_TEST_KILL_AT", "step:stage2:1:2")
+    monkeypatch.setenv("MEMBENCH_TEST_KILL_AT", "stage-done:tiny-chain:stage2:1")
     monkeypatch.setenv("MEMBENCH_TEST_KILL_ONCE", str(tmp_path / "killed"))
     args = run_args(demo_root, tmp_path, "tiny-chain", "1", "--launcher", "local-submitit", "--wait")
     code, _out, err = run_cli(*args)
