@@ -19,8 +19,8 @@ from membench.lamem import LamemLayout, read_split_file
 @pytest.fixture
 def decoding(monkeypatch):
     """Each test starts from the default decoding settings and leaves them so."""
-    monkeypatch.delenv(images.EXIF_ENV, raising=False)
-    monkeypatch.delenv(images.MAX_PIXELS_ENV, raising=False)
+    monkeypatch.delenv("MEMBENCH_EXIF_ORIENTATION", raising=False)
+    monkeypatch.delenv("MEMBENCH_MAX_IMAGE_PIXELS", raising=False)
     return monkeypatch
 
 
