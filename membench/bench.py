@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from membench.engine.provenance import cpu_name
+
 DEFAULT_OUT = Path("leaderboards") / "bench"
 COLUMNS = ("benchmark", "name", "impl", "images_per_s", "images_per_cpu_s", "ratio", "reference", "device", "dtype",
            "batch", "input", "threads", "iters", "seconds", "note")
@@ -56,7 +58,7 @@ class Env:
     torchvision: str
     python: str = field(default_factory=platform.python_version)
     machine: str = field(default_factory=platform.platform)
-    cpu: str = field(default_factory=lambda: _cpu_name())
+    cpu: str = field(default_factory=lambda: cpu_name())
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 0)
     load_before: tuple[float, ...] = field(default_factory=lambda: _load())  # other work competing
     load_after: tuple[float, ...] = ()
@@ -73,16 +75,6 @@ def _load() -> tuple[float, ...]:
         return tuple(round(x, 2) for x in os.getloadavg())
     except OSError:
         return ()
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(device: str, dtype: str) -> Env:
@@ -324,7 +316,8 @@ class ModelBench:
         """A callable running one training step (forward, loss, backward, Adam)."""
         import torch
 
-        from membench.train import compute_loss, freeze
+        from membench.contract import training_loss
+        from membench.engine.stage import freeze
 
         frozen = freeze(model, stage.frozen if stage else ())
         model = self._prepare(model).train()
@@ -334,12 +327,11 @@ class ModelBench:
         opt = torch.optim.Adam(params, lr=stage.lr if stage else 1e-4)
         x = self._batch(pre, batch, size)
         y = torch.rand(batch, device=self.device)
-        plain = getattr(model, "_orig_mod", model)
 
         def step():
             with self._autocast():
                 pred = model(x)
-            loss = compute_loss(plain, pred.float().reshape(-1), y)
+            loss = training_loss(model, pred.float().reshape(-1), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -390,7 +382,7 @@ def bench_model(spec, *, bench: ModelBench, batch: int | None = None, size=None,
 
 def write_results(rows: list[Row], env: Env, out_dir: Path, skipped: list[dict] = ()) -> tuple[Path, Path]:
     """`bench-<tag>.json` (environment + rows) and `bench-<tag>.csv` (rows), atomically."""
-    from membench.leaderboard import atomic_write_bytes
+    from membench.files import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

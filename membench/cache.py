@@ -9,19 +9,18 @@ recomputing it: exact, not an approximation. Training images are augmented rando
 their frozen outputs cannot be cached exactly; `TrainViewCache` (opt-in, `--frozen-train-cache
 K`) caches K augmented views instead, an approximation that the results record.
 
-A model opts in with two methods, `forward(x) == from_frozen(frozen_outputs(x))`:
-    frozen_outputs(x) -> tuple of tensors (per-sample first dimension)
-    from_frozen(outputs) -> (B,) predictions
+A model opts in with the frozen-output protocol of membench.contract.FrozenOutputs:
+`forward(x) == from_frozen(frozen_outputs(x))`. Both caches fill themselves through the
+engine's one inference loop (membench.engine.inference.infer).
 """
 
 from __future__ import annotations
 
+from membench.contract import has_frozen_outputs as supports
+from membench.engine.device import unwrap
+from membench.engine.inference import eval_mode, infer, predict
+from membench.engine.seeds import epoch_seed
 from membench.errors import MembenchError
-
-
-def supports(model) -> bool:
-    plain = getattr(model, "module", getattr(model, "_orig_mod", model))
-    return callable(getattr(plain, "frozen_outputs", None)) and callable(getattr(plain, "from_frozen", None))
 
 
 class FrozenCache:
@@ -37,40 +36,30 @@ class FrozenCache:
         self.nbytes = 0
         self.disabled = False
 
-    def _plain(self, model):
-        return getattr(model, "module", getattr(model, "_orig_mod", model))
-
     def build(self, model, progress=None) -> None:
         import torch
 
-        from membench.loader import make_loader
-        from membench.transforms import Normalizer, eval_transform
+        from membench.transforms import eval_transform
 
-        plain = self._plain(model)
-        loader = make_loader(self.samples, eval_transform(self.pre), batch_size=self.batch_size, shuffle=False,
-                             workers=self.device.workers, seed=self.seed, device_type=self.device.type)
-        normalizer = Normalizer(self.pre, channels_last=self.device.type == "cuda")
-        was_training = plain.training
-        plain.eval()
-        store = None
-        with torch.inference_mode(), self.device.autocast():
-            for x, _y, idx in loader:
-                outs = plain.frozen_outputs(self.device.batch(x, normalizer))
-                if store is None:
-                    need = sum(o[0].numel() * o.element_size() for o in outs) * len(self.samples)
-                    if need > self.max_bytes:
-                        self.disabled = True
-                        break
-                    store = [torch.empty((len(self.samples), *o.shape[1:]), dtype=o.dtype, device=self.store)
-                             for o in outs]
-                for s, o in zip(store, outs):
-                    s[idx.to(s.device)] = o.to(self.store)
-                if progress:
-                    progress(len(idx))
-        plain.train(was_training)
+        plain = unwrap(model)
+        store = []
+
+        def keep(_epoch, idx, outs):
+            if not store:
+                need = sum(o[0].numel() * o.element_size() for o in outs) * len(self.samples)
+                if need > self.max_bytes:
+                    return True  # too large to keep: every call recomputes instead
+                store.extend(torch.empty((len(self.samples), *o.shape[1:]), dtype=o.dtype, device=self.store)
+                             for o in outs)
+            for s, o in zip(store, outs):
+                s[idx.to(s.device)] = o.to(self.store)
+
+        self.disabled = not infer(plain.frozen_outputs, self.samples, eval_transform(self.pre), self.pre,
+                                  self.device, batch_size=self.batch_size, on_batch=keep, module=plain,
+                                  seed=self.seed, progress=progress)
         if self.disabled:
             return
-        self.outputs = tuple(store or ())
+        self.outputs = tuple(store)
         self.nbytes = sum(t.numel() * t.element_size() for t in self.outputs)
 
     def predict(self, model, progress=None):
@@ -81,14 +70,10 @@ class FrozenCache:
         if self.outputs is None and not self.disabled:
             self.build(model)
         if self.disabled:
-            from membench.train import predict
-
             return predict(model, self.samples, self.pre, self.device, self.batch_size, progress, self.seed)
-        plain = self._plain(model)
-        was_training = plain.training
-        plain.eval()
+        plain = unwrap(model)
         out = np.empty(len(self.samples), dtype=np.float64)
-        with torch.inference_mode(), self.device.autocast():
+        with torch.inference_mode(), self.device.autocast(), eval_mode(plain):
             for start in range(0, len(self.samples), self.batch_size):
                 part = tuple(t[start:start + self.batch_size].to(self.device.torch, non_blocking=True)
                              for t in self.outputs)
@@ -96,7 +81,6 @@ class FrozenCache:
                 out[start:start + len(pred)] = pred.cpu().numpy()
                 if progress:
                     progress(len(pred))
-        plain.train(was_training)
         return out
 
 
@@ -148,49 +132,39 @@ class TrainViewCache:
         self.nbytes = 0
 
     def view_seed(self) -> int:
-        from membench.train import epoch_seed
-
         return epoch_seed(self.seed, f"{self.stage}:frozen-train-views", 0)
 
     def build(self, model, progress=None) -> None:
         import torch
 
-        from membench.loader import make_loader
-        from membench.transforms import Normalizer, train_transform
+        from membench.transforms import train_transform
 
-        plain = getattr(model, "module", getattr(model, "_orig_mod", model))
+        plain = unwrap(model)
         n = len(self.samples)
+        store = []
+
+        def keep(view, idx, outs):
+            if not store:
+                self._check_size(sum(o[0].numel() * o.element_size() for o in outs))
+                store.extend(torch.empty((self.views, n, *o.shape[1:]), dtype=o.dtype) for o in outs)
+            for s, o in zip(store, outs):
+                s[view][idx] = o.cpu()
+
         # view v of image i is the loader's "epoch" v: its augmentation is seeded by (view seed, v, i)
-        loader = make_loader(self.samples, train_transform(self.pre), batch_size=self.batch_size, shuffle=False,
-                             workers=self.device.workers, seed=self.view_seed(), device_type=self.device.type)
-        normalizer = Normalizer(self.pre, channels_last=self.device.type == "cuda")
-        was_training = plain.training
-        plain.eval()
-        store = None
-        try:
-            with torch.inference_mode(), self.device.autocast():
-                for v in range(self.views):
-                    loader.set_epoch(v)
-                    for x, _y, idx in loader:
-                        outs = plain.frozen_outputs(self.device.batch(x, normalizer))
-                        if store is None:
-                            per_image = sum(o[0].numel() * o.element_size() for o in outs)
-                            need = per_image * n * self.views
-                            if need > self.max_bytes:
-                                raise MembenchError(
-                                    f"--frozen-train-cache {self.views} would keep {_gib(need)} in CPU memory "
-                                    f"({self.views} views x {n} images x {per_image / 2**20:.2f} MiB), over the "
-                                    f"cap of {_gib(self.max_bytes)} (half the available memory); use a smaller K, "
-                                    "or 0 for exact on-the-fly training")
-                            store = [torch.empty((self.views, n, *o.shape[1:]), dtype=o.dtype) for o in outs]
-                        for s, o in zip(store, outs):
-                            s[v][idx] = o.cpu()
-                        if progress:
-                            progress(len(idx))
-        finally:
-            plain.train(was_training)
-        self.outputs = tuple(store or ())
+        infer(plain.frozen_outputs, self.samples, train_transform(self.pre), self.pre, self.device,
+              batch_size=self.batch_size, on_batch=keep, module=plain, epochs=range(self.views),
+              seed=self.view_seed(), progress=progress)
+        self.outputs = tuple(store)
         self.nbytes = sum(t.numel() * t.element_size() for t in self.outputs)
+
+    def _check_size(self, per_image: int) -> None:
+        need = per_image * len(self.samples) * self.views
+        if need > self.max_bytes:
+            raise MembenchError(
+                f"--frozen-train-cache {self.views} would keep {_gib(need)} in CPU memory ({self.views} views x "
+                f"{len(self.samples)} images x {per_image / 2**20:.2f} MiB), over the cap of "
+                f"{_gib(self.max_bytes)} (half the available memory); use a smaller K, or 0 for exact "
+                "on-the-fly training")
 
     def batches(self, epoch: int, batch_size: int, shuffle_seed: int):
         """(cached outputs of view epoch mod K, scores, indices) batches in the order the
@@ -208,5 +182,4 @@ class TrainViewCache:
 
     def forward(self, model, outs):
         """Predictions of the trainable part (call inside the device's autocast)."""
-        plain = getattr(model, "module", getattr(model, "_orig_mod", model))
-        return plain.from_frozen(tuple(o.to(self.device.torch, non_blocking=True) for o in outs))
+        return unwrap(model).from_frozen(tuple(o.to(self.device.torch, non_blocking=True) for o in outs))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from membench.errors import MembenchError
+from membench.leaderboard import latest_runs
 
 CHUNK = 256  # replicates per block: bounds memory at CHUNK x n floats
 
@@ -197,8 +198,6 @@ def _ci(ci, digits: int) -> str:
 def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | None = None):
     """The latest run of a and of b on the one (dataset, preset) both have runs on;
     a choice left open by several candidates must be made with dataset/preset."""
-    from membench.report import latest_runs  # report imports this module at load time
-
     latest = latest_runs(runs)
     have = {m: {(d, p) for (mm, d, p) in latest if mm == m} for m in (a, b)}
     for m in (a, b):

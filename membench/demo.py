@@ -80,8 +80,9 @@ def generate(root: Path, n_images: int = DEFAULT_IMAGES, n_splits: int = DEFAULT
 
 
 def cache_dir() -> Path:
-    home = os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench"
-    return Path(home) / f"demo-v{VERSION}"
+    from membench.files import membench_home
+
+    return membench_home() / f"demo-v{VERSION}"
 
 
 def ensure_demo() -> Path:

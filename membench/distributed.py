@@ -87,9 +87,7 @@ def wrap(model, ctx: Dist, device_type: str):
     return DDP(model)
 
 
-def unwrap(model):
-    """The plain module (for state_dict keys and custom `loss`)."""
-    return getattr(model, "module", model)
+from membench.engine.device import unwrap  # noqa: E402,F401  (the one place that knows the wrappers)
 
 
 def barrier(ctx: Dist) -> None:

@@ -81,7 +81,7 @@ def save(fig, stem: Path) -> list[Path]:
 
     import matplotlib
 
-    from membench.leaderboard import atomic_write_bytes
+    from membench.files import atomic_write_bytes
 
     paths = []
     with matplotlib.rc_context({"svg.hashsalt": "membench"}):

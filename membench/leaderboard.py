@@ -11,15 +11,13 @@ read-modify-write happens under an exclusive lock, so concurrent runs lose no ro
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from membench.errors import MembenchError
+from membench.files import atomic_write_json, atomic_write_text, file_lock, remove_stale_temp_files
 from membench.testhooks import kill_point
 
 RESULT_COLUMNS = (
@@ -34,62 +32,6 @@ SUMMARY_COLUMNS = (
     "rho_mean", "rho_sd", "mse_mean", "mse_sd", "params_total", "params_used",
 )
 KEY = ("run_id", "split")
-TMP_SUFFIX = ".tmp"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        os.fchmod(fd, _file_mode())  # mkstemp's 0600 would hide shared leaderboards from others
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        kill_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _file_mode() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (a power cut must not bring the old file back)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temp_files(directory: Path) -> None:
-    """Temporary files left by a process killed mid-write. Only call this where no other
-    process can be writing (under the leaderboard lock, or in a locked job directory)."""
-    for p in Path(directory).glob(f".*{TMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            p.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def csv_text(rows: list[dict], columns) -> str:
@@ -109,30 +51,9 @@ def _cell(v):
     return v
 
 
-@contextlib.contextmanager
 def locked(out: Path):
     """Exclusive lock on OUT/.lock for read-modify-write of shared files."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def check_writable(out: Path) -> None:
-    """Fail before any training if OUT cannot be written."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise MembenchError(f"output directory is not writable ({exc.strerror})", out) from None
+    return file_lock(Path(out) / ".lock")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -202,3 +123,62 @@ def summarise(rows: list[dict]) -> list[dict]:
             "params_total": first["params_total"], "params_used": first.get("params_used", ""),
         })
     return out
+
+
+# ---------------------------------------------------------------- reading runs back
+
+@dataclass
+class Run:
+    """All results.csv rows of one run_id (one model on one dataset)."""
+
+    run_id: str
+    model: str
+    dataset: str
+    preset: str
+    rows: list[dict]
+    directory: Path
+
+    @property
+    def splits(self) -> list[int]:
+        return [int(r["split"]) for r in self.rows]
+
+    @property
+    def timestamp(self) -> str:
+        return max(r.get("timestamp") or "" for r in self.rows)
+
+    def values(self, column: str) -> list[float]:
+        return [float(r[column]) for r in self.rows if r.get(column) not in (None, "")]
+
+    def predictions(self, split: int) -> Path:
+        return self.directory / "predictions" / self.run_id / f"split{split}.csv"
+
+
+def load_runs(directory: Path) -> list[Run]:
+    """Runs recorded in DIR/results.csv, split rows sorted; [] when there is no file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MembenchError("leaderboard directory does not exist", directory)
+    rows = read_rows(directory / "results.csv")
+    runs: dict[str, Run] = {}
+    for number, row in enumerate(rows, start=2):
+        missing = [c for c in ("run_id", "model", "dataset", "split", "rho", "mse") if not row.get(c)]
+        if missing:
+            raise MembenchError(f"row lacks {', '.join(missing)}", directory / "results.csv", number)
+        run = runs.setdefault(row["run_id"], Run(row["run_id"], row["model"], row["dataset"],
+                                                 row.get("preset", ""), [], directory))
+        if (run.model, run.dataset) != (row["model"], row["dataset"]):
+            raise MembenchError(f"run {run.run_id} mixes models or datasets", directory / "results.csv", number)
+        run.rows.append(row)
+    for run in runs.values():
+        run.rows.sort(key=lambda r: int(r["split"]))
+    return list(runs.values())
+
+
+def latest_runs(runs: list[Run]) -> dict[tuple[str, str, str], Run]:
+    """The latest run per (model, dataset, preset): newest timestamp, then largest run id."""
+    best: dict[tuple[str, str, str], Run] = {}
+    for run in runs:
+        key = (run.model, run.dataset, run.preset)
+        if key not in best or (run.timestamp, run.run_id) > (best[key].timestamp, best[key].run_id):
+            best[key] = run
+    return best

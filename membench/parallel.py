@@ -193,7 +193,7 @@ def _config_to_json(cfg) -> dict:
 
 
 def _config_from_json(data: dict):
-    from membench.runner import RunConfig
+    from membench.engine.job import RunConfig
 
     paths = {f.name for f in fields(RunConfig) if "Path" in str(f.type)}
     return RunConfig(**{k: Path(v) if k in paths and v is not None else v for k, v in data.items()})

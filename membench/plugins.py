@@ -32,6 +32,7 @@ pm.add_hookspecs(hookspecs)
 
 failures: list[tuple[str, str]] = []  # (plugin name, one-line reason)
 _loaded = False
+generation = 0  # bumped when the plugins change (tests): caches of what they registered key on it
 
 
 def _strict() -> bool:
@@ -75,6 +76,30 @@ def load() -> pluggy.PluginManager:
     return pm
 
 
+def call_each(hook: str, **kwargs) -> None:
+    """Call `hook` through pluggy's hook caller once per plugin that implements it, with
+    `kwargs(plugin name)` as its arguments, so that each call knows which plugin registers.
+
+    Through the hook caller, pluggy passes each implementation only the arguments it
+    declares (a hook can gain arguments without breaking older plugins) and runs
+    `wrapper=True` implementations properly. One call per plugin keeps the plugins apart:
+    one that raises is reported (see `failures`) and the others still register.
+    MembenchError (e.g. a name registered twice) is the user's to see and propagates."""
+    from membench.errors import MembenchError
+
+    caller = getattr(load().hook, hook)
+    implementers = list(dict.fromkeys(impl.plugin for impl in caller.get_hookimpls()))
+    for plugin in implementers:
+        name = pm.get_name(plugin)
+        others = [p for p in pm.get_plugins() if p is not plugin]
+        try:
+            pm.subset_hook_caller(hook, remove_plugins=others)(**{k: v(name) for k, v in kwargs.items()})
+        except MembenchError:
+            raise
+        except Exception as exc:  # a broken plugin must not break the others
+            _fail(name, exc)
+
+
 def describe() -> list[dict]:
     """The loaded plugins, their hooks and versions (for `membench plugins`)."""
     load()
@@ -94,11 +119,9 @@ def describe() -> list[dict]:
 
 def _reset_for_tests() -> None:
     """Forget loaded plugins (tests that install plugins at run time)."""
-    global _loaded
+    global _loaded, generation
     for name, plugin in list(pm.list_name_plugin()):
         pm.unregister(plugin, name=name)
     failures.clear()
     _loaded = False
-    from membench import registry
-
-    registry.clear_cache()
+    generation += 1

@@ -12,52 +12,42 @@ from membench.errors import MembenchError
 from membench.spec import DatasetSpec, ModelSpec
 
 
-@lru_cache(maxsize=1)
 def _collect() -> tuple[dict[str, ModelSpec], dict[str, Callable], dict[str, DatasetSpec]]:
-    pm = plugins.load()
+    plugins.load()
+    return _collect_for(plugins.generation)
+
+
+@lru_cache(maxsize=1)
+def _collect_for(generation: int):
+    """What the loaded plugins register (cached until the plugins change: `generation`)."""
     models: dict[str, ModelSpec] = {}
     families: dict[str, Callable[[str], ModelSpec]] = {}
     datasets: dict[str, DatasetSpec] = {}
 
-    for impl in pm.hook.register_models.get_hookimpls():
-        plugin_name = pm.get_name(impl.plugin)
-
-        def register(spec: ModelSpec, _plugin=plugin_name):
+    def register_model(plugin_name: str):
+        def register(spec: ModelSpec):
             if spec.name in models:
                 raise MembenchError(f"model {spec.name!r} registered twice "
-                                    f"({models[spec.name].plugin} and {_plugin})")
-            models[spec.name] = _with_plugin(spec, _plugin)
+                                    f"({models[spec.name].plugin} and {plugin_name})")
+            models[spec.name] = _with_plugin(spec, plugin_name)
+        return register
 
-        _call(impl, register, plugin_name)
+    def register_family(plugin_name: str):
+        def register(prefix: str, resolve: Callable[[str], ModelSpec]):
+            families[prefix] = lambda name: _with_plugin(resolve(name), plugin_name)
+        return register
 
-    for impl in pm.hook.register_model_families.get_hookimpls():
-        plugin_name = pm.get_name(impl.plugin)
-
-        def register_family(prefix: str, resolve: Callable[[str], ModelSpec], _plugin=plugin_name):
-            families[prefix] = lambda name, _r=resolve, _p=_plugin: _with_plugin(_r(name), _p)
-
-        _call(impl, register_family, plugin_name)
-
-    for impl in pm.hook.register_datasets.get_hookimpls():
-        plugin_name = pm.get_name(impl.plugin)
-
-        def register_dataset(spec: DatasetSpec, _plugin=plugin_name):
+    def register_dataset(plugin_name: str):
+        def register(spec: DatasetSpec):
             if spec.name in datasets:
                 raise MembenchError(f"dataset {spec.name!r} registered twice")
-            datasets[spec.name] = _with_plugin(spec, _plugin)
+            datasets[spec.name] = _with_plugin(spec, plugin_name)
+        return register
 
-        _call(impl, register_dataset, plugin_name)
+    plugins.call_each("register_models", register=register_model)
+    plugins.call_each("register_model_families", register=register_family)
+    plugins.call_each("register_datasets", register=register_dataset)
     return models, families, datasets
-
-
-def _call(impl, register, plugin_name: str) -> None:
-    """Run one plugin's registration; a failing plugin is reported, not fatal."""
-    try:
-        impl.function(register)
-    except MembenchError:
-        raise
-    except Exception as exc:
-        plugins._fail(plugin_name, exc)
 
 
 def _with_plugin(spec, plugin_name: str):
@@ -67,7 +57,7 @@ def _with_plugin(spec, plugin_name: str):
 
 
 def clear_cache() -> None:
-    _collect.cache_clear()
+    _collect_for.cache_clear()
 
 
 def models() -> dict[str, ModelSpec]:

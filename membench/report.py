@@ -22,7 +22,8 @@ from pathlib import Path
 
 from membench import compare
 from membench.errors import MembenchError
-from membench.leaderboard import atomic_write_text, csv_text, read_rows
+from membench.files import atomic_write_text
+from membench.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows  # noqa: F401  (report.load_runs: commands, tests)
 
 # The paper's row order; other models follow alphabetically.
 TABLE1_ORDER = ("resnet50-lamem", "resnet50-lamem-imagenet", "ours")
@@ -45,32 +46,6 @@ CSV_COLUMNS = (
 )
 PARAMS_COLUMNS = ("model", "stage", "params_total", "params_used", "params_trainable")
 REPORTED_COLUMNS = ("model", "rho", "mse", "params", "dataset", "source", "note")
-
-
-@dataclass
-class Run:
-    """All results.csv rows of one run_id (one model on one dataset)."""
-
-    run_id: str
-    model: str
-    dataset: str
-    preset: str
-    rows: list[dict]
-    directory: Path
-
-    @property
-    def splits(self) -> list[int]:
-        return [int(r["split"]) for r in self.rows]
-
-    @property
-    def timestamp(self) -> str:
-        return max(r.get("timestamp") or "" for r in self.rows)
-
-    def values(self, column: str) -> list[float]:
-        return [float(r[column]) for r in self.rows if r.get(column) not in (None, "")]
-
-    def predictions(self, split: int) -> Path:
-        return self.directory / "predictions" / self.run_id / f"split{split}.csv"
 
 
 @dataclass
@@ -100,37 +75,6 @@ class Entry:
     @property
     def n_splits(self) -> int | None:
         return len(self.run.rows) if self.run else None
-
-
-def load_runs(directory: Path) -> list[Run]:
-    """Runs recorded in DIR/results.csv, split rows sorted; [] when there is no file."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MembenchError("leaderboard directory does not exist", directory)
-    rows = read_rows(directory / "results.csv")
-    runs: dict[str, Run] = {}
-    for number, row in enumerate(rows, start=2):
-        missing = [c for c in ("run_id", "model", "dataset", "split", "rho", "mse") if not row.get(c)]
-        if missing:
-            raise MembenchError(f"row lacks {', '.join(missing)}", directory / "results.csv", number)
-        run = runs.setdefault(row["run_id"], Run(row["run_id"], row["model"], row["dataset"],
-                                                 row.get("preset", ""), [], directory))
-        if (run.model, run.dataset) != (row["model"], row["dataset"]):
-            raise MembenchError(f"run {run.run_id} mixes models or datasets", directory / "results.csv", number)
-        run.rows.append(row)
-    for run in runs.values():
-        run.rows.sort(key=lambda r: int(r["split"]))
-    return list(runs.values())
-
-
-def latest_runs(runs: list[Run]) -> dict[tuple[str, str, str], Run]:
-    """The latest run per (model, dataset, preset): newest timestamp, then largest run id."""
-    best: dict[tuple[str, str, str], Run] = {}
-    for run in runs:
-        key = (run.model, run.dataset, run.preset)
-        if key not in best or (run.timestamp, run.run_id) > (best[key].timestamp, best[key].run_id):
-            best[key] = run
-    return best
 
 
 def read_params(directory: Path) -> dict[str, tuple[int, int]]:

@@ -209,6 +209,15 @@ class BuildContext:
     def meta(self) -> bool:
         return self.device == "meta"
 
+    def on_device(self):
+        """`with ctx.on_device(): model = Net()`: on the meta device (no memory, no weights)
+        when only counting parameters, else where torch creates tensors by default."""
+        import contextlib
+
+        import torch
+
+        return torch.device("meta") if self.meta else contextlib.nullcontext()
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -40,8 +40,9 @@ CITATION = ("Lu, Xu, Yang, Wang: Understanding and Predicting the Memorability o
 # --- derived LaMem-layout views (shared with plugins/csvdata.py) -------------------------
 
 def datasets_home() -> Path:
-    home = os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench"
-    return Path(home) / "datasets"
+    from membench.files import membench_home
+
+    return membench_home() / "datasets"
 
 
 def parse_options(options: dict | None, allowed: dict[str, str], dataset: str) -> dict[str, str]:

@@ -39,14 +39,6 @@ def _stage2(frozen):
 STAGE1 = Stage(name="stage1", model="resnet50-lamem")
 
 
-def _device(ctx):
-    import contextlib
-
-    import torch
-
-    return torch.device("meta") if ctx.meta else contextlib.nullcontext()
-
-
 def _make_module(backbone_a, backbone_b, captioner, beam_size: int):
     import torch
     import torch.nn as nn
@@ -127,7 +119,7 @@ def build_captioner(ctx):
 
     choice = ctx.options.get("captioner")
     if ctx.meta or choice == "random":
-        with _device(ctx):
+        with ctx.on_device():
             return sat.Captioner()
     if choice:
         from pathlib import Path
@@ -175,7 +167,7 @@ def _build(ctx, attention: bool):
             raise MembenchError(f"stage-1 weights do not fit a ResNet50 ({str(exc).splitlines()[0]})",
                                 ctx.upstream["stage1"]) from None
     backbone_b = resnet50_trunk(ctx, imagenet=True)
-    with _device(ctx):
+    with ctx.on_device():
         return _make_module(backbone_a, backbone_b, captioner, beam)
 
 

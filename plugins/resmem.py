@@ -46,8 +46,6 @@ def package_weights_file():
 
 
 def build_resmem(ctx):
-    import contextlib
-
     import torch
     import torch.nn as nn
     from torchvision.models import resnet152
@@ -108,7 +106,7 @@ def build_resmem(ctx):
         def forward(self, x):
             return self.from_frozen(self.frozen_outputs(x))
 
-    with torch.device("meta") if ctx.meta else contextlib.nullcontext():
+    with ctx.on_device():
         model = ResMem().to(memory_format=torch.channels_last)
     if ctx.pretrained and not ctx.meta:
         model.load_state_dict(_weights(ctx))

@@ -29,19 +29,11 @@ def resnet50_trunk(ctx, *, imagenet: bool):
 
     from membench.weights import torchvision_weights
 
-    with _device(ctx):
+    with ctx.on_device():
         net = resnet50(weights=None)
     if imagenet and ctx.pretrained and not ctx.meta:
         net.load_state_dict(torchvision_weights("resnet50", "ResNet50 ImageNet"))
     return nn.Sequential(*list(net.children())[:-2])
-
-
-def _device(ctx):
-    import contextlib
-
-    import torch
-
-    return torch.device("meta") if ctx.meta else contextlib.nullcontext()
 
 
 def build_resnet50_lamem(ctx):
@@ -60,7 +52,7 @@ def build_resnet50_lamem(ctx):
             return self.head(self.pool(self.backbone(x)).flatten(1)).squeeze(1)
 
     backbone = resnet50_trunk(ctx, imagenet=ctx.init == "imagenet")
-    with _device(ctx):
+    with ctx.on_device():
         return ResNet50Regressor(backbone)
 
 

@@ -33,8 +33,7 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 WEIGHTS_FILE, WORD_MAP_FILE = "captioner.pt", "word_map.json"
 
 
-def membench_home() -> Path:
-    return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench")
+from membench.files import membench_home  # noqa: E402
 
 
 def captioner_dir() -> Path:

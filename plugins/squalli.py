@@ -30,8 +30,6 @@ RECIPE = Stage(name="finetune", epochs=30, batch_size=32, lr=1e-5, optimizer="ad
 
 
 def build_squalli(ctx):
-    import contextlib
-
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -57,7 +55,7 @@ def build_squalli(ctx):
             caption_space = F.normalize(self.caption_projection(self.caption_encoder(x)), dim=1)
             return self.head(torch.cat((self.vgg16(x), caption_space), 1)).squeeze(1)
 
-    with torch.device("meta") if ctx.meta else contextlib.nullcontext():
+    with ctx.on_device():
         model = Squalli()
     if ctx.meta:
         return model

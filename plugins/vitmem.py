@@ -41,14 +41,6 @@ TIMM_RECIPE = Stage(name="finetune", epochs=20, batch_size=32, lr=1e-4, optimize
                     weight_decay=1e-5, schedule="constant")
 
 
-def _device(ctx):
-    import contextlib
-
-    import torch
-
-    return torch.device("meta") if ctx.meta else contextlib.nullcontext()
-
-
 def cached_timm_weights(arch: str, explicit: str | None = None):
     """A local file of timm's pretrained weights for `arch`: an explicit path, the Hugging
     Face cache, then the torch hub cache. Never downloads."""
@@ -85,7 +77,7 @@ def create_timm(arch: str, ctx, weights: str | None):
     import timm
 
     if weights is None:
-        with _device(ctx):
+        with ctx.on_device():
             return timm.create_model(arch, pretrained=False, num_classes=1)
     return timm.create_model(arch, pretrained=True, num_classes=1,
                              pretrained_cfg_overlay=dict(file=weights, source=None))
@@ -118,7 +110,7 @@ def build_vitmem(ctx):
         from membench.weights import resolve_file
 
         checkpoint = resolve_file(VITMEM_FILE, "ViTMem", explicit)  # before the slow build
-    with _device(ctx):
+    with ctx.on_device():
         model = ViTMem(create_timm(VITMEM_ARCH, ctx, backbone))
     if checkpoint is not None:
         from membench.weights import load_state_dict
@@ -148,7 +140,7 @@ def build_timm(arch: str):
 
         weights = cached_timm_weights(arch, ctx.options.get("weights")) if ctx.pretrained and not ctx.meta else None
         net = create_timm(arch, ctx, weights)
-        with _device(ctx):
+        with ctx.on_device():
             return TimmRegressor(net)
 
     return build

@@ -253,7 +253,7 @@ def test_nan_loss_stops_naming_stage_epoch_step_and_keeps_last_checkpoint(tiny_m
 
 
 def test_resume_of_a_finished_run_recomputes_nothing(reference, data, tmp_path, capsys, monkeypatch):
-    import membench.train
+    from membench.engine import stage
 
     code, _out, err = cli(run_args(data, tmp_path, "tiny-one", "1"), capsys)
     assert code == 0, err
@@ -261,7 +261,7 @@ def test_resume_of_a_finished_run_recomputes_nothing(reference, data, tmp_path, 
     def no_training(*a, **k):
         raise AssertionError("a finished job was trained again")
 
-    monkeypatch.setattr(membench.train, "train_stage", no_training)
+    monkeypatch.setattr(stage, "train_stage", no_training)
     code, _out, err = cli(run_args(data, tmp_path, "tiny-one", "1", "--resume"), capsys)
     assert code == 0, err
     assert "finished earlier, reusing" in err

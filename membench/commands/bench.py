@@ -63,7 +63,7 @@ def cmd_bench(args) -> int:
     unknown = sorted(set(what) - set(WHAT))
     if unknown:
         raise MembenchError(f"--what takes {', '.join(WHAT)}; unknown: {', '.join(unknown)}")
-    from membench.train import resolve_device
+    from membench.engine.device import resolve_device
 
     device = resolve_device(args.device).type
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")

@@ -28,7 +28,8 @@ def cmd_predict(args) -> int:
     from membench.errors import MembenchError
     from membench.images import apply_policy, check_images
     from membench.spec import BuildContext, Sample
-    from membench.train import predict, resolve_device
+    from membench.engine.device import resolve_device
+    from membench.engine.inference import predict
     from membench.weights import load_state_dict
 
     spec = registry.get_model(args.model)

@@ -1,0 +1,65 @@
+"""The model contract: what membench calls on the torch module a builder returns.
+
+Required: a `torch.nn.Module` whose `forward(x)` maps a normalised (B, 3, H, W) batch to
+(B,) (or (B, 1)) memorability scores. Everything else is optional and found here, in one
+place, instead of with `hasattr` across the engine:
+
+- `loss(pred, target) -> scalar tensor` replaces the default MSE (AMNet adds its attention
+  penalty). `pred` and `target` are float32 (B,) tensors.
+- The frozen-output protocol, for models whose stages freeze large parts (the proposed
+  model's stage 2): `frozen_outputs(x) -> tuple of tensors` (each with the batch as first
+  dimension) runs everything the stage freezes, `from_frozen(outputs) -> (B,) scores` runs
+  the rest, and `forward(x) == from_frozen(frozen_outputs(x))` must hold. membench then
+  computes the frozen outputs of validation images once per stage (exact) and, with
+  `--frozen-train-cache K`, of K augmented views of every training image (approximation).
+
+Options a model accepts (`--model-option key=value`) reach its builder in
+`BuildContext.options`; the builder rejects unknown ones with a MembenchError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from membench.engine.device import unwrap
+
+
+@runtime_checkable
+class MemorabilityModel(Protocol):
+    """Every model: a callable module from a normalised image batch to (B,) scores."""
+
+    def __call__(self, x: Any) -> Any: ...
+
+    def parameters(self, recurse: bool = True) -> Any: ...
+
+
+@runtime_checkable
+class OwnLoss(Protocol):
+    """Optional: a model's own training loss instead of MSE."""
+
+    def loss(self, pred: Any, target: Any) -> Any: ...
+
+
+@runtime_checkable
+class FrozenOutputs(Protocol):
+    """Optional: the frozen-output protocol, forward(x) == from_frozen(frozen_outputs(x))."""
+
+    def frozen_outputs(self, x: Any) -> tuple: ...
+
+    def from_frozen(self, outputs: tuple) -> Any: ...
+
+
+def has_frozen_outputs(model) -> bool:
+    """Whether the (possibly DDP-wrapped or compiled) model implements FrozenOutputs."""
+    plain = unwrap(model)
+    return callable(getattr(plain, "frozen_outputs", None)) and callable(getattr(plain, "from_frozen", None))
+
+
+def training_loss(model, pred, target):
+    """The model's own `loss` when it has one, else MSE (both on float32 (B,) tensors)."""
+    import torch.nn.functional as F
+
+    plain = unwrap(model)
+    if isinstance(plain, OwnLoss):
+        return plain.loss(pred, target)
+    return F.mse_loss(pred.float(), target.float())

@@ -1,0 +1,162 @@
+"""What one job is: the run configuration, the presets that shape it, the key that names
+it (same settings, same key, so `--resume` finds it again) and the lock that keeps two
+processes from running it at once.
+
+A job is (model, dataset, split, configuration). Its working directory
+WORK/<job key>/split<k>/ holds one folder per stage (checkpoints) and `result.json` once
+the test metrics exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from membench.errors import MembenchError
+from membench.files import file_lock
+from membench.spec import ModelSpec, Preprocess, Split, Stage
+
+DEFAULT_PATIENCE = 10
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How a preset changes a model's recipe and a split: `adapt(spec)` gives the stages and
+    preprocessing it runs, `sizes` the images it keeps per part (None: all)."""
+
+    name: str
+    meaning: str
+    adapt: Callable[[ModelSpec], tuple[tuple[Stage, ...], Preprocess]]
+    sizes: dict[str, int] | None = None
+
+
+def _paper(spec: ModelSpec):
+    return spec.recipe, spec.preprocess
+
+
+def _smoke(spec: ModelSpec):
+    return tuple(replace(s, epochs=1) if s.model is None else s for s in spec.recipe), spec.preprocess
+
+
+def _quick(spec: ModelSpec):
+    pre = spec.preprocess
+    quick_pre = replace(pre, size=(72, 72) if pre.crop else (64, 64), crop=64 if pre.crop else None,
+                        train_size=None)
+    stages = tuple(replace(s, epochs=4, lr=1e-3, batch_size=32) if s.model is None else s for s in spec.recipe)
+    return stages, quick_pre
+
+
+# The registry of presets: `membench run --preset` offers exactly these, in this order.
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("paper", "the recipe exactly: epochs, batch sizes and learning rates of the model's paper", _paper),
+    Preset("smoke", "16 train / 8 val / 16 test images per split, one epoch per stage: checks the plumbing, "
+                    "its numbers mean nothing", _smoke, {"train": 16, "val": 8, "test": 16}),
+    Preset("quick", "CPU-sized learning check: 64x64 inputs, up to 600 train images, 4 epochs per stage at "
+                    "LR 1e-3 and batch 32; NOT the paper protocol (models with fixed input sizes cannot use it)",
+           _quick, {"train": 600, "val": 64, "test": 200}),
+)}
+
+
+@dataclass
+class RunConfig:
+    out: Path
+    work_dir: Path
+    preset: str = "paper"
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None
+    resume: bool = False
+    patience: int = DEFAULT_PATIENCE
+    pretrained: bool = True
+    init: str = "imagenet"
+    train: str = "full"  # "none": evaluate only, with --checkpoint or the model's own weights
+    checkpoint: Path | None = None
+    on_bad_image: str = "fail"
+    options: dict[str, str] = field(default_factory=dict)
+    compile: bool = False  # torch.compile the model (speed only: not part of the job key)
+    frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise MembenchError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.init not in ("imagenet", "scratch"):
+            raise MembenchError("--init must be imagenet or scratch")
+        if self.train not in ("full", "none"):
+            raise MembenchError("--train must be full or none")
+        if self.patience < 1:
+            raise MembenchError("--patience must be at least 1")
+        if self.frozen_train_cache < 0:
+            raise MembenchError("--frozen-train-cache must be 0 (exact, default) or a number of views K >= 1")
+
+    def upstream(self) -> "RunConfig":
+        """The configuration of chained stages' jobs: --model-option addresses the models named
+        on the command line, so a stage-1 job is the same (and reused) whichever options
+        stage 2 has; the frozen-train-cache approximation is stage 2's alone."""
+        if not self.options and not self.frozen_train_cache:
+            return self
+        return replace(self, options={}, frozen_train_cache=0)
+
+
+def effective(spec: ModelSpec, preset: str) -> tuple[tuple[Stage, ...], Preprocess]:
+    """The stages and preprocessing a preset actually runs (recorded in provenance)."""
+    return PRESETS[preset].adapt(spec)
+
+
+def subset(split: Split, preset: str) -> Split:
+    """Deterministic prefixes of each part for the small presets (split files are already random)."""
+    sizes = PRESETS[preset].sizes
+    if sizes is None:
+        return split
+    return Split(split.index, split.train[:sizes["train"]], split.val[:sizes["val"]], split.test[:sizes["test"]])
+
+
+def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
+    """Everything that changes a job's numbers, hashed: same key, same job (resumable)."""
+    stages, pre = effective(spec, cfg.preset)
+    material = json.dumps({
+        "model": spec.name, "dataset": dataset.name, "data": dataset.fingerprint(), "preset": cfg.preset,
+        "seed": cfg.seed, "patience": cfg.patience, "pretrained": cfg.pretrained, "init": cfg.init,
+        "train": cfg.train, "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
+        "on_bad_image": cfg.on_bad_image, "options": cfg.options,
+        "stages": [asdict(s) for s in stages], "preprocess": asdict(pre),
+        # an approximation never shares a job with the exact protocol (absent when off: old keys stay)
+        **({"frozen_train_cache": cfg.frozen_train_cache}
+           if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
+    }, sort_keys=True, default=str)
+    digest = hashlib.sha256(material.encode()).hexdigest()[:10]
+    return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
+
+
+def job_dir(cfg: RunConfig, key: str, k: int) -> Path:
+    return cfg.work_dir / key / f"split{k}"
+
+
+def refuse_to_discard(job_dir: Path) -> None:
+    """Without --resume a job starts afresh, but never by silently deleting the checkpoints
+    of an interrupted run (possibly days of training)."""
+    if (job_dir / "result.json").is_file():
+        return
+    saved = sorted(job_dir.glob("*/last.pt"))
+    if saved:
+        raise MembenchError(f"an interrupted run of this job left checkpoints here ({saved[0].parent.name}/"
+                            f"last.pt); add --resume to continue it, or delete the directory to start over",
+                            job_dir)
+
+
+def job_lock(job_dir: Path, *, wait: bool, say=None):
+    """One process per job directory (WORK/<key>/.split<k>.lock); the kernel drops the lock
+    when its holder dies, even by SIGKILL, so no stale lock outlives a killed run."""
+
+    def busy():
+        if not wait:
+            raise MembenchError("another membench process is running this job (same model, data, "
+                                "split and settings) with this work directory; wait for it to "
+                                "finish, then run again with --resume", job_dir) from None
+        if say:
+            say(f"waiting for another membench process to finish {job_dir}")
+
+    return file_lock(job_dir.parent / f".{job_dir.name}.lock", wait=wait, on_busy=busy)
+
