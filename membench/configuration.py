@@ -40,6 +40,7 @@ MEANINGS = {
     "precision=bf16": "bf16 autocast (output head and predictions in fp32)",
     "frozen-train-cache": "frozen networks run once on K cached augmented views per training image "
                           "(an approximation of the exact protocol)",
+    "weights": "the authors' released weights (imported with `membench weights`), evaluated without training",
 }
 
 
@@ -166,7 +167,7 @@ def from_row(row: dict, provenance: dict | None = None, declared_options=()) -> 
         else:
             options.setdefault(key, value)
     init = row.get("init") or config.get("init") or "imagenet"
-    pretrained = str(row.get("pretrained", config.get("pretrained", True))).lower() not in ("false", "0", "")
+    pretrained = str(row.get("pretrained") or config.get("pretrained", True)).lower() not in ("false", "0", "none")
     if init == "random":
         pretrained, init = False, "imagenet"
     cfg = from_settings({

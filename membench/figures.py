@@ -2,9 +2,11 @@
 
 Measured points (filled circles, error bars: sd over splits) and reported points (open
 squares) are separate scatter series with their own legend entries, each point labelled
-with its model. The dashed line is the human consistency of each dataset involved that
-declares one (0.68 on LaMem). Drawn on a bare matplotlib Figure (Agg canvas), so no
-pyplot state or display is involved.
+as its table row (a non-protocol configuration: "model [what differs]" and the same
+footnote mark as in the table, ringed in red). Smoke and quick runs are named in the
+title. The dashed line is the human consistency of each dataset involved that declares
+one (0.68 on LaMem). Drawn on a bare matplotlib Figure (Agg canvas), so no pyplot state
+or display is involved.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MEASURED_LABEL = "measured on {dataset} (mean over splits ± sd)"
+OTHER_CONFIG_LABEL = "not the protocol configuration (see the table footnotes)"
 REPORTED_LABEL = "reported by the authors ({datasets})"
 
 
@@ -24,7 +27,8 @@ def points(entries, dataset: str) -> dict[str, list[tuple[str, float, float]]]:
             for metric in ("rho", "mse"):
                 mean, _ = e.stat(metric)
                 if mean is not None:
-                    out[f"measured_{metric}"].append((e.label, e.params_total / 1e6, mean))
+                    out[f"measured_{metric}"].append((e.label + getattr(e, "config_mark", ""),
+                                                      e.params_total / 1e6, mean))
         rep = e.reported
         if rep is not None and rep.params:
             for metric in ("rho", "mse"):
@@ -39,7 +43,9 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     from matplotlib.figure import Figure
 
     pts = points(entries, dataset)
-    sds = {(e.label, m): e.stat(m)[1] for e in entries if e.run is not None for m in ("rho", "mse")}
+    sds = {(e.label + getattr(e, "config_mark", ""), m): e.stat(m)[1]
+           for e in entries if e.run is not None for m in ("rho", "mse")}
+    marked = {e.label + e.config_mark for e in entries if getattr(e, "config_mark", "")}
     reported_on = ", ".join(sorted({e.reported.dataset for e in entries
                                     if e.reported and e.reported.params and e.reported.rho is not None}))
     fig = Figure(figsize=(11, 4.5), layout="constrained")
@@ -49,6 +55,8 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
         _series(ax, measured, dict(marker="o", color="C0", label=MEASURED_LABEL.format(dataset=dataset)))
         _series(ax, reported, dict(marker="s", facecolors="none", edgecolors="C1",
                                    label=REPORTED_LABEL.format(datasets=reported_on)))
+        _series(ax, [p for p in measured if p[0] in marked],
+                dict(marker="o", s=140, facecolors="none", edgecolors="C3", label=OTHER_CONFIG_LABEL))
         bars = [(x, y, sds.get((m, metric))) for m, x, y in measured if sds.get((m, metric)) is not None]
         if bars:
             xs, ys, err = zip(*bars)
@@ -64,6 +72,11 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
                        label=f"human consistency ({ds}): {value:.2f}")
     ax_rho.set_title(f"(a) ρ vs parameters ({dataset})")
     ax_mse.set_title(f"(b) MSE vs parameters ({dataset})")
+    from membench.grouping import title_suffix
+
+    suffix = title_suffix(entries)
+    if suffix:
+        fig.suptitle(f"Fig. 3 ({dataset}){suffix}", fontsize=10)
     for ax in (ax_rho, ax_mse):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")

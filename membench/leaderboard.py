@@ -1,7 +1,7 @@
 """The leaderboard directory: tidy results, provenance, per-image predictions.
 
     OUT/results.csv                  one row per model x dataset x split x run
-    OUT/summary.csv                  mean and sd over splits per run (regenerated)
+    OUT/summary.csv                  mean and sd per model, dataset and configuration (regenerated)
     OUT/runs/<run_id>.json           provenance of a run (config, versions, hardware, data)
     OUT/predictions/<run_id>/split<k>.csv   image,score,pred for every test image
 
@@ -28,7 +28,7 @@ RESULT_COLUMNS = (
     "data_fingerprint", "notes",
 )
 SUMMARY_COLUMNS = (
-    "run_id", "model", "dataset", "preset", "train_mode", "n_splits",
+    "model", "dataset", "configuration", "config_id", "preset", "train_mode", "run_ids", "seeds", "n_splits",
     "rho_mean", "rho_sd", "mse_mean", "mse_sd", "params_total", "params_used",
 )
 KEY = ("run_id", "split")
@@ -103,20 +103,36 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample sd (ddof=1; empty for one split) of rho and MSE over splits, per run."""
+    """Mean and sample sd (ddof=1; empty for one value) of rho and MSE per model, dataset and
+    configuration: seeds are replicates, pooled; per seed only the latest run counts (newest
+    timestamp, then run id), as in the report. Rows without a configuration (older
+    leaderboards) get theirs derived (membench.configuration.from_row)."""
     import statistics
+
+    from membench.configuration import from_row
 
     by_run: dict[str, list[dict]] = {}
     for r in rows:
         by_run.setdefault(r["run_id"], []).append(r)
+    groups: dict[tuple, dict[str, tuple]] = {}  # (model, dataset, config id) -> seed -> (stamp, run id, label)
+    for run_id, rs in by_run.items():
+        label, config_id, _ = from_row(rs[0])
+        seeds = groups.setdefault((rs[0]["model"], rs[0]["dataset"], config_id), {})
+        stamp = max(r.get("timestamp") or "" for r in rs)
+        seed = str(rs[0].get("seed") or "0")
+        seeds[seed] = max(seeds.get(seed, ("", "", "")), (stamp, run_id, label))
     out = []
-    for run_id, rs in sorted(by_run.items()):
+    for (model, dataset, config_id), seeds in sorted(groups.items()):
+        chosen = [seeds[s] for s in sorted(seeds, key=lambda s: (len(s), s))]
+        rs = [r for _, run_id, _ in chosen for r in sorted(by_run[run_id], key=lambda r: int(r["split"]))]
         rho = [float(r["rho"]) for r in rs]
         mse = [float(r["mse"]) for r in rs]
         first = rs[0]
         out.append({
-            "run_id": run_id, "model": first["model"], "dataset": first["dataset"],
+            "model": model, "dataset": dataset, "configuration": chosen[0][2], "config_id": config_id,
             "preset": first["preset"], "train_mode": first.get("train_mode", ""),
+            "run_ids": " ".join(run_id for _, run_id, _ in chosen),
+            "seeds": " ".join(sorted(seeds, key=lambda s: (len(s), s))),
             "n_splits": len(rs),
             "rho_mean": statistics.fmean(rho), "rho_sd": statistics.stdev(rho) if len(rho) > 1 else None,
             "mse_mean": statistics.fmean(mse), "mse_sd": statistics.stdev(mse) if len(mse) > 1 else None,

@@ -4,10 +4,12 @@ Measured numbers come from OUT/results.csv (one row per split) and the stored pe
 predictions; reported numbers come from each model's spec (`Reported`) and are always
 shown in their own, clearly named columns. Rules:
   - one table set per dataset: measured numbers of different datasets never share a table;
-  - per (model, dataset, preset) only the latest run is shown (latest row timestamp,
-    then run id); several presets of one model show as separate rows "model [preset]";
+  - a row is one (model, dataset, configuration) (membench.grouping): the model's plain
+    name only for its protocol configuration, "model [what differs]" with a footnote for
+    any other; seeds are replicates the row averages (the latest run per seed), listed
+    under the table with the runs they replaced; smoke/quick runs are named in the title;
   - a missing measurement prints as "—", a number a paper did not report as "N/A";
-  - rho and MSE: mean ± sample sd (ddof 1) over the run's splits; the rho 95% CI is the
+  - rho and MSE: mean ± sample sd (ddof 1) over the row's splits; the rho 95% CI is the
     bootstrap of membench.compare (test images resampled within each split, per-split
     rho averaged over splits, percentile interval);
   - measured parameters come from the run rows, else from DIR/params.csv.
@@ -20,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from membench import compare
+from membench import compare, grouping
 from membench.errors import MembenchError
 from membench.files import atomic_write_text
 from membench.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows  # noqa: F401  (report.load_runs: commands, tests)
@@ -38,7 +40,7 @@ NOT_REPORTED = "N/A"
 FOOTNOTE_MARKS = ("*", "†", "‡", "§", "¶")
 
 CSV_COLUMNS = (
-    "table", "dataset", "model", "preset", "run_id", "n_splits",
+    "table", "dataset", "model", "preset", "configuration", "config_id", "run_id", "seeds", "n_splits",
     "rho_mean", "rho_sd", "rho_ci_low", "rho_ci_high", "mse_mean", "mse_sd",
     "params_total", "params_used",
     "reported_rho", "reported_mse", "reported_params", "reported_dataset", "reported_source",
@@ -61,6 +63,7 @@ class Entry:
     params_used: int | None = None
     rho_ci: tuple[float, float] | None = None
     marks: dict[str, str] = field(default_factory=dict)  # cell -> footnote mark
+    config_mark: str = ""  # footnote mark of a non-protocol configuration (on the label)
 
     def __post_init__(self):
         self.label = self.label or self.model
@@ -74,7 +77,11 @@ class Entry:
 
     @property
     def n_splits(self) -> int | None:
-        return len(self.run.rows) if self.run else None
+        return len(set(self.run.splits)) if self.run else None
+
+    @property
+    def n_seeds(self) -> int:
+        return len(getattr(self.run, "runs", [self.run])) if self.run else 0
 
 
 def read_params(directory: Path) -> dict[str, tuple[int, int]]:
@@ -91,13 +98,16 @@ def order_models(names, first: tuple[str, ...]) -> list[str]:
     return [n for n in first if n in names] + sorted(names - set(first))
 
 
-def build_entries(table: str, dataset: str, runs: dict[tuple[str, str, str], Run], specs: dict,
+def build_entries(table: str, dataset: str, runs, specs: dict,
                   params: dict[str, tuple[int, int]] | None = None, n_boot: int = 2000,
                   seed: int = 0) -> list[Entry]:
     """The rows of `table` ("table1" or "table2") for one dataset. `specs` maps model name
-    to ModelSpec (the registry, or fixtures in tests); `runs` is latest_runs(...)."""
+    to ModelSpec (the registry, or fixtures in tests); `runs` is grouping.group_runs(...)
+    (runs, or a dict of runs, are grouped here)."""
     params = params or {}
-    mine = {key: run for key, run in runs.items() if key[1] == dataset}
+    runs = runs if isinstance(runs, dict) and all(isinstance(g, grouping.RunGroup) for g in runs.values()) \
+        else grouping.group_runs(list(runs.values()) if isinstance(runs, dict) else list(runs), specs)
+    mine = {key: group for key, group in runs.items() if key[1] == dataset}
     if table == "table1":
         names = order_models([n for n, s in specs.items() if TABLE1_TAG in s.tags], TABLE1_ORDER)
     else:
@@ -106,14 +116,14 @@ def build_entries(table: str, dataset: str, runs: dict[tuple[str, str, str], Run
     for name in names:
         spec = specs.get(name)
         reported = spec.reported if spec else None
-        model_runs = sorted((run for (m, _, _), run in mine.items() if m == name), key=lambda r: r.preset)
+        model_runs = grouping.order_groups([group for (m, _, _), group in mine.items() if m == name])
         for run in model_runs or [None]:
-            label = f"{name} [{run.preset}]" if run and len(model_runs) > 1 else name
-            entry = Entry(model=name, run=run, reported=reported, label=label)
+            entry = Entry(model=name, run=run, reported=reported, label=run.label if run else name)
             _fill_params(entry, params.get(name))
             entry.rho_ci = _rho_ci(run, n_boot, seed) if run else None
             entries.append(entry)
     _assign_marks(entries)
+    grouping.assign_config_marks(entries)
     return entries
 
 
@@ -126,16 +136,24 @@ def _fill_params(entry: Entry, fallback: tuple[int, int] | None) -> None:
         entry.params_total, entry.params_used = fallback
 
 
-def _rho_ci(run: Run, n_boot: int, seed: int) -> tuple[float, float] | None:
+def _rho_ci(group, n_boot: int, seed: int) -> tuple[float, float] | None:
     """None when any split's predictions are missing: an interval over fewer splits than
-    the mean it accompanies would be misleading."""
-    if n_boot <= 0 or not all(run.predictions(k).is_file() for k in run.splits):
+    the mean it accompanies would be misleading. Several seeds: the bootstrap of the mean
+    over every (seed, split), images resampled alike for one split across seeds."""
+    runs = getattr(group, "runs", [group])
+    pairs = [(run, k) for run in runs for k in run.splits]
+    if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
         return None
     data = {}
-    for k in run.splits:
+    for run, k in pairs:
         _, truth, pred = compare.read_predictions(run.predictions(k))
-        data[k] = (truth, pred)
-    return compare.rho_interval(data, n_boot=n_boot, seed=seed)
+        data[(run.run_id, k)] = (k, truth, pred)
+    if len(runs) == 1:
+        return compare.rho_interval({k: (t, p) for k, t, p in data.values()}, n_boot=n_boot, seed=seed)
+    import numpy as np
+
+    per = [compare.split_replicates(t, [p], n_boot, seed, k)[0]["rho"] for k, t, p in data.values()]
+    return compare.interval(np.mean(per, axis=0))
 
 
 def _assign_marks(entries: list[Entry]) -> None:
@@ -197,12 +215,15 @@ def cells(entry: Entry, digits_rho: int = 3, digits_mse: int = 4, pm: str = " ±
             return MISSING
         return NOT_REPORTED if value is None else text
 
+    splits = MISSING if entry.run is None else str(entry.n_splits)
+    if entry.n_seeds > 1:
+        splits += f" × {entry.n_seeds} seeds"
     row = [
-        entry.label,
+        entry.label + entry.config_mark,
         fmt_pm(rho, rho_sd, digits_rho, pm),
         MISSING if ci is None else f"[{ci[0]:.{digits_rho}f}, {ci[1]:.{digits_rho}f}]",
         fmt_pm(mse, mse_sd, digits_mse, pm),
-        MISSING if entry.run is None else str(entry.n_splits),
+        splits,
         fmt_params(entry.params_total, entry.params_used),
         reported(rep and rep.rho, f"{rep.rho:.3f}" if rep and rep.rho is not None else ""),
         reported(rep and rep.mse, f"{rep.mse:.4f}" if rep and rep.mse is not None else ""),
@@ -226,7 +247,8 @@ def footnotes(entries: list[Entry]) -> list[str]:
         if entry.marks:
             seen.setdefault(entry.reported.note, []).append(entry.model)
             marks[entry.reported.note] = next(iter(entry.marks.values()))
-    return [f"{marks[note]} {note} ({', '.join(dict.fromkeys(models))})." for note, models in seen.items()]
+    return [f"{marks[note]} {note} ({', '.join(dict.fromkeys(models))})." for note, models in seen.items()] + \
+        grouping.config_footnotes(entries)
 
 
 def _distinct(entries: list[Entry], column: str) -> str:
@@ -240,13 +262,12 @@ def provenance(entries: list[Entry], dataset: str) -> str:
         return f"Measured: no run on {dataset} in this leaderboard."
     dates = sorted({(r.get("timestamp") or "")[:10] for e in measured for r in e.run.rows} - {""})
     commits = sorted({(r.get("git_commit") or "")[:12] for e in measured for r in e.run.rows} - {""})
-    runs = ", ".join(f"{e.label}={e.run.run_id}" for e in measured)
     return (f"Measured on {dataset}: preset {_distinct(measured, 'preset')}; "
             f"train mode {_distinct(measured, 'train_mode')}; init {_distinct(measured, 'init')}; "
             f"pretrained {_distinct(measured, 'pretrained')}; hardware {_distinct(measured, 'hardware')}; "
             f"device {_distinct(measured, 'device')}; commit {', '.join(commits) or 'not recorded'}; "
             f"membench {_distinct(measured, 'membench_version')}; "
-            f"dates {', '.join(dates) or 'not recorded'}; runs {runs}.")
+            f"dates {', '.join(dates) or 'not recorded'}.")
 
 
 def protocol(entries: list[Entry], n_boot: int, seed: int) -> str:
@@ -254,8 +275,8 @@ def protocol(entries: list[Entry], n_boot: int, seed: int) -> str:
                           if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
     return ("Protocol: ρ is Spearman's rank correlation (average ranks for ties) and MSE the mean "
             "squared error on the [0, 1] score scale, each computed per split on that split's test "
-            "images; mean ± sample sd (ddof 1) over the splits of the latest run per model, dataset "
-            f"and preset. {_ci_protocol(n_boot, seed)} Params measured: total (used in forward where "
+            "images; mean ± sample sd (ddof 1) over the splits of each row's runs (one configuration "
+            f"of one model; several seeds are pooled). {_ci_protocol(n_boot, seed)} Params measured: total (used in forward where "
             "it differs), counted by membench. Reported columns: the numbers published for each model (source in the last "
             f"column), obtained on {', '.join(reported_on) or 'the dataset named by each spec'} by "
             f"their authors, not measured here. {MISSING}: no measurement; {NOT_REPORTED}: not reported.")
@@ -269,15 +290,17 @@ def _ci_protocol(n_boot: int, seed: int) -> str:
 
 
 def notes(entries: list[Entry], dataset: str, n_boot: int, seed: int) -> list[str]:
-    return footnotes(entries) + [provenance(entries, dataset), protocol(entries, n_boot, seed)]
+    extra = [n for n in (grouping.runs_note(entries), grouping.derived_note(entries)) if n]
+    return footnotes(entries) + [provenance(entries, dataset)] + extra + [protocol(entries, n_boot, seed)]
 
 
-def title(table: str, dataset: str) -> str:
-    return f"{TITLES[table]} ({dataset})"
+def title(table: str, dataset: str, entries=()) -> str:
+    """The table's title; smoke and quick runs are named in it (smoke: plumbing only)."""
+    return f"{TITLES[table]} ({dataset}){grouping.title_suffix(entries)}"
 
 
 def render_markdown(table: str, dataset: str, entries: list[Entry], n_boot: int = 2000, seed: int = 0) -> str:
-    lines = [f"### {title(table, dataset)}", "",
+    lines = [f"### {title(table, dataset, entries)}", "",
              "| " + " | ".join(HEADER) + " |",
              "|" + "|".join("---" for _ in HEADER) + "|"]
     for entry in entries:
@@ -294,6 +317,8 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "—": "---", "–": "--", "±": r"$\pm$", "ρ": r"$\rho$", "↑": r"$\uparrow$",
                   "↓": r"$\downarrow$", "Δ": r"$\Delta$", "†": r"\dag{}", "‡": r"\ddag{}",
                   "§": r"\S{}", "¶": r"\P{}", "*": r"$^{*}$"}
+# configuration footnote marks (¹²³...) and "× 3 seeds"
+_LATEX_SPECIAL.update({ch: f"$^{{{i}}}$" for i, ch in enumerate(grouping.SUPERSCRIPTS, start=1)}, **{"×": r"$\times$"})
 
 
 def latex_escape(text: str) -> str:
@@ -306,7 +331,7 @@ def render_latex(table: str, dataset: str, entries: list[Entry], n_boot: int = 2
         r"% generated by `membench report`; needs \usepackage{booktabs}",
         r"\begin{table}[t]",
         r"\centering",
-        r"\caption{" + latex_escape(title(table, dataset)) + "}",
+        r"\caption{" + latex_escape(title(table, dataset, entries)) + "}",
         r"\begin{tabular}{l" + "c" * 8 + "l}",
         r"\toprule",
         rf" & \multicolumn{{5}}{{c}}{{Measured on {latex_escape(dataset)}}} & "
@@ -334,7 +359,11 @@ def csv_rows(table: str, dataset: str, entries: list[Entry]) -> list[dict]:
         first = e.run.rows[0] if e.run else {}
         out.append({
             "table": table, "dataset": dataset, "model": e.model,
-            "preset": e.run.preset if e.run else None, "run_id": e.run.run_id if e.run else None,
+            "preset": e.run.preset if e.run else None,
+            "configuration": e.run.configuration if e.run else None,
+            "config_id": e.run.config_id if e.run else None,
+            "run_id": e.run.run_id if e.run else None,
+            "seeds": " ".join(e.run.seeds) if e.run else None,
             "n_splits": e.n_splits, "rho_mean": rho, "rho_sd": rho_sd,
             "rho_ci_low": e.rho_ci[0] if e.rho_ci else None, "rho_ci_high": e.rho_ci[1] if e.rho_ci else None,
             "mse_mean": mse, "mse_sd": mse_sd,
@@ -431,7 +460,7 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
         if not runs and presets:
             raise MembenchError(f"no run with preset {preset!r} (presets: {', '.join(presets)})",
                                 leaderboard / "results.csv")
-    latest = latest_runs(runs)
+    latest = grouping.group_runs(runs, specs)
     datasets = sorted({d for _, d, _ in latest})
     if dataset:
         if datasets and dataset not in datasets:

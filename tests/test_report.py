@@ -33,6 +33,8 @@ PAPER_TABLE2 = {
     "squalli": ("0.720", "0.0092*", "280M"),
     "ours": ("0.687", "0.0079", "130M"),
 }
+# Row labels of the fixture's smoke runs on demo (not the protocol: labelled with what differs).
+SMOKE = {m: f"{m} [preset=smoke]" for m in ("amnet", "ours")}
 
 
 def _spec(name, tags=(), **reported):
@@ -57,7 +59,10 @@ def latest():
 
 
 def entries(latest, table="table2", dataset="demo", specs=SPECS):
-    return report.build_entries(table, dataset, latest, specs, report.read_params(BOARD), n_boot=N_BOOT)
+    """The table's rows from every run of the fixture (the report groups them by configuration
+    and seed itself; `latest` is kept for the tests of latest_runs)."""
+    return report.build_entries(table, dataset, report.load_runs(BOARD), specs, report.read_params(BOARD),
+                                n_boot=N_BOOT)
 
 
 def results_rows(run_id):
@@ -66,10 +71,11 @@ def results_rows(run_id):
 
 
 def md_table(text):
-    """Rows of the first Markdown table as {model: cells}."""
+    """Rows of the first Markdown table as {row label without its footnote mark: cells}."""
     rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
-    return [h.strip() for h in header], {cells[0].strip(): [c.strip() for c in cells] for cells in body}
+    return [h.strip() for h in header], {cells[0].strip().rstrip("¹²³⁴⁵⁶⁷⁸⁹"): [c.strip() for c in cells]
+                                         for cells in body}
 
 
 # ------------------------------------------------------------------ golden files
@@ -110,9 +116,10 @@ def test_make_report_writes_every_format_and_matches_golden(tmp_path):
 def test_reported_columns_equal_the_papers_table2(latest):
     header, rows = md_table(report.render_markdown("table2", "demo", entries(latest)))
     cols = [header.index(c) for c in ("ρ reported", "MSE reported", "Params reported")]
-    assert list(rows)[:4] == ["amnet", "memnet", "squalli", "ours"]  # the paper's order first
+    # the paper's order first; the fixture's demo runs of amnet and ours are smoke runs
+    assert list(rows)[:4] == ["amnet [preset=smoke]", "memnet", "squalli", "ours [preset=smoke]"]
     for model, expected in PAPER_TABLE2.items():
-        assert tuple(rows[model][c] for c in cols) == expected
+        assert tuple(rows[SMOKE.get(model, model)][c] for c in cols) == expected
     assert "\\* MSE estimated by the authors (squalli)." in report.render_markdown("table2", "demo", entries(latest))
 
 
@@ -125,16 +132,16 @@ def test_registered_specs_reproduce_the_papers_table2(latest):
         pytest.skip(f"plugins not registered yet: {', '.join(missing)}")
     header, rows = md_table(report.render_markdown("table2", "demo", entries(latest, specs=specs)))
     cols = [header.index(c) for c in ("ρ reported", "MSE reported", "Params reported")]
-    assert list(rows)[:4] == list(PAPER_TABLE2)
+    assert list(rows)[:4] == [SMOKE.get(m, m) for m in PAPER_TABLE2]
     for model, expected in PAPER_TABLE2.items():
-        assert tuple(rows[model][c] for c in cols) == expected
+        assert tuple(rows[SMOKE.get(model, model)][c] for c in cols) == expected
 
 
 def test_latest_run_per_model_dataset_preset_and_stats_over_splits(latest):
     assert latest[("resnet50-lamem", "demo", "smoke")].run_id == "r50-new"  # not the older r50-old
     assert latest[("resnet50-lamem", "demo", "paper")].run_id == "r50-paper"
     rows = {e.label: e for e in entries(latest)}
-    smoke = rows["resnet50-lamem [smoke]"]
+    smoke = rows["resnet50-lamem [preset=smoke]"]
     rho = [float(r["rho"]) for r in results_rows("r50-new")]
     mse = [float(r["mse"]) for r in results_rows("r50-new")]
     assert smoke.stat("rho") == (statistics.fmean(rho), statistics.stdev(rho))
@@ -148,7 +155,7 @@ def test_latest_run_per_model_dataset_preset_and_stats_over_splits(latest):
 def test_datasets_never_share_a_table(latest):
     demo = {e.label: e for e in entries(latest, dataset="demo")}
     lamem = {e.label: e for e in entries(latest, dataset="lamem")}
-    assert demo["amnet"].run.run_id == "amnet-1"
+    assert demo["amnet [preset=smoke]"].run.run_id == "amnet-1"
     assert lamem["amnet"].run.run_id == "amnet-lamem"
     assert lamem["amnet"].stat("rho")[0] == float(results_rows("amnet-lamem")[0]["rho"])
     assert lamem["resnet50-lamem"].run is None  # resnet50-lamem has demo runs only
@@ -162,23 +169,26 @@ def test_missing_values_print_as_missing_never_zero(latest):
     assert rows["memnet"][5] == "56.9M"  # measured count from params.csv, no run needed
     assert rows["squalli"][1:6] == ["—"] * 5
     assert rows["vitmem"] == ["vitmem"] + ["—"] * 9  # no run and no reported numbers
-    assert rows["resnet50-lamem [paper]"][2] == "—"  # its predictions are missing: no CI
-    assert rows["ours"][1] == "0.935" and "±" not in rows["ours"][1]  # one split: no sd
-    assert rows["resnet50-lamem [smoke]"][8] == "N/A"  # Table 1 gives no parameter count
-    for line in report.render_csv("table2", "demo", entries(latest)).splitlines()[1:]:
-        assert ",0.0," not in line and ",0," not in line
+    assert rows["resnet50-lamem"][2] == "—"  # its predictions are missing: no CI
+    assert rows["ours [preset=smoke]"][1] == "0.935" and "±" not in rows["ours [preset=smoke]"][1]  # one split
+    assert rows["resnet50-lamem [preset=smoke]"][8] == "N/A"  # Table 1 gives no parameter count
+    for row in csv.DictReader(report.render_csv("table2", "demo", entries(latest)).splitlines()):
+        del row["seeds"]  # seed 0 is a real value
+        assert "0.0" not in row.values() and "0" not in row.values()
 
 
 def test_table1_holds_the_ablations_in_paper_order(latest):
     labels = [e.label for e in entries(latest, "table1")]
-    assert labels == ["resnet50-lamem [paper]", "resnet50-lamem [smoke]", "resnet50-lamem-imagenet", "ours"]
+    assert labels == ["resnet50-lamem", "resnet50-lamem [preset=smoke]", "resnet50-lamem-imagenet",
+                      "ours [preset=smoke]"]
 
 
 def test_provenance_and_protocol_under_the_table(latest):
     text = report.render_markdown("table2", "demo", entries(latest), n_boot=N_BOOT)
     assert "Measured on demo: preset paper, smoke;" in text
     assert "hardware fixture CPU (2 cores)" in text and "commit 0123456789ab" in text
-    assert "runs amnet=amnet-1" in text and "resnet50-lamem [smoke]=r50-new" in text
+    assert "amnet [preset=smoke]¹: amnet-1 (seed 0)" in text
+    assert "resnet50-lamem [preset=smoke]¹: r50-new (seed 0); replaces r50-old" in text
     assert f"({N_BOOT} resamples, seed 0)" in text and "obtained on lamem" in text
 
 
@@ -204,7 +214,7 @@ def test_footnote_goes_to_the_cell_its_note_names(latest):
     specs = dict(SPECS, amnet=_spec("amnet", rho=0.677, params=39_000_000, source=T2, note="params include fc"),
                  memnet=_spec("memnet", rho=0.64, source=T2, note="on its own hyper-parameter split"))
     rows = {e.label: report.cells(e) for e in entries(latest, specs=specs)}
-    assert rows["amnet"][8] == "39M*" and rows["memnet"][9] == T2 + "†"  # marks in row order
+    assert rows["amnet [preset=smoke]"][8] == "39M*" and rows["memnet"][9] == T2 + "†"  # marks in row order
     assert rows["squalli"][7] == "0.0092‡"
 
 
@@ -261,7 +271,7 @@ def test_figure_plots_exactly_the_table_data(latest):
         # visually distinct: filled vs open markers
         assert coll_m.get_facecolors()[0][3] > 0 and len(coll_r.get_facecolors()) == 0
         texts = {t.get_text() for t in ax.texts}
-        assert {e.label for e in measured} <= texts
+        assert {e.label + e.config_mark for e in measured} <= texts
     assert ax_rho.get_legend() is not None and ax_mse.get_legend() is not None
     assert (130.0, 0.687) in [tuple(p) for p in _offsets(ax_rho, "reported")[1]]
     human = [line for line in ax_rho.get_lines() if line.get_label().startswith("human consistency")]
@@ -456,7 +466,8 @@ def test_report_and_compare_read_what_the_leaderboard_writer_writes(tmp_path, ca
     assert main(["report", "--leaderboard", str(board), "--out", str(board), "--n-boot", "100"]) == 0
     text = (board / "table2_demo.md").read_text()
     _, rows = md_table(text)
-    assert rows["amnet"][4] == "2" and rows["amnet"][5] == "1M" and rows["amnet"][2].startswith("[")
+    amnet = rows["amnet [preset=smoke]"]
+    assert amnet[4] == "2" and amnet[5] == "1M" and amnet[2].startswith("[")
     assert (board / "table1_demo.tex").is_file() and (board / "fig3_demo.svg").is_file()
     capsys.readouterr()
     assert main(["compare", "resnet50-lamem", "amnet", "--leaderboard", str(board), "--n-boot", "200"]) == 0
@@ -476,7 +487,7 @@ def test_done_when_runner_report_compare(tmp_path, monkeypatch, capsys):
                  "fig3_demo.png", "fig3_demo.svg", "README.md"):
         assert (board / name).is_file(), name
     _, rows = md_table((board / "table2_demo.md").read_text())
-    assert rows["amnet"][4] == rows["resnet50-lamem"][4] == "5"
+    assert rows["amnet [preset=smoke; pretrained=none]"][4] == rows["resnet50-lamem [preset=smoke; pretrained=none]"][4] == "5"
     capsys.readouterr()
     assert main(["compare", "resnet50-lamem", "amnet", "--leaderboard", str(board)]) == 0
     out = capsys.readouterr().out
@@ -492,8 +503,9 @@ def test_runner_then_report_then_compare(tiny_plugin, demo_root, tmp_path, run_c
     code, out, err = run_cli("report", "--leaderboard", board, "--out", board, "--n-boot", "100")
     assert code == 0, err
     _, rows = md_table((board / "table2_demo.md").read_text())
-    assert rows["tiny-cnn"][4] == rows["tiny-chain"][4] == "2"
-    assert rows["tiny-cnn"][5] == "249" and rows["tiny-cnn"][6:10] == ["0.500", "0.0100", "249", "made up for tests"]
+    cnn, chain = rows["tiny-cnn [preset=smoke]"], rows["tiny-chain [preset=smoke]"]
+    assert cnn[4] == chain[4] == "2"
+    assert cnn[5] == "249" and cnn[6:10] == ["0.500", "0.0100", "249", "made up for tests"]
     fig = (board / "fig3_demo.svg").read_text()
     assert "tiny-chain" in fig
     code, out, err = run_cli("compare", "tiny-cnn", "tiny-chain", "--leaderboard", board, "--n-boot", "100")
