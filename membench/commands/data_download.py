@@ -181,7 +181,7 @@ def _check(name: str, to: Path) -> int:
         return _check_coco(to)
     import argparse
 
-    from membench.commands.data import cmd_check
+    from membench.commands.data_check import cmd_check
 
     dataset = None if name == "lamem" else name
     code = cmd_check(argparse.Namespace(data=str(to), dataset=dataset, dataset_option=[], splits="all"))
