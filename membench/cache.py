@@ -21,6 +21,7 @@ from membench.engine.device import unwrap
 from membench.engine.inference import eval_mode, infer, predict
 from membench.engine.seeds import epoch_seed
 from membench.errors import MembenchError
+from membench.feature_store import frozen_forward
 
 
 class FrozenCache:
@@ -54,7 +55,7 @@ class FrozenCache:
             for s, o in zip(store, outs):
                 s[idx.to(s.device)] = o.to(self.store)
 
-        self.disabled = not infer(plain.frozen_outputs, self.samples, eval_transform(self.pre), self.pre,
+        self.disabled = not infer(frozen_forward(plain), self.samples, eval_transform(self.pre), self.pre,
                                   self.device, batch_size=self.batch_size, on_batch=keep, module=plain,
                                   seed=self.seed, progress=progress)
         if self.disabled:
@@ -151,7 +152,7 @@ class TrainViewCache:
                 s[view][idx] = o.cpu()
 
         # view v of image i is the loader's "epoch" v: its augmentation is seeded by (view seed, v, i)
-        infer(plain.frozen_outputs, self.samples, train_transform(self.pre), self.pre, self.device,
+        infer(frozen_forward(plain), self.samples, train_transform(self.pre), self.pre, self.device,
               batch_size=self.batch_size, on_batch=keep, module=plain, epochs=range(self.views),
               seed=self.view_seed(), progress=progress)
         self.outputs = tuple(store)

@@ -42,6 +42,7 @@ from pathlib import Path
 from membench.errors import MembenchError
 
 FORMAT = 1  # bump when the layout or the meaning of a key changes
+ENV_VAR = "MEMBENCH_FEATURE_STORE"
 _INPUT = "__input__"  # marker stored in place of an output that is the input itself
 _active: FeatureStore | None = None
 
@@ -79,7 +80,6 @@ class FeatureStore:
             raise MembenchError("the feature store directory is not writable", self.root)
         self.hits = 0
         self.misses = 0
-        self._spaces: dict[tuple, str] = {}
 
     # -- identity of the frozen computation ------------------------------------------
     def space(self, model, device_type: str, autocast_dtype=None) -> str:
@@ -111,16 +111,14 @@ class FeatureStore:
                 h.update(tensor_bytes(value))
         return h.hexdigest()[:24]
 
-    def _space_for(self, plain, x) -> str:
+    def _space_for(self, plain, x, memo: dict) -> str:
         import torch
 
         kind = x.device.type
         amp = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
-        # the frozen weights do not change while a model is cached here (frozen, or evaluated)
-        memo = (id(plain), kind, str(amp))
-        if memo not in self._spaces:
-            self._spaces[memo] = self.space(plain, kind, amp)
-        return self._spaces[memo]
+        if (kind, str(amp)) not in memo:
+            memo[(kind, str(amp))] = self.space(plain, kind, amp)
+        return memo[(kind, str(amp))]
 
     # -- files ---------------------------------------------------------------------------
     def path(self, space: str, key: str) -> Path:
@@ -166,13 +164,17 @@ class FeatureStore:
     # -- the drop-in --------------------------------------------------------------------
     def frozen_fn(self, model):
         """A function equal to `model.frozen_outputs` that reads every image's outputs from
-        the store and computes only the missing ones (as one sub-batch, in order)."""
+        the store and computes only the missing ones (as one sub-batch, in order). Call it
+        while the weights stay as they are (inference, or a cache built before training)."""
         import torch
 
         plain = _unwrap(model)
+        # The digest of the weights is taken once per function: make a new one after the
+        # weights change (each predict call and each cache build does).
+        memo: dict = {}
 
         def frozen_outputs(x):
-            space = self._space_for(plain, x)
+            space = self._space_for(plain, x, memo)
             keys = [input_key(x[i]) for i in range(len(x))]
             found = [self.get(space, k) for k in keys]
             missing = [i for i, f in enumerate(found) if f is None]
@@ -224,19 +226,37 @@ def supports(model) -> bool:
 # -- the process default (`--feature-store DIR`) -------------------------------------------
 
 def activate(root) -> FeatureStore | None:
-    """Make the store at `root` the default for this process (None: no store)."""
+    """Make the store at `root` the default for this process and the processes it starts
+    (through MEMBENCH_FEATURE_STORE); None turns it off."""
     global _active
     _active = FeatureStore(root) if root else None
+    if root:
+        os.environ[ENV_VAR] = str(Path(root).expanduser().resolve())
+    else:
+        os.environ.pop(ENV_VAR, None)
     return _active
 
 
 def active() -> FeatureStore | None:
+    """The process's store: activated, or named by MEMBENCH_FEATURE_STORE (a job process
+    started by `--jobs-per-gpu` or a launcher), else None."""
+    global _active
+    root = os.environ.get(ENV_VAR)
+    if _active is None and root:
+        _active = FeatureStore(root)
     return _active
+
+
+def frozen_forward(model):
+    """What the frozen-output caches call: the active store's drop-in, else the model's own
+    `frozen_outputs`."""
+    store = active()
+    return store.frozen_fn(model) if store is not None else _unwrap(model).frozen_outputs
 
 
 def describe(store: FeatureStore | None = None) -> dict | None:
     """What provenance records about `store` (default: the active one; None when off)."""
-    store = store or _active
+    store = store or active()
     if store is None:
         return None
     return {**store.stats(),

@@ -21,7 +21,7 @@ from membench.files import atomic_write_json, atomic_write_text, file_lock, remo
 from membench.testhooks import kill_point
 
 RESULT_COLUMNS = (
-    "run_id", "model", "dataset", "split", "rho", "mse", "n_test",
+    "run_id", "model", "dataset", "trained_on", "split", "rho", "mse", "n_test",
     "params_total", "params_used", "params_trainable",
     "preset", "train_mode", "init", "pretrained", "epochs_run", "best_epoch", "best_val_rho",
     "device", "hardware", "seconds", "seed", "git_commit", "membench_version", "timestamp",

@@ -501,6 +501,12 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
                          f"Measured points: {ds}; reported points: as published "
                          f"({', '.join(reported_datasets) or 'none'}); dashed line: human consistency "
                          + (", ".join(f"{d} {v:.2f}" for d, v in sorted(ceilings.items())) or "unknown") + ".", ""]
+    from membench import transfer  # transfer matrix and every run per dataset (cross-dataset rows)
+
+    paths, extra = transfer.write(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset],
+                                  n_boot, seed, figure)
+    written += paths
+    sections += extra
     atomic_write_text(out / "reported.csv", csv_text(reported_rows(specs), REPORTED_COLUMNS))
     written.append(out / "reported.csv")
     atomic_write_text(out / "README.md", "\n".join(sections).rstrip("\n") + "\n")

@@ -237,6 +237,7 @@ class Runner:
                           for o in outcomes.values() if o.get("frozen_train_cache")]
         return {
             "run_id": key, "model": spec.name, "dataset": self.dataset.name, "split": k,
+            "trained_on": self.dataset.name if train_mode == "full" else "",  # "": released weights
             "rho": spearman(preds, truth), "mse": mse(preds, truth), "n_test": len(split.test),
             "params_total": counts["total"], "params_used": counts["used"],
             "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),

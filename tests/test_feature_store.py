@@ -96,6 +96,16 @@ def test_trainable_changes_hit_frozen_changes_miss(tmp_path, images):
     got = predict(store_backed(moved, s3), images, PRE, CPU, batch_size=4)
     assert (s3.hits, s3.misses) == (0, 9)
     assert np.array_equal(got, predict(moved, images, PRE, CPU, batch_size=4))
+    # the same model object, its frozen weights changed in place (training an unfrozen
+    # trunk): the next predict call digests the weights again, so it misses
+    same = model()
+    s5 = FeatureStore(tmp_path / "fs")
+    predict(store_backed(same, s5), images, PRE, CPU, batch_size=4)
+    with torch.no_grad():
+        same.trunk[0].weight.mul_(1.5)
+    got = predict(store_backed(same, s5), images, PRE, CPU, batch_size=4)
+    assert (s5.hits, s5.misses) == (9, 9)
+    assert np.array_equal(got, predict(same, images, PRE, CPU, batch_size=4))
     # other pixels (another resize): other inputs, so misses
     s4 = FeatureStore(tmp_path / "fs")
     predict(store_backed(model(), s4), images, Preprocess(size=(20, 20), train="paper"), CPU, batch_size=4)
@@ -127,3 +137,31 @@ def test_input_key_is_content():
     assert input_key(a) == input_key(a.clone()) != input_key(a + 1e-6)
     assert input_key(a) != input_key(a.reshape(3, 4))  # same bytes, other shape
     assert input_key(a.to(torch.bfloat16)) != input_key(a)
+
+
+def test_caches_and_predict_use_the_active_store(tmp_path, images, monkeypatch):
+    from membench import feature_store
+    from membench.cache import FrozenCache, TrainViewCache
+
+    monkeypatch.delenv(feature_store.ENV_VAR, raising=False)
+    monkeypatch.setattr(feature_store, "_active", None)
+    store = feature_store.activate(tmp_path / "fs")
+    assert feature_store.describe()["root"] == str(tmp_path / "fs")
+    m = model()
+    first = FrozenCache(images, PRE, CPU, batch_size=4)
+    first.build(m)
+    assert (store.hits, store.misses) == (0, 9)
+    again = FrozenCache(images, PRE, CPU, batch_size=4)
+    again.build(model())
+    assert (store.hits, store.misses) == (9, 9)
+    assert np.array_equal(first.predict(m), again.predict(m))
+    assert np.array_equal(predict(m, images, PRE, CPU, batch_size=4), first.predict(m))  # predict: hits too
+    assert store.hits == 18
+    views = TrainViewCache(images, PRE, CPU, views=2, stage="s", seed=0, batch_size=4)
+    views.build(model())  # augmented views: new inputs, computed and kept
+    assert store.misses == 9 + 18
+    # a job process started with the variable finds the same store
+    monkeypatch.setattr(feature_store, "_active", None)
+    assert feature_store.active().root == (tmp_path / "fs").resolve()
+    feature_store.activate(None)
+    assert feature_store.active() is None

@@ -56,6 +56,10 @@ def add_parser(sub) -> None:
                    help="stages that freeze their large parts: run the frozen nets once on K augmented views "
                         "per training image and train on view (epoch mod K); an approximation, recorded as "
                         "such (default 0: exact, frozen nets on every augmented image)")
+    p.add_argument("--feature-store", type=Path, default=None, metavar="DIR",
+                   help="keep the frozen parts' outputs of models with the frozen-output protocol in DIR and reuse "
+                        "them across splits and runs (exact: keyed by the frozen weights and the exact input "
+                        "tensor; recorded in provenance; see docs/lnsim.md)")
     p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
                    help="run the (model, split) jobs as separate processes, N at a time on each GPU, "
                         "each with the protocol's batch size (see docs/performance.md)")
@@ -77,6 +81,10 @@ def cmd_run(args) -> int:
     from membench.runner import run_all
 
     specs = registry.select_models(args.model)
+    if args.feature_store:
+        from membench.feature_store import activate
+
+        activate(args.feature_store)
     cfg = RunConfig(
         out=args.out, work_dir=args.work_dir or membench_home() / "runs", preset=args.preset,
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,

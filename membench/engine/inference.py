@@ -58,6 +58,9 @@ def predict(model, samples: tuple[Sample, ...], pre: Preprocess, device: Device,
     def keep(_epoch, idx, pred):
         out[idx.numpy()] = pred.float().reshape(-1).cpu().numpy()
 
-    infer(model, samples, eval_transform(pre), pre, device, batch_size=batch_size, on_batch=keep,
-          module=model, seed=seed, progress=progress)
+    from membench.feature_store import active, store_backed
+
+    # with a feature store (--feature-store), the frozen part's outputs come from it
+    infer(store_backed(model, active()), samples, eval_transform(pre), pre, device, batch_size=batch_size,
+          on_batch=keep, module=model, seed=seed, progress=progress)
     return out

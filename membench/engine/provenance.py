@@ -64,6 +64,8 @@ def environment(device_type: str) -> dict:
 
 def run_provenance(spec, dataset, cfg, key: str, stages, pre, outcomes: dict, device_type: str) -> dict:
     """OUT/runs/<run_id>.json: everything needed to say what a row measured."""
+    from membench.feature_store import describe
+
     return {
         "run_id": key, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,
         "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
@@ -77,4 +79,5 @@ def run_provenance(spec, dataset, cfg, key: str, stages, pre, outcomes: dict, de
                    "frozen_train_cache_meaning": FROZEN_TRAIN_CACHE_MEANING},
         "recipe": [asdict(s) for s in stages], "preprocess": asdict(pre),
         "stages": outcomes, "environment": environment(device_type),
+        "feature_store": describe(),  # None, or the store that served the frozen outputs (exact)
     }

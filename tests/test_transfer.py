@@ -1,0 +1,132 @@
+"""Cross-dataset evaluation (`membench evaluate`) and the transfer matrix of `membench report`,
+on generated data with the tiny model: two training datasets, each run scored on the other."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from scipy.stats import spearmanr
+
+from membench.demo import generate
+from membench.leaderboard import read_rows
+
+pytestmark = pytest.mark.usefixtures("tiny_plugin")
+
+
+def demo_as_csv(root: Path, seed: int) -> Path:
+    """A demo dataset (learnable, 40 images) rewritten as a CSV dataset: images + scores.csv."""
+    lamem = generate(root / "lamem", n_images=40, n_splits=1, seed=seed)
+    scores = {}
+    for part in ("train", "val", "test"):
+        for line in (lamem / "splits" / f"{part}_1.txt").read_text().split("\n"):
+            if line.strip():
+                name, score = line.split()
+                scores[name] = score
+    with open(lamem / "images" / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "score"])
+        w.writerows(sorted(scores.items()))
+    return lamem
+
+
+@pytest.fixture
+def two_datasets(tmp_path):
+    """'lamem' (demo seed 0 in the LaMem layout, 2 splits) and 'csv-beta' (demo seed 1 as a
+    CSV dataset, 5 seeded splits)."""
+    alpha = generate(tmp_path / "alpha", n_images=40, n_splits=2, seed=0)
+    beta = demo_as_csv(tmp_path / "beta", seed=1) / "images"
+    return (["--data", alpha, "--dataset", "lamem"],
+            ["--data", beta, "--dataset", "csv", "--dataset-option", "name=beta"])
+
+
+def recomputed_rho(board: Path, run_id: str) -> tuple[float, list[int]]:
+    """Mean over splits of Spearman(pred, score) from the stored per-image predictions."""
+    rhos, sizes = [], []
+    for path in sorted((board / "predictions" / run_id).glob("split*.csv")):
+        rows = read_rows(path)
+        rhos.append(spearmanr([float(r["pred"]) for r in rows], [float(r["score"]) for r in rows])[0])
+        sizes.append(len(rows))
+    return statistics.fmean(rhos), sizes
+
+
+def run_ids(board: Path) -> dict[tuple[str, str], str]:
+    return {(r["dataset"], r["trained_on"]): r["run_id"] for r in read_rows(board / "results.csv")}
+
+
+def test_evaluate_and_transfer_matrix(tmp_path, two_datasets, run_cli):
+    alpha, beta = two_datasets
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    for data in (alpha, beta):
+        code, _, err = run_cli("run", "--model", "tiny-cnn", *data, "--splits", "1,2", "--preset", "smoke",
+                               "--pretrained", "none", *common)
+        assert code == 0, err
+    rows = read_rows(board / "results.csv")
+    assert {(r["dataset"], r["trained_on"]) for r in rows} == {("lamem", "lamem"), ("csv-beta", "csv-beta")}
+    trained = {r["dataset"]: r["run_id"] for r in rows}
+
+    # each run's checkpoints on the other dataset: test split k, and every image
+    code, out, err = run_cli("evaluate", "--from-run", trained["lamem"], *beta, *common)
+    assert code == 0, err
+    assert "csv-beta" in out
+    code, _, err = run_cli("evaluate", "--from-run", work / trained["csv-beta"], *alpha, "--eval-part", "all", *common)
+    assert code == 0, err
+    ids = run_ids(board)
+    assert set(ids) == {("lamem", "lamem"), ("csv-beta", "csv-beta"), ("csv-beta", "lamem"), ("lamem", "csv-beta")}
+
+    # checkpoint k scored on test split k of beta: the same images as beta's own test split k
+    cross = ids[("csv-beta", "lamem")]
+    own = ids[("csv-beta", "csv-beta")]
+    for k in (1, 2):
+        names = [r["image"] for r in read_rows(board / "predictions" / cross / f"split{k}.csv")]
+        assert names == [r["image"] for r in read_rows(board / "predictions" / own / f"split{k}.csv")]
+    # --eval-part all: every one of alpha's 40 images, for each of beta's two checkpoints
+    all_rows = [r for r in read_rows(board / "results.csv") if r["run_id"] == ids[("lamem", "csv-beta")]]
+    assert [int(r["n_test"]) for r in all_rows] == [40, 40]
+    prov = json.loads((board / "runs" / f"{ids[('lamem', 'csv-beta')]}.json").read_text())
+    assert prov["eval_part"] == "all" and prov["evaluated_from"]["run_id"] == trained["csv-beta"]
+    assert prov["evaluated_from"]["checkpoints"]["1"].endswith("best.pt")
+    # the evaluated rows are kept as result.json too (rows can be re-derived later)
+    assert (work / cross / "split1" / "result.json").is_file()
+
+    code, _, err = run_cli("report", "--leaderboard", board, "--n-boot", "50", "--no-figure")
+    assert code == 0, err
+    matrix = read_rows(board / "transfer.csv")
+    assert {(r["trained_on"], r["dataset"], r["eval_part"]) for r in matrix} == {
+        ("lamem", "lamem", "test"), ("lamem", "csv-beta", "test"),
+        ("csv-beta", "csv-beta", "test"), ("csv-beta", "lamem", "all")}
+    for r in matrix:  # every cell recomputed from the stored predictions
+        rho, sizes = recomputed_rho(board, r["run_id"])
+        assert float(r["rho_mean"]) == pytest.approx(rho, abs=1e-12)
+        assert int(r["n_splits"]) == len(sizes) == 2
+        assert float(r["rho_ci_low"]) <= float(r["rho_ci_high"])
+    md = (board / "transfer.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Model"))
+    assert header.split(" | ")[1:] == ["csv-beta", "lamem", "lamem (all images) |"]
+    beta_row = next(line for line in md.splitlines() if line.startswith("| tiny-cnn [smoke] ← lamem"))
+    cell = f"{float(next(r for r in matrix if r['run_id'] == cross)['rho_mean']):.3f} ["
+    assert cell in beta_row.split(" | ")[1]
+    assert "README.md" in {p.name for p in board.iterdir()}
+    assert "Transfer matrix" in (board / "README.md").read_text()
+
+
+def test_evaluate_bad_inputs(tmp_path, two_datasets, run_cli):
+    alpha, beta = two_datasets
+    board, work = tmp_path / "board", tmp_path / "work"
+    code, _, err = run_cli("evaluate", "--from-run", "no-such-run", *alpha, "--out", board, "--work-dir", work)
+    assert code == 2 and "no finished run 'no-such-run'" in err and "Traceback" not in err
+    assert not (board / "results.csv").exists()
+    assert run_cli("run", "--model", "tiny-cnn", *beta, "--splits", "3", "--preset", "smoke",
+                   "--pretrained", "none", "--out", board, "--work-dir", work)[0] == 0
+    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    # alpha has splits 1 and 2 only: test split 3 does not exist there
+    code, _, err = run_cli("evaluate", "--from-run", run_id, *alpha, "--out", board, "--work-dir", work)
+    assert code == 2 and "has no split 3" in err
+    code, _, err = run_cli("evaluate", "--from-run", run_id, *alpha, "--splits", "1", "--out", board,
+                           "--work-dir", work)
+    assert code == 2 and "no finished split 1" in err
+    assert len(read_rows(board / "results.csv")) == 1  # nothing partial was written
