@@ -43,6 +43,8 @@ from membench.errors import MembenchError, StopRequested
 
 LAUNCHERS = ("local", "slurm", "local-submitit")
 MAX_TIMEOUTS = 10  # requeues after a time limit per job (preemptions are not counted)
+SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_job", "slurm_cpus_per_job", "slurm_mem_gb",
+               "slurm_array_parallelism", "slurm_option")
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,16 @@ def add_launcher_options(p) -> None:
     g.add_argument("--wait", action="store_true",
                    help="with --launcher: wait for the jobs and print their results (default: return after "
                         "submitting)")
-    g.add_argument("--slurm-partition", default=None, metavar="P")
+    g.add_argument("--slurm-partition", default=None, metavar="P", help="Slurm partition (default: the cluster's)")
     g.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
                    help="time limit per job (default 2880); a job that reaches it saves a checkpoint and is "
                         "requeued")
-    g.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="N", help="0 or 1 (default 1)")
+    g.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="N",
+                   help="1 (default), or 0 for CPU-only jobs; one job on several GPUs is torchrun's (see docs)")
     g.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
                    help="CPU cores per job (default 8; data loader workers use them)")
-    g.add_argument("--slurm-mem-gb", type=float, default=None, metavar="G")
+    g.add_argument("--slurm-mem-gb", type=float, default=None, metavar="G",
+                   help="memory per job (default: the cluster's)")
     g.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="N",
                    help="at most N jobs of each model's array at once")
     g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
@@ -83,9 +87,7 @@ def options_from_args(args) -> ClusterOptions | None:
     """The cluster options, or None for a local run; contradictory flags are one-line errors."""
     from membench.commands.common import key_values
 
-    slurm_flags = [f"--{name.replace('_', '-')}" for name in ("slurm_partition", "slurm_time",
-                   "slurm_gpus_per_job", "slurm_cpus_per_job", "slurm_mem_gb", "slurm_array_parallelism",
-                   "slurm_option") if getattr(args, name) not in (None, [])]
+    slurm_flags = ["--" + name.replace("_", "-") for name in SLURM_FLAGS if getattr(args, name) not in (None, [])]
     if args.launcher == "local":
         if args.wait or slurm_flags:
             raise MembenchError(f"{'--wait' if args.wait else slurm_flags[0]} needs --launcher slurm "
