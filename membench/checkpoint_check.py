@@ -52,7 +52,7 @@ def mismatch(model, state: dict) -> tuple[list[str], list[str], list[str]]:
     return missing, unexpected, shapes
 
 
-def fitting_models(state: dict, exclude: str | None = None) -> list[str]:
+def fitting_models(state: dict) -> list[str]:
     """Registered models whose freshly built (meta, weightless) state_dict has exactly the
     keys and shapes of `state`."""
     from membench import registry
@@ -60,8 +60,6 @@ def fitting_models(state: dict, exclude: str | None = None) -> list[str]:
 
     found = []
     for name, spec in registry.models().items():
-        if name == exclude:
-            continue
         try:
             model = spec.builder()(BuildContext(pretrained=False, device="meta", options=spec.check_options({})
                                                 if hasattr(spec, "check_options") else {}))
@@ -89,12 +87,17 @@ def load_into(model, spec_name: str, path: Path) -> None:
         model.load_state_dict(state)
         return
     owner = recorded_model(path, raw)
-    if owner is None or owner == spec_name:
-        fits = fitting_models(state, exclude=spec_name)
-        owner = fits[0] if len(fits) == 1 else owner
     if owner and owner != spec_name:
         raise MembenchError(f"this checkpoint belongs to model {owner!r}, not {spec_name!r}: "
                             f"use --model {owner}", path)
+    fits = fitting_models(state) if owner is None else []
+    if spec_name in fits:  # the model itself, built with its default options
+        raise MembenchError(f"checkpoint fits model {spec_name!r} with its default options, not with the "
+                            "--model-option values given", path)
+    if fits:
+        which = repr(fits[0]) if len(fits) == 1 else "one of " + ", ".join(map(repr, fits))
+        raise MembenchError(f"this checkpoint fits model {which}, not {spec_name!r}: use --model "
+                            f"{fits[0] if len(fits) == 1 else 'NAME'}", path)
     first = (missing or unexpected or shapes)[0]
     raise MembenchError(f"checkpoint does not fit model {spec_name!r} ({len(missing)} missing, {len(unexpected)} "
                         f"unexpected, {len(shapes)} differently shaped weights, e.g. {first!r}); was it written "
