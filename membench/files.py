@@ -9,6 +9,7 @@ dies (even by SIGKILL), so no stale lock outlives a killed run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -37,11 +38,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         kill_point(f"write:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # The OSError of a failed write names no file; the user needs to know which one.
+            raise MembenchError(f"disk full while writing this file ({exc.strerror}); its previous version, "
+                                "if any, is intact: free space, then run the same command again (with --resume "
+                                "for a run)", path) from None
         raise
     _fsync_dir(path.parent)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -46,3 +46,23 @@ def test_missing_data_directory_hints_at_the_layout_and_demo(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli("data", "check", "--data", tmp_path / "empty")
     assert code == 2 and "missing images/" in err and "--data demo" in err
+
+
+def test_disk_full_names_the_file_and_keeps_the_old_version(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from membench import files
+    from membench.errors import MembenchError
+
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(MembenchError) as err:
+        files.atomic_write_text(target, "new\n")
+    assert err.value.path == str(target) and "disk full" in str(err.value) and "\n" not in str(err.value)
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
