@@ -219,8 +219,8 @@ class Submitted:
 def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: str, opts: ClusterOptions, *,
            wait: bool, say=print) -> list[dict] | None:
     """Submit every (model, split) job; with `wait`, return their leaderboard rows."""
+    from membench.files import check_writable
     from membench.leaderboard import valid_rows
-    from membench.runner import check_writable
     from membench.output import emit
     from membench.parallel import _config_to_json, plan
     from membench.runner import preflight
@@ -230,8 +230,11 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
                   checkpoint=Path(cfg.checkpoint).resolve() if cfg.checkpoint else None)
     if data_args.get("data") not in (None, "demo"):  # jobs may start in another directory
         data_args = {**data_args, "data": str(Path(data_args["data"]).expanduser().resolve())}
-    if launcher == "slurm" and cfg.workers is None and opts.gpus_per_job and cfg.device != "cpu":
-        cfg = replace(cfg, workers=min(8, opts.cpus_per_job))  # the node's cores are not all the job's
+    if launcher == "slurm":  # the compute nodes' device, not this login node's
+        if cfg.device == "auto":
+            cfg = replace(cfg, device="cuda" if opts.gpus_per_job else "cpu")
+        if cfg.workers is None and cfg.device == "cuda":
+            cfg = replace(cfg, workers=min(8, opts.cpus_per_job))  # the node's cores are not all the job's
     cfg = preflight(specs, cfg, say=say)  # missing weights stop us here, not in forty jobs
     check_writable(cfg.out)
     check_writable(cfg.work_dir)
@@ -256,7 +259,7 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
 def start_afresh(specs, dataset, splits, cfg) -> None:
     """What a local run without --resume does as each job starts, done before submitting:
     an interrupted job is never discarded silently; a finished one is computed again."""
-    from membench.runner import job_key, job_lock, refuse_to_discard
+    from membench.engine.job import job_key, job_lock, refuse_to_discard
 
     dirs = [cfg.work_dir / job_key(spec, dataset, cfg) / f"split{k}" for spec in specs for k in splits]
     dirs = [d for d in dirs if d.exists()]

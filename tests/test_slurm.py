@@ -300,7 +300,7 @@ def test_an_interrupted_job_is_not_discarded_at_submission(tiny, fake_slurm, dem
     submission (nothing is submitted); with --resume the job is submitted to continue."""
     from membench import registry
     from membench.commands.common import open_dataset
-    from membench.runner import RunConfig, job_key
+    from membench.engine.job import RunConfig, job_key
 
     class Args:
         data, dataset, dataset_option = str(demo_root), None, []
@@ -337,7 +337,7 @@ def test_the_warning_signal_outside_submitit_saves_and_asks_for_resume(tiny, dem
     from membench.errors import MembenchError
     from membench.launch import ClusterJob
     from membench.parallel import _config_to_json
-    from membench.runner import RunConfig
+    from membench.engine.job import RunConfig
 
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,
                     device="cpu", resume=True)
