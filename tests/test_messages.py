@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from membench.cli import main
@@ -66,3 +68,28 @@ def test_disk_full_names_the_file_and_keeps_the_old_version(tmp_path, monkeypatc
         files.atomic_write_text(target, "new\n")
     assert err.value.path == str(target) and "disk full" in str(err.value) and "\n" not in str(err.value)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_a_deleted_best_pt_gives_a_path_that_resumes(tiny_plugin, demo_root, tmp_path, run_cli):
+    """A run killed after its last epoch (no result.json yet) whose best.pt the user then
+    deleted: the message names what to delete, and following it finishes the run."""
+    import shutil
+
+    args = ("run", "--model", "tiny-cnn", "--data", demo_root, "--splits", "1", "--preset", "smoke",
+            "--pretrained", "none", "--device", "cpu", "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    (job,) = (tmp_path / "work").glob("tiny-cnn__*/split1")
+    (job / "result.json").unlink()
+    for best in job.rglob("best.pt"):
+        best.unlink()
+    code, _, err = run_cli(*args, "--resume")
+    if code != 0:  # the stage's last.pt survived: its best epoch is gone
+        line = [ln for ln in err.splitlines() if ln.startswith("membench: error:")][-1]
+        assert "checkpoint is missing (deleted?)" in line and "--resume" in line
+        folder = line.split("delete the folder ")[1].split(" to retrain")[0]
+        assert Path(folder).parent == job
+        shutil.rmtree(folder)
+        code, _, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    assert (job / "result.json").is_file()

@@ -109,6 +109,10 @@ def save_checkpoint(path: Path, obj: dict) -> None:
 def load_checkpoint(path: Path) -> dict:
     import torch
 
+    if not Path(path).is_file():  # deleted by hand: saying "delete it" would loop forever
+        raise MembenchError(f"checkpoint is missing (deleted?) and this stage cannot finish without it: delete "
+                            f"the folder {Path(path).parent} to retrain this stage only, then run the same "
+                            "command with --resume", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
