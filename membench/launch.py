@@ -249,9 +249,9 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
           for s in submitted], ["model", "split", "job_id", "log"], "table",
          title=f"{len(submitted)} jobs submitted ({launcher})")
     if not wait:
-        watch = "squeue --me" if launcher == "slurm" else "their logs"
-        say(f"{len(submitted)} jobs submitted; follow them with {watch}; results go to {cfg.out} as each "
-            f"finishes (`membench report --leaderboard {cfg.out}`); logs in {folder}")
+        where = "`squeue --me` lists them" if launcher == "slurm" else "they run as subprocesses of this machine"
+        say(f"{len(submitted)} jobs submitted ({where}); results go to {cfg.out} as each finishes "
+            f"(`membench report --leaderboard {cfg.out}`); logs in {folder}")
         return None
     return collect(submitted, say=say)
 
