@@ -93,3 +93,39 @@ def test_a_deleted_best_pt_gives_a_path_that_resumes(tiny_plugin, demo_root, tmp
         code, _, err = run_cli(*args, "--resume")
     assert code == 0, err
     assert (job / "result.json").is_file()
+
+
+def test_smoke_runs_end_saying_the_numbers_only_test_the_plumbing(tiny_plugin, demo_root, tmp_path, run_cli):
+    code, out, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--splits", "1", "--preset", "smoke",
+                             "--pretrained", "none", "--device", "cpu", "--out", tmp_path / "lb",
+                             "--work-dir", tmp_path / "work")
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert "only test the plumbing" in last and "membench data download lamem" in last
+    assert "membench run --model tiny-cnn --data DIR" in last
+
+
+def _first_run_example(capsys) -> list[str]:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    first = text.split("examples:\n", 1)[1].splitlines()[0]
+    return first.split("#")[0].split()
+
+
+def test_the_first_example_in_run_help_needs_nothing_a_fresh_machine_lacks(capsys):
+    from membench.cli import build_parser
+
+    words = _first_run_example(capsys)
+    assert words[:2] == ["membench", "run"]
+    args = build_parser().parse_args(words[1:])
+    # no dataset, weights or captioner to fetch, and minutes (not days) on a CPU
+    assert args.data == "demo" and args.pretrained == "none" and args.preset in ("smoke", "quick")
+
+
+@pytest.mark.slow
+def test_the_first_example_in_run_help_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # its default --out is ./leaderboards
+    words = _first_run_example(capsys)
+    assert main(words[1:]) == 0
+    assert (tmp_path / "leaderboards" / "results.csv").is_file()

@@ -182,3 +182,16 @@ def test_max_image_pixels_allows_a_trusted_image(tmp_path, run_cli, decoding):
     images.set_decoding(max_image_pixels=1600)
     assert images.check_one(tmp_path / "a.png")[1] is None
     assert images.open_rgb(tmp_path / "a.png").size == (40, 40)
+
+
+def test_applying_exif_orientation_is_its_own_job(demo_root, tmp_path, decoding):
+    from membench import registry
+    from membench.engine.job import RunConfig, job_key
+
+    spec, data = registry.get_model("resnet50-lamem"), LamemLayout(demo_root)
+    cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke")
+    ignored = job_key(spec, data, cfg)
+    images.set_decoding(exif_orientation="ignore")
+    assert job_key(spec, data, cfg) == ignored  # the default keeps the keys of earlier runs
+    images.set_decoding(exif_orientation="apply")
+    assert job_key(spec, data, cfg) != ignored

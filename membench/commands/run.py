@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import add_data_options, membench_home, model_options, open_dataset
+from membench.commands.common import (add_data_options, add_image_options, apply_image_options, membench_home,
+                                      model_options, open_dataset)
 
 HELP_EPILOG = """examples:
-  membench run --model ours --splits all                 # demo data, paper preset
+  membench run --model resnet50-lamem --data demo --preset smoke --pretrained none --splits 1   # works anywhere, offline
+  membench run --model ours --splits all --data demo --preset smoke --pretrained none --model-option captioner=random
+  membench run --model ours --splits all --data /data/lamem --device cuda   # the paper protocol
   membench run --model resnet50-lamem --data demo --preset quick --pretrained none
   membench run --model 'resnet50*,amnet' --data /data/lamem --splits 1,3 --device cuda
   membench run --model resmem --data /data/lamem --train none   # evaluate only
@@ -65,6 +68,7 @@ def add_parser(sub) -> None:
                         "each with the protocol's batch size (see docs/performance.md)")
     p.add_argument("--gpus", default=None, metavar="all|K|0,2",
                    help="GPUs for --jobs-per-gpu (default: all visible)")
+    add_image_options(p)
     from membench.launch import add_launcher_options
 
     add_launcher_options(p)
@@ -81,6 +85,7 @@ def cmd_run(args) -> int:
     from membench.runner import run_all
 
     specs = registry.select_models(args.model)
+    apply_image_options(args)  # before any job key or worker: decoding is part of both
     if args.feature_store:
         from membench.feature_store import activate
 
@@ -114,7 +119,20 @@ def cmd_run(args) -> int:
         rows = run_all(specs, dataset, splits, cfg, console=console)
     emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")
+    if args.preset in PLUMBING_ONLY:
+        print(PLUMBING_ONLY[args.preset].format(model=args.model))
     return 0
+
+
+# The last line after a run whose numbers mean nothing about the models: what to run next.
+PLUMBING_ONLY = {
+    "smoke": "note: preset smoke trains on a handful of images for one epoch: these numbers only test the "
+             "plumbing. Next: membench data download lamem --to DIR, then membench run --model {model} --data DIR "
+             "--device cuda (the paper protocol)",
+    "quick": "note: preset quick is a CPU-sized learning check at 64x64, not the paper protocol; its numbers are "
+             "not comparable to published ones. Next: membench run --model {model} --data DIR --device cuda "
+             "(the paper protocol) on LaMem (membench data download lamem --to DIR)",
+}
 
 
 def _summary(rows: list[dict]) -> list[dict]:

@@ -125,9 +125,17 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
         # an approximation never shares a job with the exact protocol (absent when off: old keys stay)
         **({"frozen_train_cache": cfg.frozen_train_cache}
            if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
+        # --exif-orientation apply changes pixels (absent by default: old keys stay)
+        **_decoding_settings(),
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
+
+
+def _decoding_settings() -> dict:
+    from membench.images import decoding_settings
+
+    return decoding_settings()
 
 
 def job_dir(cfg: RunConfig, key: str, k: int) -> Path:
