@@ -356,3 +356,36 @@ def test_the_warning_signal_outside_submitit_saves_and_asks_for_resume(tiny, dem
     state = torch.load(last, weights_only=False)
     assert (state["epoch"], state["step"]) == (0, 1)  # saved at the step boundary it was warned at
     assert job()["rho"] is not None  # and it continues from there
+
+
+def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(tiny, demo_root, tmp_path, capsys):
+    """A job blocked on the lock of a stage 1 another job is training is warned too (time
+    limit, preemption): it stops waiting at once (to be requeued) rather than being killed."""
+    import threading
+    import time
+
+    from membench import registry
+    from membench.commands.common import open_dataset
+    from membench.engine.job import RunConfig, job_key, job_lock
+    from membench.errors import MembenchError
+    from membench.launch import ClusterJob
+    from membench.parallel import _config_to_json
+
+    data = {"data": str(demo_root), "dataset": None, "dataset_option": []}
+    cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,
+                    device="cpu", resume=True)
+
+    class Args:
+        data, dataset, dataset_option = str(demo_root), None, []
+
+    job_dir = cfg.work_dir / job_key(registry.get_model("tiny-cnn"), open_dataset(Args), cfg) / "split1"
+    job = ClusterJob("tiny-cnn", 1, _config_to_json(cfg), data)
+    with job_lock(job_dir, wait=False):  # another process's job, as far as the job can tell
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+        started = time.monotonic()
+        with pytest.raises(MembenchError, match="--resume"):
+            job()
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "waiting for another membench process" in err and "time limit or preemption (SIGUSR2)" in err
+    assert not job_dir.exists()  # it never started the job
