@@ -80,9 +80,10 @@ class Runner:
         apply_policy(check, self.cfg.on_bad_image)
         if check.bad:
             self.say(f"[yellow]skipping {len(check.bad)} missing or corrupt images (--on-bad-image skip)[/]")
-        if check.converted:
-            kinds = ", ".join(f"{n} {mode}" for mode, n in sorted(check.converted.items()))
-            self.say(f"converting non-RGB images to RGB when loading them ({kinds})")
+        from rich.markup import escape
+
+        for note in check.notes():  # conversions to RGB, EXIF rotation tags (each image named once)
+            self.say(escape(note))
         for k in splits:
             self._checked[k] = check.bad
         for k in splits:
@@ -208,10 +209,10 @@ class Runner:
 
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode):
         model = self.device.prepare(self._build(spec, ctx, k, "evaluate", cfg))
-        if cfg.checkpoint:
-            from membench.weights import load_state_dict
+        if cfg.checkpoint:  # strictly, or one line naming the model the checkpoint belongs to
+            from membench.checkpoint_check import load_into
 
-            model.load_state_dict(load_state_dict(cfg.checkpoint))
+            load_into(model, spec.name, cfg.checkpoint)
         elif train_mode == "none" and not cfg.pretrained:
             raise MembenchError(f"--train none with --pretrained none would evaluate random weights of "
                                 f"{spec.name}; give --checkpoint FILE or use pretrained weights")

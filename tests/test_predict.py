@@ -118,3 +118,14 @@ def test_bad_images_get_predicts_own_advice_and_skip_works(tiny_weights, photos,
     assert "skipping 2 missing or unreadable image(s)" in err
     code, _, err = run_cli(*args, "--on-bad-image", "skip", missing)
     assert code == 2 and "no image left to score" in err
+
+
+def test_run_train_none_with_another_models_checkpoint_names_it(tiny_weights, demo_root, tmp_path, run_cli):
+    import torch
+
+    torch.save({"model": tiny_weights, "model_name": "tiny-cnn"}, tmp_path / "w.pt")
+    code, _, err = run_cli("run", "--model", "resnet50-lamem", "--train", "none", "--checkpoint", tmp_path / "w.pt",
+                           "--data", demo_root, "--splits", "1", "--preset", "smoke", "--pretrained", "none",
+                           "--device", "cpu", "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
+    assert code == 2 and "belongs to model 'tiny-cnn', not 'resnet50-lamem'" in err and "Traceback" not in err
+    assert not (tmp_path / "lb" / "results.csv").exists()
