@@ -91,6 +91,9 @@ def train_views(model, stage, k: int) -> tuple[int, str | None]:
         return 0, None
     if not stage.frozen:
         return 0, f"--frozen-train-cache ignored for stage {stage.name}: it freezes nothing (exact training)"
+    if stage.frozen_bn_train:
+        return 0, (f"--frozen-train-cache ignored for stage {stage.name}: its frozen BatchNorm layers train, "
+                   "so their outputs change every step (exact training)")
     if not supports(model):
         return 0, (f"--frozen-train-cache ignored for stage {stage.name}: the model has no "
                    "frozen_outputs/from_frozen (exact training)")

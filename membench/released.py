@@ -107,12 +107,12 @@ def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Pa
                                 "again", dest)
         return dest
     if offline():
-        raise WeightsUnavailable(f"offline (MEMBENCH_OFFLINE is set): {by_hand(url, dest)}")
+        raise WeightsUnavailable(f"offline (MEMBENCH_OFFLINE is set): {by_hand(url, dest)}, then run this command again")
     try:
         import gdown
     except ImportError:
         raise MembenchError("Google Drive downloads need gdown: pip install 'membench[weights]' "
-                            f"(or {by_hand(url, dest)}, then `membench weights import`)") from None
+                            f"(or {by_hand(url, dest)} and run this command again)") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     file_id = drive_file_id(url)
@@ -121,10 +121,10 @@ def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Pa
         got = gdown.download(output=str(part), quiet=not progress, resume=True, **source)
     except Exception as exc:
         raise MembenchError(f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                            f"{by_hand(url, dest)}") from None
+                            f"{by_hand(url, dest)}, then run this command again") from None
     if not got or not part.is_file():
         raise MembenchError(f"cannot download {url} (Google Drive refused or changed its page); "
-                            f"{by_hand(url, dest)}")
+                            f"{by_hand(url, dest)}, then run this command again")
     if sha256 and not file_sha256(part).startswith(sha256.lower()):
         part.unlink()
         raise MembenchError(f"download of {url} refused: its sha256 is not {sha256}")
@@ -298,3 +298,18 @@ def for_evaluation(spec: ModelSpec) -> Installed | None:
             f"run {how} (or `membench weights import {spec.name} ARCHIVE` with a copy you have), "
             "or pass --checkpoint FILE")
     return found
+
+
+def uses_released(spec: ModelSpec, train: str, checkpoint) -> Installed | None:
+    """The installed release an evaluation-only job evaluates (`--train none`, no
+    --checkpoint), or None; raises like `for_evaluation` when it is declared but missing."""
+    if train != "none" or checkpoint:
+        return None
+    return for_evaluation(spec)
+
+
+def configuration_extra(spec: ModelSpec, train: str, checkpoint) -> dict[str, str]:
+    """What a job's configuration adds for released weights: {"weights": "authors'
+    weights (RELEASE)"} (membench.configuration MEANINGS["weights"]), else {}."""
+    inst = uses_released(spec, train, checkpoint)
+    return {"weights": inst.label} if inst else {}

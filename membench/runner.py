@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from membench import __version__, distributed, registry
+from membench import __version__, distributed, registry, released
 from membench.engine import stage as stage_engine
 from membench.engine.device import resolve_device
 from membench.engine.inference import predict
@@ -148,12 +148,15 @@ class Runner:
         stages, pre = effective(spec, cfg.preset)
         ctx = BuildContext(pretrained=cfg.pretrained, init=cfg.init, options=dict(cfg.options), device="cpu")
         train_mode = cfg.train if spec.trainable else "none"
+        authors = released.uses_released(spec, train_mode, cfg.checkpoint)  # their weights, their transform
+        if authors and authors.release.preprocess:
+            pre = authors.release.preprocess
         outcomes: dict[str, dict] = {}
         model = checkpoint = None
         if train_mode == "full":
             model, checkpoint = self._train(spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes)
         if model is None:  # evaluate only (or a recipe made only of chained stages)
-            model, checkpoint = self._evaluation_model(spec, k, ctx, cfg, train_mode)
+            model, checkpoint = self._evaluation_model(spec, k, ctx, cfg, train_mode, authors)
         task = self.progress.add_task(f"{spec.name} split {k}: test", total=len(split.test))
         preds = predict(model, split.test, pre, self.device, batch_size=32,
                         progress=lambda n: self.progress.advance(task, n))
@@ -161,6 +164,9 @@ class Runner:
         row = self._row(spec, k, key, cfg, split, preds, model, outcomes, train_mode, started)
         predictions = [(s.name, s.score, float(p)) for s, p in zip(split.test, preds)]
         provenance = run_provenance(spec, self.dataset, cfg, key, stages, pre, outcomes, self.device.type)
+        if authors:
+            provenance["released_weights"] = authors.provenance(k)
+            row["notes"] = "; ".join(filter(None, [f"weights={authors.label}", row.get("notes")]))
         result = JobResult(row, checkpoint)
         if self.dist.is_main:
             atomic_write_json(job_dir / "result.json", {
@@ -207,12 +213,17 @@ class Runner:
         ctx.upstream[stage.name] = upstream.checkpoint
         return {"model": stage.model, "run_id": upstream.row["run_id"]}
 
-    def _evaluation_model(self, spec, k, ctx, cfg, train_mode):
+    def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
+        if authors:  # the release replaces every tensor: no ImageNet or other weights needed
+            ctx = replace(ctx, pretrained=False)
         model = self.device.prepare(self._build(spec, ctx, k, "evaluate", cfg))
         if cfg.checkpoint:  # strictly, or one line naming the model the checkpoint belongs to
             from membench.checkpoint_check import load_into
 
             load_into(model, spec.name, cfg.checkpoint)
+        elif authors:
+            model.load_state_dict(authors.state_dict(k))
+            self.say(f"{spec.name} split {k}: {authors.label}, checkpoint {authors.checkpoint(k)[1]['member']}")
         elif train_mode == "none" and not cfg.pretrained:
             raise MembenchError(f"--train none with --pretrained none would evaluate random weights of "
                                 f"{spec.name}; give --checkpoint FILE or use pretrained weights")
@@ -262,6 +273,10 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                                TimeElapsedColumn, TimeRemainingColumn)
 
     cfg = preflight(specs, cfg, say=(console.print if console else print))
+    for spec in specs:  # per-split released weights must cover every requested split, before any job
+        authors = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
+        for k in splits if authors else ():
+            authors.checkpoint(k)
     check_writable(cfg.out)
     check_writable(cfg.work_dir)
     valid_rows(cfg.out / "results.csv")  # a damaged leaderboard stops the run now, not after training
@@ -297,6 +312,8 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
             _check_quick_input(spec)
         if cfg.train == "none" and cfg.checkpoint:
             continue
+        if released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint):
+            continue  # installed (else it raised, saying how to install them); they replace every tensor
         try:
             _build_once(spec, cfg)
         except WeightsUnavailable as exc:

@@ -39,14 +39,15 @@ class Validator(Protocol):
 class LoaderBatches:
     """One loader for the whole stage, so persistent workers survive from epoch to epoch."""
 
-    def __init__(self, net, samples, pre: Preprocess, device: Device, *, batch: int, seed: int, start: int, dist):
+    def __init__(self, net, samples, pre: Preprocess, device: Device, *, batch: int, seed: int, start: int, dist,
+                 drop_last: bool = False):
         from membench.loader import make_loader
         from membench.transforms import train_transform
 
         self.net, self.device, self.normalizer = net, device, device.normalizer(pre)
         self.loader = make_loader(samples, train_transform(pre), batch_size=dist.local_batch(batch), shuffle=True,
                                   workers=device.workers, seed=seed, epoch=start, device_type=device.type,
-                                  rank=dist.rank, world_size=dist.world_size)
+                                  rank=dist.rank, world_size=dist.world_size, drop_last=drop_last)
 
     def epoch(self, epoch: int):
         self.loader.set_epoch(epoch)  # shuffle and augmentation of this epoch, as in an unbroken run
@@ -80,7 +81,8 @@ class PredictValidator:
 def validator(model, stage: Stage, val: tuple[Sample, ...], pre: Preprocess, device: Device,
               batch: int) -> Validator:
     """Frozen submodules see the same validation inputs every epoch: computed once (exact)."""
-    if stage.frozen and supports(model):
+    # not when frozen BatchNorm trains: the frozen outputs then change every step
+    if stage.frozen and supports(model) and not stage.frozen_bn_train:
         return FrozenCache(val, pre, device, batch_size=max(batch, 32))
     return PredictValidator(val, pre, device, batch_size=max(batch, 32))
 
@@ -91,7 +93,8 @@ def training_batches(model, net, stage: Stage, train: tuple[Sample, ...], pre: P
     views per image, built again after a resume (they are seeded, so identical)."""
     shuffle_seed = epoch_seed(seed, stage.name, 0)
     if not views:
-        return LoaderBatches(net, train, pre, device, batch=batch, seed=shuffle_seed, start=start, dist=dist), 0.0
+        return LoaderBatches(net, train, pre, device, batch=batch, seed=shuffle_seed, start=start, dist=dist,
+                             drop_last=stage.drop_last), 0.0
     if dist.world_size > 1:
         raise MembenchError("--frozen-train-cache is not supported under torchrun (DDP); use it in one process")
     t0 = time.perf_counter()

@@ -127,6 +127,7 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
            if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
         # --exif-orientation apply changes pixels (absent by default: old keys stay)
         **_decoding_settings(),
+        **released_material(spec, cfg),
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
@@ -136,6 +137,15 @@ def _decoding_settings() -> dict:
     from membench.images import decoding_settings
 
     return decoding_settings()
+
+
+def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
+    """An evaluation of the authors' released weights is keyed by what was imported (absent
+    otherwise: other keys stay)."""
+    from membench import released
+
+    inst = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
+    return {"released": inst.identity} if inst else {}
 
 
 def job_dir(cfg: RunConfig, key: str, k: int) -> Path:

@@ -198,8 +198,9 @@ class StageRun:
             torch.manual_seed(epoch_seed(self.seed, stage.name, epoch))
         s.step, s.rng = 0, None
         self.model.train()
-        for m in self.frozen:
-            m.eval()
+        if not stage.frozen_bn_train:  # else as codes that call model.train() on everything (AMNet)
+            for m in self.frozen:
+                m.eval()
         task = progress.add_task(f"{stage.name} epoch {epoch + 1}/{stage.epochs}", total=len(self.train))
         for step, (x, y, _idx) in enumerate(self.batches.epoch(epoch)):
             if step < skip:  # batches the interrupted run already trained on (same order)

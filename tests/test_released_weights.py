@@ -1,0 +1,249 @@
+"""The shared released-weights path (membench.released, `membench weights`), with a small
+plugin model that declares per-split released weights in an "authors' layout" of its
+own: download from a local HTTP server (plain and through gdown), exact import, errors,
+listing, and `membench run --train none` evaluating the installed weights."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.server
+import io
+import json
+import re
+import threading
+import zipfile
+
+import pytest
+import torch
+
+from membench import BuildContext, ModelSpec, Preprocess, Stage, hookimpl, registry, released
+from membench.errors import MembenchError
+from membench.spec import ReleasedWeights
+
+PRE = Preprocess(size=(32, 32), train="none")
+
+
+def build_toy(ctx: BuildContext):
+    import torch.nn as nn
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2)
+            self.bn = nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.head(self.bn(self.conv(x)).relu().mean((2, 3))).squeeze(1)
+
+    with torch.device("meta") if ctx.meta else torch.device("cpu"):
+        return Toy()
+
+
+def authors_checkpoints(archive):
+    """The authors' layout: toy_release/split_<k>/model.pt with keys under "net."."""
+    with zipfile.ZipFile(archive) as z:
+        for name in sorted(z.namelist()):
+            if name.endswith("/model.pt"):
+                k = int(name.split("/")[-2].split("_")[1])
+                state = torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                yield k, {key.removeprefix("net."): v for key, v in state.items()}, name
+
+
+class ToyPlugin:
+    url = ""
+    sha256 = None
+
+    @hookimpl
+    def register_models(self, register):
+        register(ModelSpec(
+            name="toy-released", build=build_toy, preprocess=PRE,
+            recipe=(Stage("train", epochs=1, batch_size=8),), tags=("test",),
+            released_weights=(ReleasedWeights(
+                name="toy_release", convert=authors_checkpoints, url=self.url, archive="toy_release.zip",
+                layout="toy_release/split_<k>/model.pt", per_split=True, sha256=self.sha256,
+                license="CC0", citation="nobody"),)))
+
+
+@pytest.fixture
+def toy():
+    from membench import plugins
+
+    plugin = ToyPlugin()
+    pm = plugins.load()
+    pm.register(plugin, name="tests.toy_released")
+    registry.clear_cache()
+    yield plugin
+    pm.unregister(plugin)
+    registry.clear_cache()
+
+
+def authors_state(seed: int, drop: str | None = None, extra: str | None = None) -> dict:
+    torch.manual_seed(seed)
+    state = {f"net.{k}": torch.randn_like(v, dtype=torch.float32) if v.is_floating_point() else v
+             for k, v in build_toy(BuildContext(pretrained=False)).state_dict().items()}
+    state["net.bn.running_var"] = state["net.bn.running_var"].abs() + 0.5
+    if drop:
+        del state[f"net.{drop}"]
+    if extra:
+        state[f"net.{extra}"] = torch.zeros(2)
+    return state
+
+
+def archive_bytes(states: dict[int, dict]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, state in states.items():
+            b = io.BytesIO()
+            torch.save(state, b)
+            z.writestr(f"toy_release/split_{k}/model.pt", b.getvalue())
+    return buf.getvalue()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802
+        data = self.files.get(self.path.split("?")[0])
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    from membench import download
+
+    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
+    _Handler.files = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_downloads_checks_and_installs_one_checkpoint_per_split(toy, server, run_cli):
+    base, handler = server
+    data = archive_bytes({1: authors_state(1), 2: authors_state(2)})
+    handler.files["/toy_release.zip"] = data
+    toy.url, toy.sha256 = f"{base}/toy_release.zip", hashlib.sha256(data).hexdigest()
+    registry.clear_cache()
+    code, out, err = run_cli("weights", "fetch", "toy-released")
+    assert code == 0, err
+    inst = released.installed(registry.get_model("toy-released"))
+    assert inst.splits() == [1, 2]
+    assert inst.manifest["archive"]["sha256"] == toy.sha256
+    for k in (1, 2):
+        got = inst.state_dict(k)
+        want = authors_state(k)
+        assert set(got) == {key.removeprefix("net.") for key in want}
+        assert all(torch.equal(got[key.removeprefix("net.")], v) for key, v in want.items())
+    code, out, err = run_cli("weights", "list", "--format", "json")
+    row, = [r for r in json.loads(out) if r["model"] == "toy-released"]
+    assert row["installed"] == "splits 1,2" and row["download"] == toy.url
+    code, out, err = run_cli("models", "toy-released", "--format", "json")
+    assert json.loads(out)[0]["released_weights"] == "toy_release"
+
+
+def test_a_download_with_another_checksum_is_refused(toy, server, run_cli):
+    base, handler = server
+    handler.files["/toy_release.zip"] = archive_bytes({1: authors_state(1)})
+    toy.url, toy.sha256 = f"{base}/toy_release.zip", "0" * 64
+    registry.clear_cache()
+    code, out, err = run_cli("weights", "fetch", "toy-released")
+    assert code == 2 and "sha256" in err and "Traceback" not in err
+    assert released.installed(registry.get_model("toy-released")) is None
+
+
+def test_google_drive_path_goes_through_gdown(server, tmp_path):
+    """gdown does the transfer (and, on Drive, its confirmation step); here it fetches from
+    the local server, and the file must arrive whole and checked."""
+    base, handler = server
+    data = archive_bytes({1: authors_state(1)})
+    handler.files["/file.zip"] = data
+    dest = released._fetch_drive(f"{base}/file.zip", tmp_path / "a.zip", hashlib.sha256(data).hexdigest(), False)
+    assert dest.read_bytes() == data and not list(tmp_path.glob("*.part"))
+    with pytest.raises(MembenchError, match="sha256"):
+        released._fetch_drive(f"{base}/file.zip", tmp_path / "b.zip", "f" * 64, False)
+    assert not (tmp_path / "b.zip").exists()
+    assert released.is_google_drive("https://drive.google.com/file/d/abc/view?usp=sharing")
+    assert not released.is_google_drive(base)
+
+
+def test_fetch_without_a_direct_download_says_where_to_get_it(run_cli):
+    code, out, err = run_cli("weights", "fetch", "memnet")
+    assert code == 2 and "LaMem download page" in err and "membench weights import memnet" in err
+
+
+@pytest.mark.parametrize("drop, extra, message", [
+    ("head.bias", None, r"head.bias \[1\] of toy-released is missing"),
+    (None, "bn.extra", r"unexpected tensor bn.extra"),
+])
+def test_import_is_exact_and_all_or_nothing(toy, tmp_path, run_cli, drop, extra, message):
+    good = tmp_path / "good.zip"
+    good.write_bytes(archive_bytes({1: authors_state(1)}))
+    assert run_cli("weights", "import", "toy-released", good)[0] == 0
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(archive_bytes({1: authors_state(3), 2: authors_state(2, drop=drop, extra=extra)}))
+    code, out, err = run_cli("weights", "import", "toy-released", bad)
+    assert code == 2 and "Traceback" not in err
+    error, = [line for line in err.splitlines() if line.startswith("membench: error:")]
+    assert "bad.zip:toy_release/split_2/model.pt: " in error and re.search(message, error)
+    inst = released.installed(registry.get_model("toy-released"))  # the earlier import is intact
+    assert inst.splits() == [1] and torch.equal(inst.state_dict(1)["head.bias"], authors_state(1)["net.head.bias"])
+
+
+def test_shape_mismatch_names_the_tensor(toy, tmp_path, run_cli):
+    state = authors_state(1)
+    state["net.head.weight"] = torch.zeros(1, 5)
+    (tmp_path / "a.zip").write_bytes(archive_bytes({1: state}))
+    code, out, err = run_cli("weights", "import", "toy-released", tmp_path / "a.zip")
+    assert code == 2 and "head.weight has shape [1, 5], toy-released needs [1, 4]" in err
+
+
+def test_a_damaged_installed_checkpoint_is_refused(toy, tmp_path, run_cli):
+    (tmp_path / "a.zip").write_bytes(archive_bytes({1: authors_state(1)}))
+    run_cli("weights", "import", "toy-released", tmp_path / "a.zip")
+    inst = released.installed(registry.get_model("toy-released"))
+    path, _ = inst.checkpoint(1)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(MembenchError, match="damaged"):
+        inst.state_dict(1)
+
+
+def test_run_train_none_evaluates_the_installed_weights_per_split(toy, tmp_path, demo_root, run_cli):
+    (tmp_path / "a.zip").write_bytes(archive_bytes({1: authors_state(1), 2: authors_state(2)}))
+    assert run_cli("weights", "import", "toy-released", tmp_path / "a.zip")[0] == 0
+    lb = tmp_path / "lb"
+    code, out, err = run_cli("run", "--model", "toy-released", "--train", "none", "--data", demo_root,
+                             "--splits", "1,2", "--out", lb, "--work-dir", tmp_path / "w", "--device", "cpu")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(lb / "results.csv")))
+    assert len(rows) == 2
+    for row in rows:
+        assert "authors' weights (toy_release)" in (row.get("configuration") or row["notes"])
+    from membench.train import predict, resolve_device
+
+    spec = registry.get_model("toy-released")
+    dataset = registry.get_dataset("lamem").opener()(demo_root, {})
+    for row in rows:
+        k = int(row["split"])
+        model = build_toy(BuildContext(pretrained=False))
+        model.load_state_dict({key.removeprefix("net."): v for key, v in authors_state(k).items()})
+        test = dataset.load_split(k).test
+        want = predict(model, test, spec.preprocess, resolve_device("cpu"), batch_size=4)
+        with open(lb / "predictions" / row["run_id"] / f"split{k}.csv") as f:
+            got = {r["image"]: float(r["pred"]) for r in csv.DictReader(f)}
+        assert [got[s.name] for s in test] == pytest.approx(list(want), abs=1e-6)
+    run_json = json.loads(next((lb / "runs").glob("*.json")).read_text())
+    assert "toy_release" in json.dumps(run_json)
