@@ -276,3 +276,48 @@ def test_all_five_splits_from_the_official_archive(tmp_path, states, small_demo,
     table = next((tmp_path / "report").rglob("table2*.md")).read_text()
     line, = [ln for ln in table.splitlines() if ln.startswith("| amnet")]
     assert "authors' weights" in table and "0.677" in line
+
+
+class _NoProgress:
+    def add_task(self, *a, **k):
+        return 0
+
+    def advance(self, *a, **k):
+        pass
+
+    def remove_task(self, *a, **k):
+        pass
+
+
+@pytest.mark.parametrize("bn_train", [True, False])
+def test_frozen_batchnorm_trains_only_when_the_stage_says_so(tmp_path, bn_train):
+    """Stage(frozen_bn_train=True), as AMNet's official model.train(): the frozen part's
+    weights stay fixed but its BatchNorm normalises with batch statistics and its running
+    statistics move; without it they stay exactly as loaded. drop_last: 10 training images
+    in batches of 4 make 2 steps per epoch, not 3."""
+    import torch.nn as nn
+
+    from membench.bench import make_jpegs
+    from membench.engine.device import Device
+    from membench.engine.stage import train_stage
+    from membench.spec import Preprocess, Sample, Stage
+
+    paths = make_jpegs(tmp_path / "img", n=13, size=(40, 36))
+    samples = tuple(Sample(p.name, p, i / 13) for i, p in enumerate(paths))
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model.head = nn.Linear(4, 1)
+    model.forward = lambda x: model.head(model.features(x)).squeeze(1)
+    before = {k: v.clone() for k, v in model.features.state_dict().items()}
+    steps = []
+    model.head.register_forward_hook(lambda m, a, o: steps.append(len(o)) if m.training else None)
+    stage = Stage("train", epochs=1, batch_size=4, lr=1e-2, frozen=("features",), frozen_bn_train=bn_train,
+                  drop_last=True)
+    train_stage(model, stage, samples[:10], samples[10:], Preprocess(size=(24, 24), train="none"), Device("cpu"),
+                tmp_path / "stage", seed=1, patience=99, resume=False, progress=_NoProgress())
+    after = model.features.state_dict()
+    assert steps == [4, 4]  # drop_last: the incomplete batch of 2 is dropped
+    assert torch.equal(after["0.weight"], before["0.weight"]) and torch.equal(after["1.weight"], before["1.weight"])
+    moved = not torch.equal(after["1.running_mean"], before["1.running_mean"])
+    assert moved == bn_train
