@@ -110,10 +110,6 @@ def test_job_warned_mid_stage_is_requeued_and_matches_an_uninterrupted_run(
     # the same job key and work directory layout as the local run
     job_dirs = lambda work: sorted(p.relative_to(work) for p in work.glob("*/split*"))  # noqa: E731
     assert job_dirs(tmp_path / "work") == job_dirs(ref_work)
-    (last,) = (tmp_path / "work").glob("tiny-cnn__*/split1/stage1/last.pt")
-    import torch
-
-    assert torch.load(last, weights_only=False)["epoch"] == 1  # finished after the requeue
 
 
 @pytest.mark.slow
