@@ -64,18 +64,11 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def valid_rows(path: Path) -> list[dict]:
-    """The rows of an existing results.csv, refusing (not overwriting) one that is damaged."""
-    try:
-        rows = read_rows(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MembenchError(f"cannot read the leaderboard ({type(exc).__name__}: {exc}); move it "
-                            "aside and run again", path) from None
-    for number, r in enumerate(rows, start=2):
-        if None in r or any(r.get(c) is None for c in ("run_id", "model", "dataset", "split", "rho", "mse")) \
-                or not str(r["split"]).isdigit():
-            raise MembenchError("damaged leaderboard row (wrong number of columns or no split "
-                                "number); fix or remove the line, then run again", path, number)
-    return rows
+    """The rows of an existing results.csv, validated as a whole (membench.results_check):
+    a damaged file is refused with file:line, never overwritten."""
+    from membench.results_check import read_results
+
+    return read_results(path).rows
 
 
 def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]], provenance: dict) -> None:
@@ -86,7 +79,12 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
     run_id, split = row["run_id"], int(row["split"])
     pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions],
                          ("image", "score", "pred"))
+    from membench.results_check import read_results
+
     with locked(out):
+        # The whole results.csv is checked before anything is written: a damaged or
+        # hand-edited file stops here, with nothing changed.
+        found = read_results(out / "results.csv")
         # Every file here is written under the lock, so a temporary file seen now was left
         # by a process killed mid-write.
         for d in (out, out / "runs", out / "predictions" / run_id):
@@ -94,11 +92,10 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
         atomic_write_text(out / "predictions" / run_id / f"split{split}.csv", pred_text)
         kill_point("leaderboard:predictions")
         atomic_write_json(out / "runs" / f"{run_id}.json", provenance)
-        rows = [r for r in valid_rows(out / "results.csv")
-                if (r["run_id"], str(r["split"])) != (run_id, str(split))]
+        rows = [r for r in found.rows if (r["run_id"], str(int(r["split"]))) != (run_id, str(split))]
         rows.append(row)
         rows.sort(key=lambda r: (r["model"], r["dataset"], r["run_id"], int(r["split"])))
-        atomic_write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
+        atomic_write_text(out / "results.csv", csv_text(rows, found.columns()))  # users' own columns kept
         atomic_write_text(out / "summary.csv", csv_text(summarise(rows), SUMMARY_COLUMNS))
 
 
@@ -174,12 +171,11 @@ def load_runs(directory: Path) -> list[Run]:
     directory = Path(directory)
     if not directory.is_dir():
         raise MembenchError("leaderboard directory does not exist", directory)
-    rows = read_rows(directory / "results.csv")
+    from membench.results_check import read_results
+
+    found = read_results(directory / "results.csv")  # the same whole-file check as before a write
     runs: dict[str, Run] = {}
-    for number, row in enumerate(rows, start=2):
-        missing = [c for c in ("run_id", "model", "dataset", "split", "rho", "mse") if not row.get(c)]
-        if missing:
-            raise MembenchError(f"row lacks {', '.join(missing)}", directory / "results.csv", number)
+    for number, row in zip(found.lines, found.rows):
         run = runs.setdefault(row["run_id"], Run(row["run_id"], row["model"], row["dataset"],
                                                  row.get("preset", ""), [], directory))
         if (run.model, run.dataset) != (row["model"], row["dataset"]):

@@ -77,7 +77,7 @@ def read_results(path: Path) -> ResultsFile:
             if not fields:
                 raise MembenchError(f"empty line inside the leaderboard; {FIX}", path, line)
             if len(fields) != len(header):
-                raise MembenchError(f"row has {len(fields)} fields, the header has {len(header)} (cut short, "
+                raise MembenchError(f"damaged leaderboard row: {len(fields)} fields, the header has {len(header)} (cut short, "
                                     f"or a comma added or lost); {FIX}", path, line)
             row = dict(zip(header, fields))
             _check_row(row, path, line)

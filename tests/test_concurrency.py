@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from membench import leaderboard
+from membench import files, leaderboard
 from membench.errors import MembenchError
 
 WRITERS = 6
@@ -120,7 +120,7 @@ def test_shared_files_are_only_ever_replaced_atomically(tmp_path, monkeypatch):
             opened.append(Path(file))
         return real_open(file, mode, *a, **k)
 
-    monkeypatch.setattr(leaderboard.os, "replace", spy_replace)
+    monkeypatch.setattr(files.os, "replace", spy_replace)
     monkeypatch.setattr(builtins, "open", spy_open)
     leaderboard.add_result(out, fake_row("m__r", 2), [("a.jpg", 0.5, 0.4)], {"run_id": "m__r"})
     monkeypatch.undo()
@@ -142,8 +142,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     def disk_full(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(leaderboard.os, "replace", disk_full)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    with pytest.raises(MembenchError, match="disk full while writing this file"):  # and names it
         leaderboard.add_result(out, fake_row("m__r", 2), [("a.jpg", 0.5, 0.4)], {"run_id": "m__r"})
     monkeypatch.undo()
     assert (out / "results.csv").read_text() == before
@@ -169,7 +169,7 @@ def test_checkpoints_and_job_results_are_written_atomically(tmp_path, monkeypatc
 
     replaced = []
     real_replace = os.replace
-    monkeypatch.setattr(leaderboard.os, "replace", lambda s, d: (replaced.append(Path(d)), real_replace(s, d)))
+    monkeypatch.setattr(files.os, "replace", lambda s, d: (replaced.append(Path(d)), real_replace(s, d)))
     train.save_checkpoint(tmp_path / "stage" / "last.pt", {"model": {"w": torch.zeros(2)}, "epoch": 1})
     leaderboard.atomic_write_json(tmp_path / "result.json", {"row": {}})
     assert replaced == [tmp_path / "stage" / "last.pt", tmp_path / "result.json"]

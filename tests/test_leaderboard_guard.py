@@ -98,3 +98,62 @@ def test_user_added_columns_are_accepted_and_listed(board):
 def test_the_committed_fixture_and_an_absent_file_are_fine(tmp_path):
     assert len(read_results(BOARD / "results.csv").rows) >= 10
     assert read_results(tmp_path / "none.csv").rows == []
+
+
+# ---- the guard in front of every writer and reader --------------------------------------------
+
+
+def _damage(board, case):
+    lines = _lines(board)
+    CASES[case][0](lines)
+    _write(board, lines)
+    return (board / "results.csv").read_bytes()
+
+
+def _snapshot(board):
+    return {p.relative_to(board): p.read_bytes() for p in board.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("case", ["rho edited to n/a", "row cut in half", "duplicated row"])
+def test_nothing_is_written_next_to_a_damaged_leaderboard(board, case):
+    _damage(board, case)
+    before = _snapshot(board)
+    row = dict.fromkeys(leaderboard.RESULT_COLUMNS, "")
+    row.update(run_id="new-1", model="tiny-cnn", dataset="demo", split=1, rho=0.5, mse=0.01, preset="smoke")
+    with pytest.raises(MembenchError) as err:
+        leaderboard.add_result(board, row, [("a.jpg", 0.5, 0.4)], {"run_id": "new-1"})
+    assert err.value.path == str(board / "results.csv") and err.value.line == CASES[case][1]
+    assert _snapshot(board) == before  # not results.csv, summary, predictions nor provenance
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("case", ["rho edited to n/a", "split written as a word", "non-UTF-8 byte"])
+def test_report_and_compare_refuse_a_damaged_leaderboard_in_one_line(board, case, command, run_cli, tmp_path):
+    if case == "non-UTF-8 byte":
+        raw = (board / "results.csv").read_bytes()
+        (board / "results.csv").write_bytes(raw.replace(b"synthetic fixture", b"synth\xe9tic fixture", 1))
+        line = 2
+    else:
+        _damage(board, case)
+        line = CASES[case][1]
+    args = (["report", "--leaderboard", board, "--out", tmp_path / "report", "--no-figure", "--n-boot", "10"]
+            if command == "report" else ["compare", "amnet", "resnet50-lamem", "--leaderboard", board, "--n-boot", "10"])
+    code, out, err = run_cli(*args)
+    assert code == 2 and "Traceback" not in err, err
+    (message,) = [ln for ln in err.splitlines() if ln.startswith("membench: error:")]
+    assert f"{board / 'results.csv'}:{line}:" in message
+    assert not (tmp_path / "report").exists() or not list((tmp_path / "report").iterdir())
+
+
+def test_a_user_column_survives_a_run_that_adds_rows(tiny_plugin, demo_root, tmp_path, run_cli):
+    args = ("run", "--model", "tiny-cnn", "--data", demo_root, "--preset", "smoke", "--pretrained", "none",
+            "--device", "cpu", "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
+    assert run_cli(*args, "--splits", "1")[0] == 0
+    path = tmp_path / "lb" / "results.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",my_comment"] + [ln + ",looks fine" for ln in lines[1:]]) + "\n")
+    code, _, err = run_cli(*args, "--splits", "2")
+    assert code == 0, err
+    found = read_results(path)
+    assert found.header[-1] == "my_comment" and [r["my_comment"] for r in found.rows] == ["looks fine", ""]
+    assert sorted(int(r["split"]) for r in found.rows) == [1, 2]
