@@ -172,3 +172,32 @@ def test_a_missing_mean_image_is_refused(tmp_path, run_cli):
     (tmp_path / "m.caffemodel").write_bytes(b"")
     code, out, err = run_cli("weights", "import", "memnet", tmp_path)
     assert code == 2 and "mean image" in err
+
+
+def test_run_train_none_evaluates_the_caffe_model_with_its_own_transform(caffe_files, demo_root, tmp_path, run_cli):
+    """`membench run --train none` uses the converted model with Caffe's test transform (no
+    ImageNet normalisation): its predictions are those of the Caffe-order forward."""
+    import csv
+
+    folder, blobs, mean = caffe_files
+    assert run_cli("weights", "import", "memnet", folder)[0] == 0
+    lb = tmp_path / "lb"
+    code, out, err = run_cli("run", "--model", "memnet", "--train", "none", "--data", demo_root, "--splits", "2",
+                             "--out", lb, "--work-dir", tmp_path / "w", "--device", "cpu")
+    assert code == 0, err
+    row, = csv.DictReader(open(lb / "results.csv"))
+    assert "authors' weights (memnet_caffe)" in (row.get("configuration") or row["notes"])
+    with open(lb / "predictions" / row["run_id"] / "split2.csv") as f:
+        got = {r["image"]: float(r["pred"]) for r in csv.DictReader(f)}
+
+    from membench.images import open_rgb
+    from membench.transforms import eval_transform
+
+    spec = registry.get_model("memnet")
+    test = registry.get_dataset("lamem").opener()(demo_root, {}).load_split(2).test[:5]
+    pre = released.installed(spec).release.preprocess
+    pixels = torch.stack([eval_transform(pre)(open_rgb(s.path)) for s in test])
+    with torch.no_grad():
+        reference = caffe_forward(blobs, pixels.flip(1).float() - torch.from_numpy(mean[:, 14:241, 14:241]))
+    ours = torch.tensor([got[s.name] for s in test])
+    assert torch.allclose(ours, reference.double().float(), rtol=1e-4, atol=1e-4 * reference.abs().max().item())
