@@ -14,6 +14,10 @@ adds the attention penalty gamma * sum_L (sum_t (0.2 - alpha_t))^2 / B, gamma = 
 
 The module keeps the whole torchvision ResNet50 (its layer4 and fc are never run) so that
 the total matches the reported 39M: 38,880,493 parameters, 21,866,757 used in forward.
+
+Training follows the official code (recipe below); the authors' per-split LaMem weights
+import exactly (`membench weights fetch amnet`, `official_checkpoints`). Every remaining
+difference from the official code, with its reason: docs/models.md#amnet.
 """
 
 from __future__ import annotations
@@ -264,8 +268,9 @@ def register_models(register):
         license="MIT",
         params_expected={"total": 38_880_493, "used": 21_866_757},
         notes="Total includes ResNet50's layer4 and fc, carried but never run (the reported "
-              "39M counts them); 21,866,757 parameters are used in forward. The official model "
-              "selects the epoch with the best validation Spearman (membench's default); seed "
-              "12345 in the original. --model-option weights=PATH loads a trained AMNet "
-              "state_dict (membench or official key layout).",
+              "39M counts them); 21,866,757 parameters are used in forward. Trains as the official "
+              "code (54 epochs, best validation rho, BN of the frozen ResNet50 in train mode); the "
+              "authors' per-split weights: `membench weights fetch amnet`, then --train none. "
+              "--model-option weights=PATH loads one trained AMNet state_dict (membench or official "
+              "layout, e.g. weights_35.pkl). Differences from the official code: docs/models.md#amnet.",
     ))

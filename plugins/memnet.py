@@ -10,9 +10,12 @@ normalising, unlike the original AlexNet. Euclidean (MSE) loss, 227x227 crops of
 
 Reconstruction: the ICCV paper does not state MemNet's fine-tuning hyper-parameters; the
 recipe below is Caffe's usual fine-tuning setting (SGD, momentum 0.9, lr 1e-3, weight
-decay 5e-4, batch 256), chosen by membench. No Hybrid-CNN or MemNet weights are reachable
-offline: train with `--pretrained none`, or load a state_dict in this module's layout with
-`--model-option weights=PATH`.
+decay 5e-4, batch 256), chosen by membench. No Hybrid-CNN weights are reachable offline:
+train with `--pretrained none`, or load a state_dict in this module's layout with
+`--model-option weights=PATH`. The authors' trained Caffe model (LaMem page) converts
+exactly: `membench weights import memnet DIR` (reader: membench/caffemodel.py; conversion:
+`caffe_checkpoint` below), then `membench run --model memnet --train none`. What is and is
+not verified, and what differs from the reference: docs/models.md#memnet-released-weights.
 """
 
 from __future__ import annotations
@@ -178,5 +181,6 @@ def register_models(register):
         params_expected={"total": 56_872_321},
         notes="Measured 56,872,321 parameters with one output; the reported 62M is most likely "
               "Hybrid-CNN with its 1,183-way fc8 (61,714,975). Training recipe reconstructed "
-              "(the paper gives none); no public weights reachable offline.",
+              "(the paper gives none). The authors' Caffe model: `membench weights import memnet DIR`, "
+              "then --train none (docs/models.md#memnet-released-weights).",
     ))
