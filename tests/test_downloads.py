@@ -268,3 +268,42 @@ def test_imagenet_weights_offline_name_the_url_and_the_cache_in_one_line(tmp_pat
     msg = str(err.value)
     assert ResNet50_Weights.IMAGENET1K_V1.url in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
     assert "--pretrained none" in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP's zip to make a split archive")
+def test_data_download_lnsim_joins_the_split_zip_verifies_and_checks(server, tmp_path, run_cli, monkeypatch):
+    from test_datasets import make_lnsim, write_jpeg
+
+    from membench.commands import data_download
+
+    base, h = server
+    src = tmp_path / "release"
+    make_lnsim(src)
+    for p in sorted((src / "Image_data").iterdir()):  # photos large enough for a 2-part split zip
+        write_jpeg(p, seed=int(p.stem), size=(160, 120))
+    total = sum(p.stat().st_size for p in (src / "Image_data").iterdir())
+    (tmp_path / "mirror").mkdir()
+    part = max(64, int(total * 0.6) // 1024)
+    subprocess.run(["zip", "-q", "-0", "-s", f"{part}k", "-r", str(tmp_path / "mirror" / "images.zip"), "Image_data"],
+                   cwd=src, check=True)
+    for mat in (src / "Random_splits").iterdir():
+        shutil.copy(mat, tmp_path / "mirror" / mat.name)
+    served = sorted((tmp_path / "mirror").iterdir())
+    assert [p.name for p in served] == ["images.z01", "images.zip", "subject_hrs1.mat", "subject_hrs2.mat"]
+    for p in served:
+        h.files[f"/{p.name}"] = p.read_bytes()
+    # the real sources, with the git object ids of these files in place of the release's
+    what, sources = data_download.SOURCES["lnsim"]
+    ids = {p.name: dl.git_blob_id(p) for p in served}
+    monkeypatch.setitem(data_download.SOURCES, "lnsim",
+                        (what, tuple(data_download.Source(s.url, ids[s.file_name]) for s in sources)))
+    code, out, err = run_cli("data", "download", "lnsim", "--to", tmp_path / "lnsim", "--mirror", base)
+    assert code == 0, err
+    for p in (src / "Image_data").iterdir():
+        assert (tmp_path / "lnsim" / "Image_data" / p.name).read_bytes() == p.read_bytes()
+    assert (tmp_path / "lnsim" / "Random_splits" / "subject_hrs2.mat").is_file()
+    assert "no problems found" in out and "human consistency" in out and "--dataset lnsim" in out
+    # run again: already installed, nothing downloaded twice
+    n = len(h.requests)
+    assert run_cli("data", "download", "lnsim", "--to", tmp_path / "lnsim", "--mirror", base)[0] == 0
+    assert len(h.requests) == n
