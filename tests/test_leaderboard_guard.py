@@ -157,3 +157,16 @@ def test_a_user_column_survives_a_run_that_adds_rows(tiny_plugin, demo_root, tmp
     found = read_results(path)
     assert found.header[-1] == "my_comment" and [r["my_comment"] for r in found.rows] == ["looks fine", ""]
     assert sorted(int(r["split"]) for r in found.rows) == [1, 2]
+
+
+def test_a_run_stops_before_training_when_a_rho_cell_says_n_a(tiny_plugin, demo_root, board, tmp_path, run_cli):
+    before = _damage(board, "rho edited to n/a")
+    summary = (board / "summary.csv").read_bytes() if (board / "summary.csv").exists() else None
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--splits", "1", "--preset", "smoke",
+                           "--pretrained", "none", "--device", "cpu", "--out", board, "--work-dir", tmp_path / "work")
+    assert code == 2 and "Traceback" not in err
+    (message,) = [ln for ln in err.splitlines() if ln.startswith("membench: error:")]
+    assert f"{board / 'results.csv'}:3: rho 'n/a' is not a number" in message
+    assert (board / "results.csv").read_bytes() == before
+    assert ((board / "summary.csv").read_bytes() if (board / "summary.csv").exists() else None) == summary
+    assert not list((tmp_path / "work").rglob("*.pt"))  # nothing trained
