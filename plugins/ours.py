@@ -14,8 +14,11 @@ Dropout(0.5), Linear(128,1); the convs carry no bias because BN follows. This re
 reported 130M with the captioner included.
 
 Model options (`--model-option k=v`): captioner=random|PATH (default: the captioner that
-`membench captioner train|import` installed under $MEMBENCH_HOME/captioner/), beam=N
-(decoding beam width; 1, the default, is greedy).
+`membench captioner train|import` installed under $MEMBENCH_HOME/captioner/),
+decode=beam|greedy (default beam: the reference caption script's beam search), beam=N
+(its width, default 5 as caption.py). The captioner runs on the encoder grid it was
+trained on (14x14 for the imported shared checkpoint); its averaged map is area-pooled to
+the 8x8 feature grid. Deviations from the references: docs/models.md.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from membench.spec import ModelSpec, Option, Preprocess, Reported, Stage
 PAPER = ("Leonardi et al., Image Memorability Using Diverse Visual Features and Soft "
          "Attention, ICIAP 2019")
 FROZEN = ("backbone_a", "backbone_b", "captioner")
-OPTIONS = ("captioner", "beam")
+OPTIONS = ("captioner", "decode", "beam")
+DECODINGS = ("beam", "greedy")
 
 
 def _stage2(frozen):
@@ -77,7 +81,8 @@ def _make_module(backbone_a, backbone_b, captioner, beam_size: int):
                 fa, fb = self.backbone_a(x), self.backbone_b(x)
                 if self.captioner is None:
                     return fa, fb
-                return fa, fb, self.captioner.attention_map(x, self.beam_size)
+                # the captioner's own grid (14x14 for the shared checkpoint), pooled to 8x8
+                return fa, fb, self.captioner.attention_map(x, self.beam_size, grid=fa.shape[-1])
 
         def features(self, x):
             """The attention-weighted 2048x8x8 feature map the head sees."""
@@ -103,12 +108,23 @@ def l2_normalise(t, eps: float = 1e-12):
 
 
 def _check_options(ctx) -> int:
+    """The decoding beam width: 1 for decode=greedy, else `beam` (default 5, caption.py's)."""
+    from membench_plugins.sat import BEAM_SIZE
+
     unknown = sorted(set(ctx.options) - set(OPTIONS))
     if unknown:
         raise MembenchError(f"unknown model option(s) {', '.join(unknown)} for ours; known: {', '.join(OPTIONS)}")
-    beam = ctx.options.get("beam", "1")
+    decode = ctx.options.get("decode", "beam")
+    if decode not in DECODINGS:
+        raise MembenchError(f"model option decode must be one of {', '.join(DECODINGS)}, not {decode!r}")
+    beam = ctx.options.get("beam", str(BEAM_SIZE))
     if not str(beam).isdigit() or int(beam) < 1:
         raise MembenchError(f"model option beam must be a positive integer, not {beam!r}")
+    if decode == "greedy":
+        if "beam" in ctx.options and int(beam) != BEAM_SIZE:
+            raise MembenchError("model option beam sets the width of decode=beam; it means nothing with "
+                                "decode=greedy")
+        return 1
     return int(beam)
 
 
@@ -192,7 +208,9 @@ def register_models(register):
         recipe=(STAGE1, _stage2(FROZEN)),
         options=(Option("captioner", help="'random' (random attention: smoke runs only) or a captioner "
                                           "checkpoint file or directory; unset: the installed captioner"),
-                 Option("beam", "int", default=1, help="beam width of caption decoding (1: greedy)")),
+                 Option("decode", default="beam", choices=DECODINGS,
+                        help="caption decoding: beam search as the reference caption script, or greedy"),
+                 Option("beam", "int", default=5, help="beam width of decode=beam (5: caption.py's default)")),
         tags=("paper", "proposed", "table1", "table2", "soft-attention"),
         params_expected={"total": 130_189_524},
         notes="Needs a trained captioner (`membench captioner train|import`); "
@@ -235,7 +253,7 @@ def register_commands(subparsers):
     p.add_argument("--model", default="ours", help="a model with soft attention (default: ours)")
     p.add_argument("--out", required=True, help="directory for the PNGs")
     p.add_argument("--model-option", action="append", default=[], metavar="K=V",
-                   help="e.g. captioner=random or beam=3 (repeatable)")
+                   help="e.g. captioner=random, decode=greedy or beam=3 (repeatable)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_attention)
 

@@ -6,10 +6,19 @@ kept (`encoder.resnet`, `decoder.attention.encoder_att`, `decoder.decode_step`, 
 that the widely shared checkpoint converts to our state_dict by renaming nothing.
 With a 9,490-word vocabulary: encoder 42,500,160 + decoder 20,483,859 = 62,984,019.
 
-Decoding returns one 8x8 map per generated word (at most 50). The reference's
-visualisation prepends an all-ones placeholder map for <start>; that placeholder is what
-"the map of the <start> token excluded" drops, so the averaged map is the mean of the
-maps of the generated words up to and including <end> (our reading of the paper).
+Decoding returns one map per generated word (at most 50) on the encoder's grid. The
+reference's visualisation prepends an all-ones placeholder map for <start>; that
+placeholder is what "the map of the <start> token excluded" drops, so the averaged map is
+the mean of the maps of the generated words up to and including <end> (our reading of the
+paper).
+
+Geometry. A captioner runs with the encoder grid it was trained on: 8x8 for the ones
+`membench captioner train` makes (the paper's 8x8 maps), 14x14 for the widely shared
+checkpoint (the reference Encoder's `encoded_image_size=14`, recorded at import in
+info.json). The averaged map is then area-pooled to the 8x8 feature grid `ours` weights
+(`area_pool`: each 8x8 cell takes the attention mass of the 14x14 cells it covers, so the
+pooled map still sums to 1). Decoding defaults to the reference caption script's beam
+search (caption.py, `--beam_size` 5); greedy is an option. See docs/models.md.
 
 This module imports torch at import time: import it only from inside functions.
 """
@@ -24,7 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MAX_STEPS = 50
+MAX_STEPS = 50  # the paper: "at most 50 attention maps" (the reference script allows 51 steps)
+BEAM_SIZE = 5  # caption.py's command line default (its function's own default is 3)
+REFERENCE_GRID = 14  # the reference Encoder's encoded_image_size: the shared checkpoint's grid
 META_STEPS = 2  # meta tensors carry no values: decode a fixed number of steps
 VOCAB_SIZE = 9_490  # COCO, Karpathy train+restval, words seen more than 5 times
 ENCODED_SIZE = 8
@@ -213,20 +224,23 @@ class Captioner(nn.Module):
             return [(tokens[i, :n[i]], alphas[i, :n[i]]) for i in range(len(n))]
         return [self.beam(feats[i:i + 1], beam_size) for i in range(feats.shape[0])]
 
-    def attention_map(self, images, beam_size: int = 1):
-        """The averaged attention map (B, 8, 8): mean over the generated words' maps."""
+    def attention_map(self, images, beam_size: int = 1, grid: int | None = None):
+        """The averaged attention map (B, g, g) over the generated words' maps, on the
+        encoder's grid g, then area-pooled to `grid` x `grid` when that differs."""
         feats = self.encode(images)
         g = self.grid
         if beam_size <= 1:
             _, alphas, lengths = self.greedy(feats)
             if feats.is_meta:
-                return alphas.mean(dim=1).reshape(-1, g, g)
-            steps = torch.arange(alphas.shape[1], device=alphas.device)
-            mask = (steps[None] < lengths[:, None]).to(alphas.dtype)
-            avg = (alphas * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            return avg.reshape(-1, g, g)
-        maps = [self.beam(feats[i:i + 1], beam_size)[1].mean(dim=0) for i in range(feats.shape[0])]
-        return torch.stack(maps).reshape(-1, g, g)
+                avg = alphas.mean(dim=1)
+            else:
+                steps = torch.arange(alphas.shape[1], device=alphas.device)
+                mask = (steps[None] < lengths[:, None]).to(alphas.dtype)
+                avg = (alphas * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        else:
+            avg = torch.stack([self.beam(feats[i:i + 1], beam_size)[1].mean(dim=0) for i in range(feats.shape[0])])
+        avg = avg.reshape(-1, g, g)
+        return avg if grid is None or grid == g else area_pool(avg, grid)
 
     def words(self, tokens) -> list[str]:
         """Token ids to words, dropping <end> and anything after it."""
@@ -237,6 +251,33 @@ class Captioner(nn.Module):
                 break
             out.append(inv.get(t, UNK))
         return out
+
+
+def area_weights(n_in: int, n_out: int, like=None):
+    """(n_out, n_in): the length of input cell j = [j, j+1) inside output cell
+    i = [i*r, (i+1)*r), r = n_in / n_out. Columns sum to 1, so mass is kept."""
+    r = n_in / n_out
+    i = torch.arange(n_out, dtype=torch.float64)[:, None]
+    j = torch.arange(n_in, dtype=torch.float64)[None]
+    w = (torch.minimum((i + 1) * r, j + 1) - torch.maximum(i * r, j)).clamp_min(0)
+    return w if like is None else w.to(dtype=like.dtype, device=like.device)
+
+
+def area_pool(maps, size: int):
+    """(B, g, g) attention maps -> (B, size, size), each output cell the attention mass
+    of the area it covers (fractions of cells where the grids do not align): an 8x8 map
+    pooled from a 14x14 one sums to 1 as the 8x8 maps of an 8x8 captioner do."""
+    w = area_weights(maps.shape[-1], size, like=maps)
+    return w @ maps @ w.T
+
+
+def captioner_grid(info: dict) -> int:
+    """The encoder grid a installed captioner runs with (its info.json): recorded since
+    import kept the geometry; older imports are the shared 14x14 checkpoint, older
+    `captioner train` outputs are 8x8."""
+    if info.get("encoded_size"):
+        return int(info["encoded_size"])
+    return REFERENCE_GRID if info.get("kind") == "imported" else ENCODED_SIZE
 
 
 def load_word_map(path: Path) -> dict[str, int]:
@@ -281,7 +322,12 @@ def load_captioner(weights: Path, word_map_path: Path | None = None, device=None
         raise MembenchError("the captioner's word map is missing (it sits next to the weights)", word_map_path)
     wm = load_word_map(word_map_path)
     state = load_state_dict(weights)
-    model = Captioner(wm)
+    info_path = weights.with_name("info.json")
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise MembenchError(f"cannot read the captioner's info ({exc})", info_path) from None
+    model = Captioner(wm, encoded_size=captioner_grid(info))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -11,7 +11,8 @@ cross-entropy + 1.0 * doubly-stochastic attention penalty, Adam 4e-4 (decoder) a
 clipped at 5, LR x0.8 after 8 epochs without BLEU-4 gains, stop after --patience.
 Differences: a batch holds images with all 5 of their captions, so the encoder runs once
 per image; validation BLEU-4 scores greedy decodes (the reference scored teacher-forced
-argmax words, which flatters the number).
+argmax words, which flatters the number); the encoder pools to the 8x8 grid whose maps
+`ours` weights (the paper's 8x8 maps; the reference pools to 14x14), recorded in info.json.
 
 Resumable: the training state is saved every --save-every batches and at each epoch end
 (--resume continues mid-epoch, with the same per-epoch shuffle); the best captioner by
@@ -307,7 +308,7 @@ def train_captioner(args) -> dict:
             best, since = (bleu, 0) if improved else (best, since + 1)
             if improved:
                 sat.save_captioner(model.state_dict(), wm, out,
-                                   {"kind": "trained", "epoch": epoch + 1, "bleu-4": bleu, "coco": str(args.coco),
+                                   {"kind": "trained", "encoded_size": model.grid, "epoch": epoch + 1, "bleu-4": bleu, "coco": str(args.coco),
                                     "karpathy": args.karpathy, "min_word_freq": args.min_word_freq})
             elif since % 8 == 0:
                 for opt in (dec_opt, enc_opt):

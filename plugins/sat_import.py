@@ -9,6 +9,11 @@ code is not needed: unpickling a module only restores its attributes, so an unpi
 that maps any `models.<Name>` to an empty nn.Module subclass recovers the tensors, and
 nothing named `models` has to be importable. Unpickling runs code from the file, so only
 import checkpoints from a source you trust (the command says so).
+
+The encoder grid the checkpoint was trained with is read from the pickled Encoder (its
+`adaptive_pool` output size, else `enc_image_size`; 14 for the shared file) or given with
+--grid, and recorded in info.json: the captioner keeps running on that grid, and `ours`
+area-pools its averaged attention map to its 8x8 feature grid (docs/models.md).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--word-map", required=True, metavar="JSON", help="the word map saved with the checkpoint")
     p.add_argument("--out", default=None, help="target directory (default: $MEMBENCH_HOME/captioner)")
+    p.add_argument("--grid", type=int, default=None, metavar="N",
+                   help="the encoder grid the checkpoint was trained with (default: read from the "
+                        "checkpoint's Encoder, else 14 as the reference implementation)")
     p.set_defaults(func=cmd_import)
 
 
@@ -59,8 +67,22 @@ def _shim_pickle_module():
     return mod
 
 
+def encoder_grid(encoder) -> int | None:
+    """The grid an unpickled reference Encoder pools to, or None (e.g. a plain state_dict)."""
+    pool = getattr(encoder, "_modules", {}).get("adaptive_pool")
+    size = getattr(pool, "output_size", None)
+    if size is None:
+        size = getattr(encoder, "enc_image_size", None)
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            return None
+        size = size[0]
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
 def read_shared_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(state_dict with encoder.* / decoder.* keys, info) from the shared checkpoint."""
+    """(state_dict with encoder.* / decoder.* keys, info) from the shared checkpoint;
+    info["encoded_size"] is the Encoder's grid when the checkpoint says it."""
     import warnings
 
     import torch
@@ -90,18 +112,29 @@ def read_shared_checkpoint(path: Path) -> tuple[dict, dict]:
             state[f"{part}.{key}"] = value
     info = {k: ckpt[k] for k in ("epoch", "epochs_since_improvement", "bleu-4")
             if isinstance(ckpt.get(k), (int, float))}
+    grid = encoder_grid(ckpt["encoder"])
+    if grid:
+        info["encoded_size"] = grid
     return state, info
 
 
-def import_checkpoint(checkpoint: Path, word_map: Path, out: Path | None = None) -> Path:
-    """Check the weights fit our captioner with that word map, then install them."""
+def import_checkpoint(checkpoint: Path, word_map: Path, out: Path | None = None,
+                      grid: int | None = None) -> Path:
+    """Check the weights fit our captioner with that word map, then install them with the
+    encoder grid they were trained on (`grid`, else the checkpoint's, else the reference's 14)."""
     import torch
 
     from membench_plugins import sat
 
     state, info = read_shared_checkpoint(Path(checkpoint))
+    if grid is not None and grid < 1:
+        raise MembenchError(f"--grid must be a positive integer, not {grid}")
+    found = info.get("encoded_size")
+    info["encoded_size"] = grid or found or sat.REFERENCE_GRID
+    info["grid_source"] = ("--grid" if grid else "checkpoint" if found
+                           else "reference default (not in the checkpoint)")
     wm = sat.load_word_map(Path(word_map))
-    model = sat.Captioner(wm)
+    model = sat.Captioner(wm, encoded_size=info["encoded_size"])
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)  # BatchNorm buffer added after torch 0.4.0
@@ -118,7 +151,13 @@ def import_checkpoint(checkpoint: Path, word_map: Path, out: Path | None = None)
 
 
 def cmd_import(args) -> int:
-    target = import_checkpoint(Path(args.checkpoint), Path(args.word_map), args.out and Path(args.out))
+    import json
+
+    target = import_checkpoint(Path(args.checkpoint), Path(args.word_map), args.out and Path(args.out),
+                               grid=args.grid)
+    info = json.loads(target.with_name("info.json").read_text())
+    g = info["encoded_size"]
     print(f"captioner installed: {target} (word map {target.with_name('word_map.json')}); "
+          f"encoder grid {g}x{g} ({info['grid_source']}), attention area-pooled to 8x8 for `ours`; "
           "`ours` now uses it by default")
     return 0

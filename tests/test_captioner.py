@@ -356,3 +356,167 @@ def test_missing_coco_layout_is_a_clean_error(tmp_path, capsys):
     (tmp_path / "coco").mkdir()
     assert main(["captioner", "train", "--coco", str(tmp_path / "coco"), "--out", str(tmp_path / "o")]) == 2
     assert "captions_train2014.json" in capsys.readouterr().err
+
+
+# ---- geometry of an imported captioner (issue 12) ------------------------------------------
+
+def brute_force_area_pool(m, size):
+    """Split every input cell into `size` x `size` sub-cells carrying equal shares of its
+    mass (an n*size grid), then sum each output cell's n x n block of sub-cells."""
+    n = m.shape[-1]
+    fine = m.repeat_interleave(size, -1).repeat_interleave(size, -2) / size**2
+    return fine.reshape(*m.shape[:-2], size, n, size, n).sum((-3, -1))
+
+
+@pytest.mark.parametrize("n_in", [14, 8, 16, 9])
+def test_area_pool_equals_brute_force_and_keeps_the_mass(n_in):
+    maps = torch.rand(3, n_in * n_in, dtype=torch.float64).softmax(-1).reshape(3, n_in, n_in)
+    pooled = sat.area_pool(maps, 8)
+    assert pooled.shape == (3, 8, 8)
+    torch.testing.assert_close(pooled, brute_force_area_pool(maps, 8), rtol=0, atol=1e-12)
+    torch.testing.assert_close(pooled.sum((1, 2)), torch.ones(3, dtype=torch.float64))
+    if n_in == 8:
+        torch.testing.assert_close(pooled, maps)
+
+
+def test_area_pool_of_a_14x14_map_by_hand():
+    """Output cell (0, 0) covers [0, 1.75)^2: input cell (0,0) whole, (0,1)/(1,0) three
+    quarters, (1,1) three quarters squared."""
+    m = torch.arange(196, dtype=torch.float64).reshape(1, 14, 14)
+    expected = m[0, 0, 0] + 0.75 * (m[0, 0, 1] + m[0, 1, 0]) + 0.75**2 * m[0, 1, 1]
+    assert sat.area_pool(m, 8)[0, 0, 0].item() == pytest.approx(expected.item(), abs=1e-9)
+
+
+def _import(tmp_path, *extra):
+    path, wm_path, expected = make_shared_checkpoint(tmp_path, legacy=False)
+    out = tmp_path / "installed"
+    assert main(["captioner", "import", str(path), "--word-map", str(wm_path), "--out", str(out), *extra]) == 0
+    return out, expected
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The reference-layout checkpoint (Encoder pooled to 14x14) imported, and its message."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        out, _ = _import(tmp_path_factory.mktemp("imported"))
+    return out, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def imported_captioner(imported):
+    return sat.load_captioner(imported[0] / "captioner.pt").eval()
+
+
+def test_import_keeps_the_checkpoints_14x14_grid(imported):
+    out, message = imported
+    assert "encoder grid 14x14 (checkpoint)" in message
+    info = json.loads((out / "info.json").read_text())
+    assert info["encoded_size"] == 14 and info["grid_source"] == "checkpoint"
+    captioner = sat.load_captioner(out / "captioner.pt").eval()
+    assert captioner.grid == 14
+    with torch.no_grad():
+        assert captioner.encode(torch.randn(1, 3, 256, 256)).shape == (1, 196, 2048)
+
+
+def test_import_grid_from_option_or_reference_default(tmp_path, capsys):
+    out, _ = _import(tmp_path, "--grid", "7")
+    assert json.loads((out / "info.json").read_text())["encoded_size"] == 7
+    assert sat.load_captioner(out / "captioner.pt").grid == 7
+    # a checkpoint whose encoder is a plain state_dict does not say its grid: the reference's 14
+    path, wm_path, _ = make_shared_checkpoint(tmp_path, legacy=False)
+    ckpt = torch.load(path, weights_only=False, pickle_module=sat_import._shim_pickle_module())
+    ckpt["encoder"], ckpt["decoder"] = ckpt["encoder"].state_dict(), ckpt["decoder"].state_dict()
+    plain = tmp_path / "plain.pth"
+    torch.save(ckpt, plain)
+    assert main(["captioner", "import", str(plain), "--word-map", str(wm_path), "--out", str(tmp_path / "p")]) == 0
+    assert "encoder grid 14x14 (reference default" in capsys.readouterr().out
+    assert sat.load_captioner(tmp_path / "p" / "captioner.pt").grid == 14
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_imported_captioner_pools_its_averaged_map_to_8x8(imported_captioner, beam_size):
+    captioner = imported_captioner
+    x = torch.randn(2, 3, 64, 64)  # any input size: the encoder pools to its 14x14 grid
+    maps = []
+    for grid in (None, 8):
+        handle = force_end(captioner, {i: 4 for i in range(beam_size)} if beam_size > 1 else {0: 4, 1: 4})
+        try:
+            with torch.no_grad():
+                maps.append(captioner.attention_map(x, beam_size=beam_size, grid=grid))
+        finally:
+            handle.remove()
+    native, pooled = maps
+    assert native.shape == (2, 14, 14) and pooled.shape == (2, 8, 8)
+    torch.testing.assert_close(pooled, sat.area_pool(native, 8))
+    torch.testing.assert_close(pooled.sum((1, 2)), torch.ones(2))
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_imported_captioner_decodes_at_most_50_words(imported_captioner, beam_size):
+    captioner = imported_captioner
+    handle = force_end(captioner, {})  # <end> can never win: the length limit stops decoding
+    try:
+        with torch.no_grad():
+            [(tokens, alphas)] = captioner.decode(torch.randn(1, 3, 64, 64), beam_size=beam_size)
+    finally:
+        handle.remove()
+    assert tokens.shape == (50,) and alphas.shape == (50, 196)
+    assert sat.MAX_STEPS == 50
+
+
+def test_beam_of_width_one_is_greedy(captioner):
+    feats = torch.randn(1, 64, 2048)
+    with torch.no_grad():
+        handle = force_end(captioner, {0: 9})
+        try:
+            g_tokens, g_alphas, _ = captioner.greedy(feats)
+        finally:
+            handle.remove()
+        handle = force_end(captioner, {0: 9})
+        try:
+            b_tokens, b_alphas = captioner.beam(feats, beam_size=1)
+        finally:
+            handle.remove()
+    assert len(b_tokens) == 9
+    assert torch.equal(g_tokens[0], b_tokens)
+    torch.testing.assert_close(g_alphas[0], b_alphas)
+
+
+def test_ours_decodes_with_beam_search_by_default():
+    from membench import registry
+    from membench.spec import BuildContext
+    from membench_plugins import ours
+
+    assert ours._check_options(BuildContext(options={})) == sat.BEAM_SIZE == 5
+    assert ours._check_options(BuildContext(options={"decode": "greedy"})) == 1
+    assert ours._check_options(BuildContext(options={"beam": "3"})) == 3
+    with pytest.raises(MembenchError, match="means nothing with decode=greedy"):
+        ours._check_options(BuildContext(options={"decode": "greedy", "beam": "3"}))
+    declared = {o.name: o for o in registry.get_model("ours").options}
+    assert declared["decode"].default_text == "beam" and declared["beam"].default_text == "5"
+    # both are recorded: a non-default decoding is part of the run's configuration label
+    from membench.configuration import from_settings
+
+    label = from_settings({"model_options": {"decode": "greedy"}}, registry.get_model("ours").options).label
+    assert "decode=greedy" in label
+
+
+@pytest.mark.slow  # ~80 s here: three ResNets at 256x256; the captioner-level tests above run by default
+def test_ours_weights_its_8x8_features_with_the_pooled_map_of_a_14x14_captioner(imported):
+    from membench.spec import BuildContext
+    from membench_plugins import ours
+
+    model = ours.build_ours(BuildContext(pretrained=False, options={"captioner": str(imported[0]),
+                                                                     "decode": "greedy"})).eval()
+    assert model.captioner.grid == 14 and model.beam_size == 1
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        fa, fb, att = model.frozen_outputs(x)
+        native = model.captioner.attention_map(x, beam_size=1)
+    assert fa.shape[-2:] == (8, 8) and att.shape == (1, 8, 8) and native.shape == (1, 14, 14)
+    torch.testing.assert_close(att, sat.area_pool(native, 8))
+    assert model(x).shape == (1,)

@@ -31,7 +31,9 @@ def stage1(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(stage1):
     torch.manual_seed(0)
-    ctx = BuildContext(pretrained=False, upstream={"stage1": stage1[0]}, options={"captioner": "random"})
+    # greedy: these tests follow each caption's steps (beam search, the default, in test_captioner)
+    ctx = BuildContext(pretrained=False, upstream={"stage1": stage1[0]},
+                       options={"captioner": "random", "decode": "greedy"})
     return ours.build_ours(ctx)
 
 
