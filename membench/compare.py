@@ -1,13 +1,20 @@
 """Bootstrap over test images, from stored per-image predictions only (never re-runs a model).
 
 Definition used everywhere in membench (tables and `membench compare`):
-  - each split is resampled on its own: draw its n test images with replacement, from a
-    generator seeded with (seed, split index), so every model sees the same draws;
+  - the unit resampled is a test image, identified by its name: LaMem's five test sets
+    overlap (about 1,700 shared images per pair), so each replicate draws, with
+    replacement, as many images as the union of all the splits' test images holds, from
+    that union, once, and every split uses that one draw: a split's resample is its own
+    test images, each taken as many times as it was drawn (so its size varies around n);
   - a replicate's statistic is the mean over splits of the per-split statistic, mirroring
-    how the paper averages rho over the five LaMem splits;
+    how the paper averages rho over the five LaMem splits. With several seeds (runs of one
+    configuration) the seeds are resampled too (with replacement, once per replicate) and
+    the statistic is the mean over the drawn seeds of their means over splits;
   - the 95% interval is the 2.5th and 97.5th percentile of the replicates (percentile
     bootstrap). For a comparison the statistic is the difference A - B on the same
     resampled images (paired bootstrap).
+Resampling splits independently (membench before issue 12) treats the overlapping test
+sets as independent samples and gives too narrow an interval for the mean over splits.
 Spearman uses average ranks for ties, as scipy does; ties appear in every resample, so
 this matters. A resample is held as the number of times each image was drawn (counts),
 and the ranks of the resampled multiset are computed from the counts without sorting.
@@ -53,15 +60,34 @@ def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return names, np.asarray(score, dtype=float), np.asarray(pred, dtype=float)
 
 
-def resample_counts(n: int, n_boot: int, seed: int, split: int):
-    """Yield blocks (b, n) of draw counts; row r is replicate r's resample of n images."""
-    rng = np.random.default_rng([seed, split])
+def union_index(names_by_part) -> tuple[list[str], list[np.ndarray]]:
+    """The sorted union of the image names of every part (a split of one run), and for
+    each part the positions of its images in that union."""
+    union = sorted({n for names in names_by_part for n in names})
+    where = {n: i for i, n in enumerate(union)}
+    return union, [np.fromiter((where[n] for n in names), dtype=np.intp, count=len(names))
+                   for names in names_by_part]
+
+
+def draws(n_images: int, n_seeds: int, n_boot: int, seed: int):
+    """Yield blocks (image_counts (b, n_images), seed_counts (b, n_seeds)): row r is
+    replicate r's draw of n_images images from the union and of n_seeds seeds, both with
+    replacement (seed_counts is all ones when there is one seed). One generator, seeded
+    by `seed`, so every model and every split sees the same draws."""
+    rng = np.random.default_rng([seed, n_images])
+    block = max(1, min(CHUNK, 4_000_000 // max(n_images, 1)))  # bounds memory at ~32 MB
     done = 0
     while done < n_boot:
-        b = min(CHUNK, n_boot - done)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (idx + n * np.arange(b)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n)
+        b = min(block, n_boot - done)
+        idx = rng.integers(0, n_images, size=(b, n_images))
+        flat = (idx + n_images * np.arange(b)[:, None]).ravel()
+        images = np.bincount(flat, minlength=b * n_images).reshape(b, n_images)
+        if n_seeds > 1:
+            s_idx = rng.integers(0, n_seeds, size=(b, n_seeds))
+            seeds = np.stack([np.bincount(row, minlength=n_seeds) for row in s_idx])
+        else:
+            seeds = np.ones((b, 1), dtype=np.int64)
+        yield images, seeds
         done += b
 
 
@@ -97,16 +123,37 @@ def mse_counts(truth: np.ndarray, pred: np.ndarray, counts: np.ndarray) -> np.nd
     return counts @ ((pred - truth) ** 2) / counts.sum(axis=1)
 
 
-def split_replicates(truth: np.ndarray, preds: list[np.ndarray], n_boot: int, seed: int,
-                     split: int) -> list[dict[str, np.ndarray]]:
-    """Per prediction vector: rho and MSE of each replicate of this split, all on the
-    same resampled images."""
-    out = [{"rho": [], "mse": []} for _ in preds]
-    for counts in resample_counts(len(truth), n_boot, seed, split):
-        for acc, pred in zip(out, preds):
-            acc["rho"].append(spearman_counts(truth, pred, counts))
-            acc["mse"].append(mse_counts(truth, pred, counts))
-    return [{k: np.concatenate(v) for k, v in acc.items()} for acc in out]
+def joint_replicates(runs: list[dict[int, tuple]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of the mean over splits (and over seeds) of rho and MSE.
+
+    `runs`: one dict per seed, split -> (names, truth, preds) where preds is one prediction
+    vector or a list of them (models compared on the same images: paired). Returns
+    {"rho": (n_models, n_boot), "mse": (n_models, n_boot)}; a replicate in which some
+    split's statistic is undefined (e.g. fewer than two distinct images drawn) is NaN."""
+    parts = [(s, k, part[0], part[1], part[2] if isinstance(part[2], (list, tuple)) else [part[2]])
+             for s, run in enumerate(runs) for k, part in sorted(run.items())]
+    if not parts:
+        raise ValueError("no predictions to resample")
+    n_models = len(parts[0][4])
+    union, positions = union_index([names for _, _, names, _, _ in parts])
+    out = {"rho": [], "mse": []}
+    for images, seeds in draws(len(union), len(runs), n_boot, seed):
+        b = len(images)
+        sums = {key: np.zeros((len(runs), n_models, b)) for key in out}
+        n_splits = np.zeros(len(runs))
+        for (s, _k, _names, truth, preds), pos in zip(parts, positions):
+            counts = images[:, pos]
+            n_splits[s] += 1
+            for m, pred in enumerate(preds):
+                sums["rho"][s, m] += spearman_counts(truth, pred, counts)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    sums["mse"][s, m] += mse_counts(truth, pred, counts)
+        weights = seeds.T[:, None, :] / seeds.sum(axis=1)  # (seeds, 1, b): each drawn seed's share
+        for key in out:
+            per_seed = sums[key] / n_splits[:, None, None]  # mean over that seed's splits
+            # a seed drawn 0 times must not bring its NaN in: 0 * NaN is NaN
+            out[key].append(np.where(weights > 0, per_seed * weights, 0.0).sum(axis=0))
+    return {key: np.concatenate(v, axis=1) for key, v in out.items()}
 
 
 def interval(replicates: np.ndarray) -> tuple[float, float] | None:
@@ -118,14 +165,13 @@ def interval(replicates: np.ndarray) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def rho_interval(splits: dict[int, tuple[np.ndarray, np.ndarray]], n_boot: int = 2000,
-                 seed: int = 0) -> tuple[float, float] | None:
-    """95% bootstrap interval of the mean-over-splits rho; `splits` maps split -> (truth, pred)."""
-    if not splits or n_boot <= 0:
+def rho_interval(runs, n_boot: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the mean-over-splits rho (see the module docstring).
+    `runs`: split -> (names, truth, pred) for one run, or a list of those (one per seed)."""
+    runs = [runs] if isinstance(runs, dict) else list(runs)
+    if not runs or not any(runs) or n_boot <= 0:
         return None
-    per_split = [split_replicates(truth, [pred], n_boot, seed, k)[0]["rho"]
-                 for k, (truth, pred) in sorted(splits.items())]
-    return interval(np.mean(per_split, axis=0))
+    return interval(joint_replicates(runs, n_boot, seed)["rho"][0])
 
 
 @dataclass
@@ -173,8 +219,8 @@ class Comparison:
             f"Δ(a-b) {self.d_rho:+.3f}  95% CI {_ci(self.d_rho_ci, 3)}",
             f"  MSE  {self.a} {self.mse_a:.5f}  {self.b} {self.mse_b:.5f}  "
             f"Δ(a-b) {self.d_mse:+.5f}  95% CI {_ci(self.d_mse_ci, 5)}",
-            f"  paired bootstrap over test images: {self.n_boot} resamples per split, seed {self.seed}, "
-            "per-split statistics averaged over splits",
+            f"  paired bootstrap over test images: {self.n_boot} resamples of the union of the splits' "
+            f"test images (one draw for every split), seed {self.seed}, per-split statistics averaged over splits",
             f"verdict: {self.verdict()}",
         ])
 
@@ -221,8 +267,8 @@ def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | No
     return latest[(a, *common[0])], latest[(b, *common[0])]
 
 
-def match_split(path_a: Path, path_b: Path, split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Truth, a's and b's predictions on the images both files hold, matched by name."""
+def match_split(path_a: Path, path_b: Path, split: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Names, truth, a's and b's predictions on the images both files hold, matched by name."""
     names_a, truth_a, pred_a = read_predictions(path_a)
     names_b, truth_b, pred_b = read_predictions(path_b)
     index_b = {n: i for i, n in enumerate(names_b)}
@@ -236,7 +282,7 @@ def match_split(path_a: Path, path_b: Path, split: int) -> tuple[np.ndarray, np.
         name = names_a[ia[differs[0]]]
         raise MembenchError(f"split {split}: image {name} has score {truth_a[ia[differs[0]]]} here and "
                             f"{truth_b[ib[differs[0]]]} in {path_b}: the runs used different data", path_a)
-    return truth, pred_a[ia], pred_b[ib]
+    return [names_a[i] for i in ia], truth, pred_a[ia], pred_b[ib]
 
 
 def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Path, Path]],
@@ -246,24 +292,22 @@ def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Pat
         raise MembenchError(f"{a} and {b} have no split in common on {dataset}")
     if n_boot < 1:
         raise MembenchError("--n-boot must be at least 1")
-    stats = {key: [] for key in ("rho_a", "rho_b", "mse_a", "mse_b", "d_rho", "d_mse")}
-    n_images = {}
-    ones = None
+    stats = {key: [] for key in ("rho_a", "rho_b", "mse_a", "mse_b")}
+    n_images, matched = {}, {}
     for k, (path_a, path_b) in sorted(files.items()):
-        truth, pa, pb = match_split(path_a, path_b, k)
+        names, truth, pa, pb = match_split(path_a, path_b, k)
         n_images[k] = len(truth)
+        matched[k] = (names, truth, [pa, pb])
         ones = np.ones((1, len(truth)), dtype=np.int64)
         stats["rho_a"].append(spearman_counts(truth, pa, ones)[0])
         stats["rho_b"].append(spearman_counts(truth, pb, ones)[0])
         stats["mse_a"].append(float(np.mean((pa - truth) ** 2)))
         stats["mse_b"].append(float(np.mean((pb - truth) ** 2)))
-        ra, rb = split_replicates(truth, [pa, pb], n_boot, seed, k)
-        stats["d_rho"].append(ra["rho"] - rb["rho"])
-        stats["d_mse"].append(ra["mse"] - rb["mse"])
+    reps = joint_replicates([matched], n_boot, seed)
     return Comparison(
         a=a, b=b, dataset=dataset, splits=sorted(files), n_images=n_images, n_boot=n_boot, seed=seed,
         rho_a=float(np.mean(stats["rho_a"])), rho_b=float(np.mean(stats["rho_b"])),
         mse_a=float(np.mean(stats["mse_a"])), mse_b=float(np.mean(stats["mse_b"])),
-        d_rho_ci=interval(np.mean(stats["d_rho"], axis=0)),
-        d_mse_ci=interval(np.mean(stats["d_mse"], axis=0)),
+        d_rho_ci=interval(reps["rho"][0] - reps["rho"][1]),
+        d_mse_ci=interval(reps["mse"][0] - reps["mse"][1]),
     )

@@ -10,8 +10,9 @@ shown in their own, clearly named columns. Rules:
     under the table with the runs they replaced; smoke/quick runs are named in the title;
   - a missing measurement prints as "—", a number a paper did not report as "N/A";
   - rho and MSE: mean ± sample sd (ddof 1) over the row's splits; the rho 95% CI is the
-    bootstrap of membench.compare (test images resampled within each split, per-split
-    rho averaged over splits, percentile interval);
+    bootstrap of membench.compare (the union of the splits' test images resampled once
+    per replicate for every split, seeds resampled too, per-split rho averaged over
+    splits, percentile interval);
   - measured parameters come from the run rows, else from DIR/params.csv.
 """
 
@@ -138,22 +139,15 @@ def _fill_params(entry: Entry, fallback: tuple[int, int] | None) -> None:
 
 def _rho_ci(group, n_boot: int, seed: int) -> tuple[float, float] | None:
     """None when any split's predictions are missing: an interval over fewer splits than
-    the mean it accompanies would be misleading. Several seeds: the bootstrap of the mean
-    over every (seed, split), images resampled alike for one split across seeds."""
+    the mean it accompanies would be misleading. The bootstrap of membench.compare: the
+    union of the test images drawn once per replicate for every split, and several seeds
+    resampled too."""
     runs = getattr(group, "runs", [group])
     pairs = [(run, k) for run in runs for k in run.splits]
     if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
         return None
-    data = {}
-    for run, k in pairs:
-        _, truth, pred = compare.read_predictions(run.predictions(k))
-        data[(run.run_id, k)] = (k, truth, pred)
-    if len(runs) == 1:
-        return compare.rho_interval({k: (t, p) for k, t, p in data.values()}, n_boot=n_boot, seed=seed)
-    import numpy as np
-
-    per = [compare.split_replicates(t, [p], n_boot, seed, k)[0]["rho"] for k, t, p in data.values()]
-    return compare.interval(np.mean(per, axis=0))
+    data = [{k: compare.read_predictions(run.predictions(k)) for k in run.splits} for run in runs]
+    return compare.rho_interval(data, n_boot=n_boot, seed=seed)
 
 
 def _assign_marks(entries: list[Entry]) -> None:
@@ -285,8 +279,11 @@ def protocol(entries: list[Entry], n_boot: int, seed: int) -> str:
 def _ci_protocol(n_boot: int, seed: int) -> str:
     if n_boot <= 0:
         return "ρ 95% CI: not computed (--n-boot 0)."
-    return (f"ρ 95% CI: percentile bootstrap over test images ({n_boot} resamples, seed {seed}), "
-            "images resampled with replacement within each split, per-split ρ averaged over splits.")
+    return (f"ρ 95% CI: percentile bootstrap over test images ({n_boot} resamples, seed {seed}): "
+            "each resample draws, with replacement, from the union of all splits' test images and "
+            "applies that one draw to every split (the splits' test sets overlap, so resampling them "
+            "independently would understate the spread), per-split ρ averaged over splits; with "
+            "several seeds the seeds are resampled too.")
 
 
 def notes(entries: list[Entry], dataset: str, n_boot: int, seed: int) -> list[str]:

@@ -195,10 +195,7 @@ def test_provenance_and_protocol_under_the_table(latest):
 def test_csv_table_is_tidy_and_holds_the_bootstrap_interval(latest):
     rows = list(csv.DictReader(report.render_csv("table2", "demo", entries(latest)).splitlines()))
     smoke = next(r for r in rows if r["run_id"] == "r50-new")
-    data = {}
-    for k in (1, 2, 3):
-        _, truth, pred = compare.read_predictions(BOARD / "predictions" / "r50-new" / f"split{k}.csv")
-        data[k] = (truth, pred)
+    data = {k: compare.read_predictions(BOARD / "predictions" / "r50-new" / f"split{k}.csv") for k in (1, 2, 3)}
     low, high = compare.rho_interval(data, n_boot=N_BOOT, seed=0)
     assert (float(smoke["rho_ci_low"]), float(smoke["rho_ci_high"])) == (low, high)
     assert low < float(smoke["rho_mean"]) < high
@@ -293,7 +290,7 @@ def test_counts_spearman_equals_scipy_on_the_explicit_resample():
     rng = np.random.default_rng(3)
     x = np.round(rng.random(40), 1)  # many ties
     y = np.round(x + rng.normal(0, 0.3, 40), 1)
-    counts = next(compare.resample_counts(40, 20, seed=5, split=2))
+    counts, _ = next(compare.draws(40, 1, 20, seed=5))
     assert counts.shape == (20, 40) and (counts.sum(axis=1) == 40).all()
     ours = compare.spearman_counts(x, y, counts)
     ref = [spearmanr(np.repeat(x, c), np.repeat(y, c))[0] for c in counts]
@@ -303,9 +300,9 @@ def test_counts_spearman_equals_scipy_on_the_explicit_resample():
 
 
 def test_bootstrap_is_seeded_and_paired():
-    a = list(compare.resample_counts(30, 10, seed=1, split=1))[0]
-    b = list(compare.resample_counts(30, 10, seed=1, split=1))[0]
-    c = list(compare.resample_counts(30, 10, seed=1, split=2))[0]
+    a = next(compare.draws(30, 1, 10, seed=1))[0]
+    b = next(compare.draws(30, 1, 10, seed=1))[0]
+    c = next(compare.draws(30, 1, 10, seed=2))[0]
     assert (a == b).all() and not (a == c).all()
 
 
@@ -350,8 +347,8 @@ def test_compare_matches_images_by_name_and_checks_scores(tmp_path):
     lines = src_a.read_text().splitlines()
     b = tmp_path / "b.csv"
     b.write_text("\n".join([lines[0]] + lines[1:][::-1][:20]) + "\n")  # other order, 20 images
-    t, pa, pb = compare.match_split(src_a, b, 1)
-    assert len(t) == 20 and np.array_equal(pa, pb)
+    names, t, pa, pb = compare.match_split(src_a, b, 1)
+    assert len(t) == len(names) == 20 and np.array_equal(pa, pb)
     b.write_text(lines[0] + "\nnot-there.jpg,0.5,0.5\n")
     with pytest.raises(MembenchError, match="share no test image"):
         compare.match_split(src_a, b, 1)
