@@ -210,13 +210,12 @@ def extract(archive: Path, into: Path) -> Path:
                     _inside(tmp, name, archive)
                 z.extractall(tmp)
         elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:
-                for member in t.getmembers():
+            with tarfile.open(archive) as t:  # one streaming pass (a .tar.gz has no index)
+                for member in t:
                     _inside(tmp, member.name, archive)
-                if hasattr(tarfile, "data_filter"):
-                    t.extractall(tmp, filter="data")
-                else:  # Python < 3.11.4: members were checked above
-                    t.extractall(tmp)
+                    if member.issym() or member.islnk():
+                        _inside(tmp, str(Path(member.name).parent / member.linkname), archive)
+                    t.extract(member, tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         else:
             raise MembenchError("not a zip or tar archive (damaged download? delete it and run again)", archive)
         into.mkdir(parents=True, exist_ok=True)

@@ -307,3 +307,14 @@ def test_data_download_lnsim_joins_the_split_zip_verifies_and_checks(server, tmp
     n = len(h.requests)
     assert run_cli("data", "download", "lnsim", "--to", tmp_path / "lnsim", "--mirror", base)[0] == 0
     assert len(h.requests) == n
+
+
+def test_extract_refuses_a_tar_member_outside_the_target(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(MembenchError, match="outside the target"):
+        dl.extract(archive, tmp_path / "into")
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "into").exists()
