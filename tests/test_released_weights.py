@@ -178,6 +178,9 @@ def test_google_drive_path_goes_through_gdown(server, tmp_path):
     assert not (tmp_path / "b.zip").exists()
     assert released.is_google_drive("https://drive.google.com/file/d/abc/view?usp=sharing")
     assert not released.is_google_drive(base)
+    assert released.drive_file_id("https://drive.google.com/file/d/1N3t5QIi2rZng0TZJUFT5achCHyJn8Fg0/view?usp=sharing") \
+        == "1N3t5QIi2rZng0TZJUFT5achCHyJn8Fg0"
+    assert released.drive_file_id("https://drive.google.com/uc?id=abc&export=download") == "abc"
 
 
 def test_fetch_without_a_direct_download_says_where_to_get_it(run_cli):
