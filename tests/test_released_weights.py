@@ -250,3 +250,11 @@ def test_run_train_none_evaluates_the_installed_weights_per_split(toy, tmp_path,
         assert [got[s.name] for s in test] == pytest.approx(list(want), abs=1e-6)
     run_json = json.loads(next((lb / "runs").glob("*.json")).read_text())
     assert "toy_release" in json.dumps(run_json)
+
+
+def test_fetch_from_a_mirror_url(toy, server, run_cli):
+    base, handler = server
+    handler.files["/mirror/toy_release.zip"] = archive_bytes({3: authors_state(3)})
+    code, out, err = run_cli("weights", "fetch", "toy-released", "--url", f"{base}/mirror/toy_release.zip")
+    assert code == 0, err
+    assert released.installed(registry.get_model("toy-released")).splits() == [3]
