@@ -15,6 +15,10 @@ Weights come from the installed `resmem` package (`pip install 'membench[resmem]
 file ships inside its wheel, so it works offline) or from `--model-option weights=PATH`.
 The package's licence is non-commercial. ResMem was trained on random LaMem+MemCat
 splits, so its numbers on LaMem's official test splits are possibly contaminated.
+
+Evaluation reproduces the package's `transformer` pixel for pixel (PIL resize; predictions
+within 1e-5 of the package's, tests/test_reference.py). Every remaining difference from
+the package, with its reason and measured effect: docs/models.md#resmem.
 """
 
 from __future__ import annotations

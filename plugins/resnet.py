@@ -6,7 +6,8 @@ Backbone: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
 
 The network is torchvision's ResNet50 whose 1000-way classifier is replaced by a single
 linear output. Its `backbone` (everything before the average pool, 2048x8x8 at 256x256)
-is what `ours` reuses as backbone A once stage 1 has trained it.
+is what `ours` reuses as backbone A once stage 1 has trained it. Evaluation follows the
+paper (256x256, ImageNet mean/std; tests/test_reference.py): docs/models.md#ours.
 """
 
 from __future__ import annotations

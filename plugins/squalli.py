@@ -14,6 +14,7 @@ quoted by Leonardi et al. 2019 were. What is ours, not the paper's:
 - the recipe (Adam, lr 1e-5, batch 32, 30 epochs, VGG19 frozen).
 Total 280,648,577 parameters vs the reported 280M: VGG16 and VGG19 up to fc7
 (134,260,544 + 139,570,240), projection 4,195,328, MLP 2,622,465.
+Every deviation, model by model: docs/models.md#squalli.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ num_classes=1)`, a linear output, the preprocessing of timm's pretrained configu
 (input size, crop_pct, mean/std; membench always resamples bilinearly). ImageNet weights come
 from the local Hugging Face or torch hub cache or from `--model-option weights=PATH`; timm
 replaces the classifier by the new single output.
+
+Evaluation reproduces the `vitmem` package's transform and timm's `create_transform`
+pixel for pixel (tests/test_reference.py); remaining differences: docs/models.md#vitmem
+and docs/models.md#timmarch.
 """
 
 from __future__ import annotations
