@@ -13,6 +13,12 @@ def isolated_home(tmp_path_factory, monkeypatch):
     # Tests never reach the internet: missing weights are "offline" at once (the download
     # tests serve files on 127.0.0.1 and lift this themselves).
     monkeypatch.setenv("MEMBENCH_OFFLINE", "1")
+    # Image-decoding settings live in the environment (for DataLoader workers) and CLI
+    # options set them in-process: registered here so that every test starts and ends
+    # without them.
+    for var in ("MEMBENCH_EXIF_ORIENTATION", "MEMBENCH_MAX_IMAGE_PIXELS"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     return home
 
 

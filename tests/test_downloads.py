@@ -318,3 +318,22 @@ def test_extract_refuses_a_tar_member_outside_the_target(tmp_path):
     with pytest.raises(MembenchError, match="outside the target"):
         dl.extract(archive, tmp_path / "into")
     assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "into").exists()
+
+
+def test_ctrl_c_during_a_download_says_how_to_resume(server, tmp_path, demo_root, run_cli, monkeypatch):
+    base, h = server
+    h.files["/lamem.tar.gz"] = _lamem_tarball(demo_root)
+    real = dl._fetch
+
+    def interrupted(url, part, progress, timeout):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(h.files["/lamem.tar.gz"][:5000])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_fetch", interrupted)
+    code, _, err = run_cli("data", "download", "lamem", "--to", tmp_path / "lamem", "--mirror", base)
+    assert code == 130 and "run the same command again to resume the download" in err and "--resume" not in err
+    monkeypatch.setattr(dl, "_fetch", real)
+    code, _, err = run_cli("data", "download", "lamem", "--to", tmp_path / "lamem", "--mirror", base, "--no-progress")
+    assert code == 0, err
+    assert h.requests == [("/lamem.tar.gz", "bytes=5000-")]

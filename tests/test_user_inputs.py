@@ -18,9 +18,8 @@ from membench.lamem import LamemLayout, read_split_file
 
 @pytest.fixture
 def decoding(monkeypatch):
-    """Each test starts from the default decoding settings and leaves them so."""
-    monkeypatch.delenv("MEMBENCH_EXIF_ORIENTATION", raising=False)
-    monkeypatch.delenv("MEMBENCH_MAX_IMAGE_PIXELS", raising=False)
+    """Each test starts from the default decoding settings and leaves them so (conftest
+    registers the variables, so direct writes by set_decoding are undone too)."""
     return monkeypatch
 
 

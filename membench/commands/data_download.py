@@ -89,10 +89,17 @@ def cmd_download(args) -> int:
         return _check(name, to)
     downloads = to / ".downloads"
     files = []
-    for src in SOURCES[name][1]:
-        url = f"{args.mirror.rstrip('/')}/{src.file_name}" if args.mirror else src.url
-        files.append(download(url, downloads / src.file_name, sha256=src.sha256, progress=not args.no_progress,
-                              git_blob_sha1=src.git_blob_sha1))
+    try:
+        for src in SOURCES[name][1]:
+            url = f"{args.mirror.rstrip('/')}/{src.file_name}" if args.mirror else src.url
+            files.append(download(url, downloads / src.file_name, sha256=src.sha256, progress=not args.no_progress,
+                                  git_blob_sha1=src.git_blob_sha1))
+    except KeyboardInterrupt:  # the bytes so far stay in DIR/.downloads/*.part
+        import sys
+
+        print(f"membench: interrupted; run the same command again to resume the download ({downloads})",
+              file=sys.stderr)
+        return 130
     print(f"unpacking into {to}")
     INSTALLERS[name](files, to, downloads)
     if not args.keep_archives:
