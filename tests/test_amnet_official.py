@@ -73,9 +73,26 @@ def official_state(seed: int, head_only: bool = False) -> OrderedDict:
 
 
 def legacy_bytes(state) -> bytes:
+    """torch.save({"model": state}) as PyTorch 0.2 wrote it: the legacy (non-zip) format, and
+    tensors rebuilt by torch._utils._rebuild_tensor (v1), which PyTorch 0.4 replaced by v2."""
+    import torch._utils
+
+    def v1(tensor, protocol):
+        storage = torch.storage.TypedStorage(wrap_storage=tensor.untyped_storage(), dtype=tensor.dtype,
+                                             _internal=True)
+        return torch._utils._rebuild_tensor, (storage, tensor.storage_offset(), tuple(tensor.size()),
+                                              tensor.stride())
+
     buf = io.BytesIO()
-    torch.save({"model": state}, buf, _use_new_zipfile_serialization=False)  # as PyTorch 0.2 wrote
-    return buf.getvalue()
+    original = torch.Tensor.__reduce_ex__
+    torch.Tensor.__reduce_ex__ = v1
+    try:
+        torch.save({"model": state}, buf, _use_new_zipfile_serialization=False)
+    finally:
+        torch.Tensor.__reduce_ex__ = original
+    data = buf.getvalue()
+    assert b"_rebuild_tensor_v2" not in data
+    return data
 
 
 def write_archive(path, splits: dict[int, dict[int, OrderedDict]], logs: dict[int, str] | None = None):
