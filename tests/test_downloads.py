@@ -337,3 +337,28 @@ def test_ctrl_c_during_a_download_says_how_to_resume(server, tmp_path, demo_root
     code, _, err = run_cli("data", "download", "lamem", "--to", tmp_path / "lamem", "--mirror", base, "--no-progress")
     assert code == 0, err
     assert h.requests == [("/lamem.tar.gz", "bytes=5000-")]
+
+
+def test_data_download_coco_unpacks_the_captioner_layout_and_checks_karpathy(server, tmp_path, run_cli):
+    import json
+
+    base, h = server
+
+    def zipped(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        return buf.getvalue()
+
+    images = [{"filepath": part, "filename": f"COCO_{part}_{i:012d}.jpg", "split": split}
+              for part, split in (("train2014", "train"), ("val2014", "val")) for i in range(3)]
+    h.files["/train2014.zip"] = zipped({f"train2014/{im['filename']}": b"jpg" for im in images[:3]})
+    h.files["/val2014.zip"] = zipped({f"val2014/{im['filename']}": b"jpg" for im in images[3:5]})  # one missing
+    h.files["/annotations_trainval2014.zip"] = zipped({"annotations/captions_train2014.json": b"{}"})
+    h.files["/caption_datasets.zip"] = zipped({"dataset_coco.json": json.dumps({"images": images}).encode()})
+    code, out, err = run_cli("data", "download", "coco", "--to", tmp_path / "coco", "--mirror", base, "--no-progress")
+    assert code == 1, err  # the check ran and found the image the archive lacks
+    assert "5 of 6 images of Karpathy's split found" in out and "COCO_val2014_000000000002.jpg" in out
+    assert (tmp_path / "coco" / "annotations" / "captions_train2014.json").is_file()
+    assert f"membench captioner train --coco {tmp_path / 'coco'} --karpathy" in out
