@@ -23,9 +23,9 @@ from membench.testhooks import kill_point
 RESULT_COLUMNS = (
     "run_id", "model", "dataset", "trained_on", "split", "rho", "mse", "n_test",
     "params_total", "params_used", "params_trainable",
-    "preset", "train_mode", "init", "pretrained", "epochs_run", "best_epoch", "best_val_rho",
-    "device", "hardware", "seconds", "seed", "git_commit", "membench_version", "timestamp",
-    "data_fingerprint", "notes",
+    "preset", "configuration", "config_id", "train_mode", "init", "pretrained", "epochs_run", "best_epoch",
+    "best_val_rho", "device", "precision", "hardware", "seconds", "seed", "git_commit", "git_dirty",
+    "membench_version", "timestamp", "data_fingerprint", "notes",
 )
 SUMMARY_COLUMNS = (
     "model", "dataset", "configuration", "config_id", "preset", "train_mode", "run_ids", "seeds", "n_splits",

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from membench import __version__, distributed, registry, released
+from membench import __version__, distributed, identity, registry, released
 from membench.engine import stage as stage_engine
 from membench.engine.device import resolve_device
 from membench.engine.inference import predict
@@ -45,6 +45,7 @@ from membench.testhooks import kill_point
 class JobResult:
     row: dict
     checkpoint: Path | None
+    provenance: dict | None = None  # the run JSON (a chained stage records its upstream's recipe from it)
 
 
 class Runner:
@@ -55,7 +56,8 @@ class Runner:
         self.cfg = cfg
         self.progress = progress
         self.console = console
-        self.device = resolve_device(cfg.device, cfg.workers, compile=cfg.compile)
+        self.device = resolve_device(cfg.device, cfg.workers, compile=cfg.compile,
+                                     precision="fp32" if cfg.precision == "fp32" else "bf16")
         self.dist = distributed.init(self.device.type)  # torchrun: one job over several processes
         self.done: dict[str, JobResult] = {}
         self._checked: dict[int, set] = {}
@@ -135,7 +137,8 @@ class Runner:
             raise MembenchError(f"cannot read a finished job's result ({exc}); delete the file to "
                                 "recompute the job", result_file) from None
         self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
-        result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None)
+        result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None,
+                           saved.get("provenance"))
         if self.dist.is_main:
             add_result(self.cfg.out, result.row, [tuple(p) for p in saved["predictions"]], saved["provenance"])
         return result
@@ -144,6 +147,7 @@ class Runner:
         import torch
 
         started = time.time()
+        identity.begin_job()  # collects the weight files this job loads (sha256 in its run JSON)
         split = self.split(k)
         stages, pre = effective(spec, cfg.preset)
         ctx = BuildContext(pretrained=cfg.pretrained, init=cfg.init, options=dict(cfg.options), device="cpu")
@@ -167,7 +171,9 @@ class Runner:
         if authors:
             provenance["released_weights"] = authors.provenance(k)
             row["notes"] = "; ".join(filter(None, [f"weights={authors.label}", row.get("notes")]))
-        result = JobResult(row, checkpoint)
+        identity.record(row, provenance, spec=spec, cfg=cfg, device=self.device, dataset=self.dataset,
+                        stages=stages, outcomes=outcomes, train_mode=train_mode)
+        result = JobResult(row, checkpoint, provenance)
         if self.dist.is_main:
             atomic_write_json(job_dir / "result.json", {
                 "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
@@ -211,7 +217,9 @@ class Runner:
         """A stage that trains another model: that model's own job (run or reused) on this split."""
         upstream = self.run(registry.get_model(stage.model), k, reuse_finished=True, cfg=cfg.upstream())
         ctx.upstream[stage.name] = upstream.checkpoint
-        return {"model": stage.model, "run_id": upstream.row["run_id"]}
+        # the recipe stage 1 actually executed is the upstream job's own (batch, lr, epochs)
+        return {"model": stage.model, "run_id": upstream.row["run_id"],
+                "recipe": (upstream.provenance or {}).get("recipe")}
 
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
         if authors:  # the release replaces every tensor: no ImageNet or other weights needed
@@ -242,7 +250,7 @@ class Runner:
         from membench.params import count
 
         truth = [s.score for s in split.test]
-        counts = count(spec)
+        counts = count(spec, cfg.options)  # the configuration that ran (a width option changes the count)
         last_stage = next((o for o in reversed(list(outcomes.values())) if "epochs_run" in o), {})
         best_val_rho = last_stage.get("best_val_rho")
         approximations = [f"frozen_train_cache={o['frozen_train_cache']} (approximation)"
@@ -272,6 +280,7 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    cfg = resolve_precision(cfg)
     cfg = preflight(specs, cfg, say=(console.print if console else print))
     for spec in specs:  # per-split released weights must cover every requested split, before any job
         authors = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
@@ -300,6 +309,19 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
     return rows
 
 
+def resolve_precision(cfg: RunConfig) -> RunConfig:
+    """`--precision auto` made concrete for the run's device (bf16 autocast on CUDA, fp32 on
+    the CPU), so job keys and rows name what is computed; bf16 on the CPU is refused."""
+    if cfg.precision == "fp32":
+        return cfg
+    device = cfg.device
+    if device not in ("cpu", "cuda"):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return replace(cfg, precision=identity.resolve_precision(cfg.precision, device))
+
+
 def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     """Build every model once before anything trains, so that missing weights or a missing
     captioner stop the run now rather than after stage 1 (days on real data).
@@ -308,6 +330,7 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     machine mean random initialisation instead (warned, and recorded as pretrained=False
     in every row). The paper preset never falls back."""
     for spec in specs:
+        spec.check_options(cfg.options)  # a misspelt option: one line, before anything is built
         if cfg.preset == "quick":
             _check_quick_input(spec)
         if cfg.train == "none" and cfg.checkpoint:

@@ -120,7 +120,9 @@ def cmd_run(args) -> int:
     emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")
     if args.preset in PLUMBING_ONLY:
-        print(PLUMBING_ONLY[args.preset].format(model=args.model))
+        import shlex
+
+        print(PLUMBING_ONLY[args.preset].format(model=shlex.quote(args.model)))
     return 0
 
 

@@ -78,6 +78,8 @@ class RunConfig:
     options: dict[str, str] = field(default_factory=dict)
     compile: bool = False  # torch.compile the model (speed only: not part of the job key)
     frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16; resolved by run_all
+    dataset_options: dict[str, str] = field(default_factory=dict)  # --dataset-option (for the configuration)
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -90,6 +92,8 @@ class RunConfig:
             raise MembenchError("--patience must be at least 1")
         if self.frozen_train_cache < 0:
             raise MembenchError("--frozen-train-cache must be 0 (exact, default) or a number of views K >= 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise MembenchError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
 
     def upstream(self) -> "RunConfig":
         """The configuration of chained stages' jobs: --model-option addresses the models named
@@ -128,6 +132,9 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
         # --exif-orientation apply changes pixels (absent by default: old keys stay)
         **_decoding_settings(),
         **released_material(spec, cfg),
+        # bf16 never shares a job with fp32 (absent for fp32: CPU keys stay as they were)
+        **({"precision": cfg.precision} if cfg.precision not in ("fp32", "auto") else {}),
+        **file_material(spec, cfg),
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
@@ -146,6 +153,20 @@ def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
 
     inst = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
     return {"released": inst.identity} if inst else {}
+
+
+def file_material(spec: ModelSpec, cfg: RunConfig) -> dict:
+    """The content (sha256) of files named by --checkpoint or a file-valued model option:
+    the same path holding other weights is another job (absent without such files)."""
+    from membench.identity import sha256_file
+    from membench.options import file_options
+
+    named = dict(file_options(spec.options, cfg.options))
+    if cfg.checkpoint:
+        named["checkpoint"] = str(cfg.checkpoint)
+    files = {k: sha256_file(v) for k, v in named.items() if Path(v).expanduser().is_file()}
+    return {"files": files} if files else {}
+
 
 
 def job_dir(cfg: RunConfig, key: str, k: int) -> Path:

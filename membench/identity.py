@@ -1,0 +1,221 @@
+"""What a result records so that every number can be traced to what produced it: the run's
+configuration (membench.configuration), the recipe each stage executed, the git state of
+the code, the versions of membench and of the plugin that provided the model, and the
+sha256 of every weight or checkpoint file that was loaded.
+
+No torch here; the runner calls `configuration_of_job` and `identify` once per job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path
+
+from membench.configuration import Configuration, from_settings
+
+# -- files loaded -------------------------------------------------------------------------
+# membench.weights.load_state_dict notes every file it reads into the innermost open job (a
+# chained stage's job runs inside its downstream job, so this is a stack).
+_jobs: list[dict[str, str]] = []
+
+
+def note_loaded(path) -> None:
+    """Record that weights were read from `path` (called by membench.weights)."""
+    path = Path(path)
+    if _jobs and path.is_file():
+        _jobs[-1][str(path.resolve())] = sha256_file(path)
+
+
+def begin_job() -> None:
+    """Start collecting the files a job loads."""
+    _jobs.append({})
+
+
+def end_job() -> dict[str, str]:
+    """{absolute path: sha256} of the files loaded since the matching begin_job()."""
+    return dict(sorted(_jobs.pop().items())) if _jobs else {}
+
+
+def sha256_file(path) -> str:
+    path = Path(path)
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- the configuration of a job ------------------------------------------------------------
+
+def configuration_of_job(spec, cfg, *, precision: str, outcomes: dict | None = None, extra: dict | None = None,
+                         dataset=None) -> Configuration:
+    """The configuration a job of `spec` ran with. `precision` is what the device actually
+    computed in ("fp32" on the CPU whatever was asked); the frozen-train cache counts only
+    when a stage used it (`outcomes`); `extra` holds further non-default settings (released
+    weights, image decoding)."""
+    from membench.options import file_options
+
+    options = dict(getattr(cfg, "options", {}) or {})
+    declared = tuple(getattr(spec, "options", ()))
+    files = {k: sha256_file(v) for k, v in file_options(declared, options).items() if Path(v).expanduser().is_file()}
+    train = cfg.train if getattr(spec, "trainable", True) else "full"  # an evaluate-only model has no other mode
+    extra = dict(extra or {})
+    if "weights" in extra:
+        train = "full"  # "the authors' weights" already says: evaluated without training
+    checkpoint = str(cfg.checkpoint) if cfg.checkpoint and train == "none" else None
+    if checkpoint and Path(checkpoint).is_file():
+        files["checkpoint"] = sha256_file(checkpoint)
+    used_cache = max([int(o.get("frozen_train_cache") or 0) for o in (outcomes or {}).values()] or [0])
+    return from_settings({
+        "preset": cfg.preset, "options": options, "train": train, "checkpoint": checkpoint,
+        "pretrained": cfg.pretrained, "init": cfg.init, "patience": cfg.patience, "precision": precision,
+        "frozen_train_cache": used_cache, "dataset_options": dataset_settings(dataset, cfg),
+        "extra": extra, "files": files,
+    }, declared)
+
+
+def dataset_settings(dataset, cfg) -> dict[str, str]:
+    """Dataset options that change the numbers on the same data: a dataset object may list
+    them (`configuration` attribute); otherwise the split seed, when not the default."""
+    own = getattr(dataset, "configuration", None)
+    if isinstance(own, dict):
+        return {str(k): str(v) for k, v in own.items()}
+    given = dict(getattr(cfg, "dataset_options", {}) or {})
+    seed = given.get("seed")
+    return {"seed": str(seed)} if seed not in (None, "", "0") else {}
+
+
+# -- provenance -------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def git_dirty() -> bool | None:
+    """Whether membench's source tree has uncommitted changes to tracked files (None: not a
+    git checkout, e.g. an installed wheel)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def distribution_versions(spec) -> dict:
+    """{"membench": version, "plugin": {"module", "distribution", "version"}}: the installed
+    distributions of membench and of the package whose code built the model."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    def dist_version(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    build = spec.build if isinstance(spec.build, str) else getattr(spec.build, "__module__", "") or ""
+    module = build.partition(":")[0] or (spec.plugin or "")
+    top = module.split(".")[0]
+    dists = packages_distributions().get(top, [])
+    dist = dists[0] if dists else None
+    return {"membench": dist_version("membench"),
+            "plugin": {"name": spec.plugin, "module": module, "distribution": dist,
+                       "version": dist_version(dist) if dist else None}}
+
+
+def executed_recipe(stages, outcomes: dict, patience: int) -> list[dict]:
+    """Per stage, the recipe it executed: its own settings with the patience in force, or
+    for a chained stage the upstream job's recipe and run id (never the placeholder Stage's
+    defaults)."""
+    out = []
+    for stage in stages:
+        if stage.model:
+            done = outcomes.get(stage.name, {})
+            out.append({"name": stage.name, "model": stage.model, "run_id": done.get("run_id"),
+                        "recipe": done.get("recipe")})
+        else:
+            out.append({**asdict(stage), "patience": stage.patience or patience})
+    return out
+
+
+def identify(row: dict, provenance: dict, configuration: Configuration, *, spec, stages, outcomes: dict,
+             cfg, precision: str, loaded: dict[str, str]) -> None:
+    """Add what identifies a job's numbers to its row and run JSON, in place: configuration
+    (readable and id), precision, git dirty flag; in the JSON also the executed recipe per
+    stage, init/pretrained as the row states them, the distributions and the files loaded."""
+    dirty = git_dirty()
+    row.update({"configuration": configuration.label, "config_id": configuration.id, "precision": precision,
+                "git_dirty": "" if dirty is None else dirty})
+    provenance["configuration"] = configuration.to_dict()
+    provenance["recipe"] = executed_recipe(stages, outcomes, cfg.patience)
+    config = provenance.setdefault("config", {})
+    config.update({"init": row.get("init", config.get("init")), "init_requested": cfg.init,
+                   "pretrained": row.get("pretrained", config.get("pretrained")), "precision": precision})
+    env = provenance.setdefault("environment", {})
+    env["git_dirty"] = dirty
+    env["distributions"] = distribution_versions(spec)
+    provenance["files_loaded"] = loaded
+
+
+def record(row: dict, provenance: dict, *, spec, cfg, device, dataset, stages, outcomes: dict,
+           train_mode: str) -> None:
+    """Everything above for one finished job (the runner's one call): the configuration it
+    ran with, then `identify`. Closes the job's collection of loaded files."""
+    from membench import images, released
+
+    precision = "bf16" if device.amp else "fp32"
+    extra = {}
+    if hasattr(released, "configuration_extra"):
+        extra.update(released.configuration_extra(spec, train_mode, cfg.checkpoint))
+    if hasattr(images, "decoding_settings"):
+        extra.update({k.replace("_", "-"): v for k, v in images.decoding_settings().items()})
+    configuration = configuration_of_job(spec, cfg, precision=precision, outcomes=outcomes, extra=extra,
+                                         dataset=dataset)
+    identify(row, provenance, configuration, spec=spec, stages=stages, outcomes=outcomes, cfg=cfg,
+             precision=precision, loaded=end_job())
+
+
+def resolve_precision(asked: str, device_type: str) -> str:
+    """"auto" is bf16 autocast on CUDA and fp32 on the CPU; bf16 on the CPU is refused (its
+    autocast is slower there and membench's CPU numbers are fp32)."""
+    from membench.errors import MembenchError
+
+    if asked == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    if asked not in ("fp32", "bf16"):
+        raise MembenchError(f"--precision must be auto, fp32 or bf16, not {asked!r}")
+    if asked == "bf16" and device_type != "cuda":
+        raise MembenchError("--precision bf16 is bf16 autocast on CUDA; on the CPU membench computes in fp32 "
+                            "(use --precision fp32 or auto)")
+    return asked
+
+
+def keep_head_fp32(model) -> int:
+    """Make every single-output linear layer (a memorability model's regression head) run in
+    float32 on float32 inputs whatever autocast is active, so predictions are never
+    quantised to bf16 (~0.004 steps near 0.75). Returns how many layers it changed."""
+    import types
+
+    import torch.nn as nn
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features == 1 and "forward" not in vars(module):
+            # a bound method (not a closure): deepcopy rebinds it to the copy
+            module.forward = types.MethodType(_fp32_forward, module)
+            changed += 1
+    return changed
+
+
+def _fp32_forward(self, x):
+    import torch
+
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return type(self).forward(self, x.float())
