@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import (add_data_options, add_image_options, apply_image_options, membench_home,
-                                      model_options, open_dataset)
+from membench.commands.common import (add_data_options, add_image_options, apply_image_options, key_values,
+                                      membench_home, model_options, open_dataset)
 
 HELP_EPILOG = """examples:
   membench run --model resnet50-lamem --data demo --preset smoke --pretrained none --splits 1   # works anywhere, offline
@@ -53,6 +53,15 @@ def add_parser(sub) -> None:
                    help="option for model builders, e.g. captioner=random (repeatable)")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="missing or corrupt images: stop (default) or leave them out, counted")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; fp32: float32 everywhere (the "
+                        "exact protocol); bf16: autocast on CUDA. The output head and predictions are fp32 "
+                        "either way; bf16 runs are labelled as their own configuration (docs/performance.md)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep each finished stage's last.pt (optimizer state; default: removed, best.pt stays)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="smoke/quick presets: keep the checkpoints after success (default: removed; see "
+                        "`membench runs`)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA graphs on cuda; speed only, same protocol)")
     p.add_argument("--frozen-train-cache", type=int, default=0, metavar="K",
@@ -82,7 +91,7 @@ def cmd_run(args) -> int:
     from membench.lamem import parse_splits
     from membench.output import emit
     from membench.engine.job import RunConfig
-    from membench.runner import run_all
+    from membench.runner import resolve_precision, run_all
 
     specs = registry.select_models(args.model)
     apply_image_options(args)  # before any job key or worker: decoding is part of both
@@ -96,7 +105,9 @@ def cmd_run(args) -> int:
         patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
         train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
         options=model_options(args.model_option, specs), compile=args.compile,
-        frozen_train_cache=args.frozen_train_cache)
+        frozen_train_cache=args.frozen_train_cache, precision=args.precision,
+        dataset_options=key_values(args.dataset_option, "--dataset-option"))
+    cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
@@ -117,7 +128,7 @@ def cmd_run(args) -> int:
         return 0
     else:
         rows = run_all(specs, dataset, splits, cfg, console=console)
-    emit(_summary(rows), ["model", "dataset", "preset", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
+    emit(_summary(rows), ["model", "dataset", "configuration", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")
     if args.preset in PLUMBING_ONLY:
         import shlex
@@ -142,5 +153,5 @@ def _summary(rows: list[dict]) -> list[dict]:
 
     out = []
     for s in summarise(rows):
-        out.append({**s, "splits": s["n_splits"]})
+        out.append({**s, "splits": s["n_splits"], "configuration": s["configuration"] or "protocol"})
     return out
