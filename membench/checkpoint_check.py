@@ -42,6 +42,22 @@ def recorded_model(path: Path, checkpoint: dict | None = None) -> str | None:
     return None
 
 
+def frozen_sources(path: Path) -> dict[str, Path] | None:
+    """For a frugal checkpoint (one holding only the trained part of its model, see
+    membench/engine/checkpoints.py): the files its frozen parts came from, for the
+    builder's BuildContext.upstream; None for a checkpoint that holds every weight."""
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return None  # load_into names the problem
+    reference = saved.get("frozen") if isinstance(saved, dict) else None
+    if not reference:
+        return None
+    return {k: Path(s["path"]) for k, s in (reference.get("sources") or {}).items()}
+
+
 def mismatch(model, state: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing keys, unexpected keys, keys whose shapes differ) of `state` for `model`."""
     want = model.state_dict()
@@ -78,9 +94,18 @@ def load_into(model, spec_name: str, path: Path) -> None:
 
     path = Path(path)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:
         raw = None  # load_state_dict below names the problem
+    if isinstance(raw, dict) and raw.get("frozen"):  # frugal: the trained part, frozen parts rebuilt
+        owner = recorded_model(path, raw)
+        if owner and owner != spec_name:
+            raise MembenchError(f"this checkpoint belongs to model {owner!r}, not {spec_name!r}: "
+                                f"use --model {owner}", path)
+        from membench.engine.checkpoints import load_trained
+
+        load_trained(model, raw, path)
+        return
     state = load_state_dict(path)
     missing, unexpected, shapes = mismatch(model, state)
     if not (missing or unexpected or shapes):

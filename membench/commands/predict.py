@@ -41,7 +41,7 @@ def cmd_predict(args) -> int:
     import sys
 
     from membench import registry
-    from membench.checkpoint_check import load_into
+    from membench.checkpoint_check import frozen_sources, load_into
     from membench.commands.predict_inputs import expand, usable
     from membench.engine.device import resolve_device
     from membench.engine.inference import predict
@@ -58,9 +58,12 @@ def cmd_predict(args) -> int:
     paths = expand(args.images, args.recursive)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in paths), args.on_bad_image)
     device = resolve_device(args.device)
-    # A checkpoint replaces every weight, so ImageNet or published weights would only be
-    # loaded to be overwritten (and need not be on this machine).
-    ctx = BuildContext(pretrained=args.pretrained != "none" and args.checkpoint is None, options=options)
+    # A whole checkpoint replaces every weight, so ImageNet or published weights would only be
+    # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
+    # trained part: its frozen parts are rebuilt from the files it names, and checked.
+    sources = frozen_sources(args.checkpoint) if args.checkpoint else None
+    ctx = BuildContext(pretrained=args.pretrained != "none" and (args.checkpoint is None or sources is not None),
+                       upstream=dict(sources or {}), options=options)
     model = spec.builder()(ctx)
     if args.checkpoint:
         load_into(model, spec.name, args.checkpoint)
