@@ -36,6 +36,8 @@ def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None =
         return path
     source = ""
     if url:
+        # torch.hub.load_state_dict_from_url would put the file in the same place with the same
+        # hash check; membench's downloader adds resuming, a rich progress bar and one-line errors.
         from membench.download import DownloadError, download
 
         try:
@@ -76,7 +78,7 @@ def load_state_dict(path: Path) -> dict:
         obj = obj["model"]
     if not isinstance(obj, dict):
         raise MembenchError("not a state_dict", path)
-    from membench.identity import note_loaded
+    from membench.files_loaded import note_loaded
 
     note_loaded(path)  # its sha256 goes into the run JSON of the job that loaded it
     return obj
