@@ -3,55 +3,18 @@ configuration (membench.configuration), the recipe each stage executed, the git 
 the code, the versions of membench and of the plugin that provided the model, and the
 sha256 of every weight or checkpoint file that was loaded.
 
-No torch here; the runner calls `configuration_of_job` and `identify` once per job.
+No torch here; the runner calls `record` once per job. The files a job loads are collected
+by membench.files_loaded, the precision helpers live in membench.precision.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
 from membench.configuration import Configuration, from_settings
-
-# -- files loaded -------------------------------------------------------------------------
-# membench.weights.load_state_dict notes every file it reads into the innermost open job (a
-# chained stage's job runs inside its downstream job, so this is a stack).
-_jobs: list[dict[str, str]] = []
-
-
-def note_loaded(path) -> None:
-    """Record that weights were read from `path` (called by membench.weights)."""
-    path = Path(path)
-    if _jobs and path.is_file():
-        _jobs[-1][str(path.resolve())] = sha256_file(path)
-
-
-def begin_job() -> None:
-    """Start collecting the files a job loads."""
-    _jobs.append({})
-
-
-def end_job() -> dict[str, str]:
-    """{absolute path: sha256} of the files loaded since the matching begin_job()."""
-    return dict(sorted(_jobs.pop().items())) if _jobs else {}
-
-
-def sha256_file(path) -> str:
-    path = Path(path)
-    stat = path.stat()
-    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+from membench.files_loaded import end_job, sha256_file
 
 # -- the configuration of a job ------------------------------------------------------------
 
@@ -180,42 +143,3 @@ def record(row: dict, provenance: dict, *, spec, cfg, device, dataset, stages, o
                                          dataset=dataset)
     identify(row, provenance, configuration, spec=spec, stages=stages, outcomes=outcomes, cfg=cfg,
              precision=precision, loaded=end_job())
-
-
-def resolve_precision(asked: str, device_type: str) -> str:
-    """"auto" is bf16 autocast on CUDA and fp32 on the CPU; bf16 on the CPU is refused (its
-    autocast is slower there and membench's CPU numbers are fp32)."""
-    from membench.errors import MembenchError
-
-    if asked == "auto":
-        return "bf16" if device_type == "cuda" else "fp32"
-    if asked not in ("fp32", "bf16"):
-        raise MembenchError(f"--precision must be auto, fp32 or bf16, not {asked!r}")
-    if asked == "bf16" and device_type != "cuda":
-        raise MembenchError("--precision bf16 is bf16 autocast on CUDA; on the CPU membench computes in fp32 "
-                            "(use --precision fp32 or auto)")
-    return asked
-
-
-def keep_head_fp32(model) -> int:
-    """Make every single-output linear layer (a memorability model's regression head) run in
-    float32 on float32 inputs whatever autocast is active, so predictions are never
-    quantised to bf16 (~0.004 steps near 0.75). Returns how many layers it changed."""
-    import types
-
-    import torch.nn as nn
-
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features == 1 and "forward" not in vars(module):
-            # a bound method (not a closure): deepcopy rebinds it to the copy
-            module.forward = types.MethodType(_fp32_forward, module)
-            changed += 1
-    return changed
-
-
-def _fp32_forward(self, x):
-    import torch
-
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return type(self).forward(self, x.float())

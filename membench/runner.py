@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from membench import __version__, distributed, identity, registry, released
+from membench import __version__, distributed, files_loaded, identity, precision, registry, released
 from membench.engine import stage as stage_engine
 from membench.engine.device import resolve_device
 from membench.engine.inference import predict
@@ -147,7 +147,7 @@ class Runner:
         import torch
 
         started = time.time()
-        identity.begin_job()  # collects the weight files this job loads (sha256 in its run JSON)
+        files_loaded.begin_job()  # collects the weight files this job loads (sha256 in its run JSON)
         split = self.split(k)
         stages, pre = effective(spec, cfg.preset)
         ctx = BuildContext(pretrained=cfg.pretrained, init=cfg.init, options=dict(cfg.options), device="cpu")
@@ -319,7 +319,7 @@ def resolve_precision(cfg: RunConfig) -> RunConfig:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return replace(cfg, precision=identity.resolve_precision(cfg.precision, device))
+    return replace(cfg, precision=precision.resolve_precision(cfg.precision, device))
 
 
 def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:

@@ -78,7 +78,7 @@ def load_state_dict(path: Path) -> dict:
         obj = obj["model"]
     if not isinstance(obj, dict):
         raise MembenchError("not a state_dict", path)
-    from membench.identity import note_loaded
+    from membench.files_loaded import note_loaded
 
     note_loaded(path)  # its sha256 goes into the run JSON of the job that loaded it
     return obj

@@ -106,17 +106,16 @@ def test_protocol_and_later_configurations_render_as_separate_labelled_rows(run_
 
 def test_chained_stage_records_the_recipe_stage_1_executed(run_cli, tiny_plugin, demo_root, tmp_path):
     board = tmp_path / "board"
-    _run(run_cli, demo_root, board, "tiny-chain", "--preset", "smoke")
+    _run(run_cli, demo_root, board, "tiny-chain")  # paper preset: its checkpoints stay
     rows = {r["model"]: r for r in read_rows(board / "results.csv")}
     stage1 = rows["tiny-cnn"]
     prov = _json(board, rows["tiny-chain"]["run_id"])
     first, second = prov["recipe"]
     # stage 1 is tiny-cnn's own job: its batch size and LR, never the placeholder Stage's defaults
     assert (first["name"], first["model"], first["run_id"]) == ("stage1", "tiny-cnn", stage1["run_id"])
-    assert [(s["batch_size"], s["lr"], s["epochs"]) for s in first["recipe"]] == [(8, 0.01, 1)]
-    assert (second["name"], second["batch_size"], second["lr"], second["epochs"]) == ("stage2", 8, 0.01, 1)
-    assert prov["preset"]["name"] == "smoke"
-    assert rows["tiny-chain"]["configuration"] == "preset=smoke"
+    assert [(s["batch_size"], s["lr"], s["epochs"]) for s in first["recipe"]] == [(8, 0.01, 3)]
+    assert (second["name"], second["batch_size"], second["lr"], second["epochs"]) == ("stage2", 8, 0.01, 2)
+    assert rows["tiny-chain"]["configuration"] == "" and rows["tiny-chain"]["config_id"] == "protocol"
     # the stage-1 checkpoint tiny-chain loaded, with its sha256
     best = next(Path(p) for p in prov["files_loaded"] if p.endswith("stage1/best.pt"))
     assert prov["files_loaded"][str(best)] == hashlib.sha256(best.read_bytes()).hexdigest()

@@ -48,7 +48,7 @@ class Device:
     def prepare(self, model):
         import torch
 
-        from membench.identity import keep_head_fp32
+        from membench.precision import keep_head_fp32
 
         keep_head_fp32(model)  # the output head and predictions stay fp32 under any autocast
         model = model.to(self.torch)

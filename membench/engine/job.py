@@ -158,7 +158,7 @@ def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
 def file_material(spec: ModelSpec, cfg: RunConfig) -> dict:
     """The content (sha256) of files named by --checkpoint or a file-valued model option:
     the same path holding other weights is another job (absent without such files)."""
-    from membench.identity import sha256_file
+    from membench.files_loaded import sha256_file
     from membench.options import file_options
 
     named = dict(file_options(spec.options, cfg.options))
