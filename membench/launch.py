@@ -223,7 +223,7 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
     from membench.leaderboard import valid_rows
     from membench.output import emit
     from membench.parallel import _config_to_json, plan
-    from membench.runner import preflight
+    from membench.runner import preflight, resolve_precision
 
     submitit = require_submitit()
     cfg = replace(cfg, out=Path(cfg.out).resolve(), work_dir=Path(cfg.work_dir).resolve(),
@@ -235,6 +235,7 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
             cfg = replace(cfg, device="cuda" if opts.gpus_per_job else "cpu")
         if cfg.workers is None and cfg.device == "cuda":
             cfg = replace(cfg, workers=min(8, opts.cpus_per_job))  # the node's cores are not all the job's
+    cfg = resolve_precision(cfg)  # for the jobs' device (concrete for Slurm): the same keys as a local run
     cfg = preflight(specs, cfg, say=say)  # missing weights stop us here, not in forty jobs
     check_writable(cfg.out)
     check_writable(cfg.work_dir)

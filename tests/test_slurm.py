@@ -385,3 +385,20 @@ def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(tiny, demo_root, 
     err = capsys.readouterr().err
     assert "waiting for another membench process" in err and "time limit or preemption (SIGUSR2)" in err
     assert not job_dir.exists()  # it never started the job
+
+
+def test_slurm_jobs_get_the_compute_nodes_device_and_precision(tiny, fake_slurm, demo_root, tmp_path, run_cli):
+    """This machine has no GPU, the nodes do: --device auto means cuda (bf16) for the jobs,
+    decided here so that the keys checked and printed here are the jobs' keys."""
+    args = [a for a in run_args(demo_root, tmp_path, "tiny-cnn", "1", "--launcher", "slurm") if a != "cpu"]
+    args.remove("--device")
+    code, _out, err = run_cli(*args)
+    assert code == 0, err
+    with open(tmp_path / "work" / "logs" / "submitit" / "1001" / "1001_submitted.pkl", "rb") as f:
+        job = pickle.load(f).function
+    assert (job.config["device"], job.config["precision"], job.config["workers"]) == ("cuda", "bf16", 8)
+    code, _out, err = run_cli(*args, "--slurm-gpus-per-job", "0")
+    assert code == 0, err
+    with open(tmp_path / "work" / "logs" / "submitit" / "1002" / "1002_submitted.pkl", "rb") as f:
+        job = pickle.load(f).function
+    assert (job.config["device"], job.config["precision"], job.config["workers"]) == ("cpu", "fp32", None)

@@ -107,13 +107,14 @@ def cmd_run(args) -> int:
         options=model_options(args.model_option, specs), compile=args.compile,
         frozen_train_cache=args.frozen_train_cache, precision=args.precision,
         dataset_options=key_values(args.dataset_option, "--dataset-option"))
-    cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
-    dataset = open_dataset(args)
-    splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
-    console = Console(stderr=True)
     from membench.launch import launch, options_from_args
 
     cluster = options_from_args(args)
+    if cluster is None:  # a cluster's jobs get --precision for the nodes' device (membench.launch)
+        cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
+    dataset = open_dataset(args)
+    splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
+    console = Console(stderr=True)
     if cluster is not None:  # each (model, split) job a Slurm (or submitit-local) job
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         rows = launch(specs, dataset, splits, cfg, data, args.launcher, cluster, wait=args.wait, say=console.print)
