@@ -18,6 +18,24 @@ def spearman(pred, truth) -> float:
     return float(spearmanr(pred, truth).statistic)
 
 
+def spearman_eq2(pred, truth) -> float:
+    """The paper's Eq. 2, 1 - 6 sum d^2 / (N (N^2 - 1)), d the difference of the average
+    ranks. It equals `spearman` when neither side has ties and differs when they do (Eq. 2
+    assumes distinct ranks); membench reports `spearman` and uses this only to measure the
+    difference (scripts/reference_measurements.py, docs/models.md)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if pred.shape != truth.shape or pred.ndim != 1:
+        raise ValueError(f"spearman_eq2 needs two 1-D arrays of equal length, got {pred.shape} and {truth.shape}")
+    n = len(pred)
+    if n < 2:
+        return math.nan
+    d = rankdata(pred) - rankdata(truth)
+    return float(1.0 - 6.0 * (d ** 2).sum() / (n * (n * n - 1.0)))
+
+
 def mse(pred, truth) -> float:
     import numpy as np
 
