@@ -19,6 +19,7 @@ from pathlib import Path
 
 from membench import __version__, distributed, files_loaded, identity, precision, registry, released
 from membench.engine import stage as stage_engine
+from membench.engine.checkpoints import checkpoint_gone, is_frugal, load_trained, remove_checkpoints, sources_of
 from membench.engine.device import resolve_device
 from membench.engine.inference import predict
 from membench.engine.job import (  # noqa: F401  (RunConfig, PRESETS: part of this module's interface)
@@ -32,6 +33,7 @@ from membench.engine.job import (  # noqa: F401  (RunConfig, PRESETS: part of th
 )
 from membench.engine.provenance import git_commit, hardware, run_provenance
 from membench.engine.seeds import epoch_seed
+from membench.engine.stage import load_checkpoint
 from membench.errors import MembenchError, WeightsUnavailable
 from membench.files import atomic_write_json, check_writable
 from membench.images import apply_policy, check_images
@@ -61,6 +63,7 @@ class Runner:
         self.dist = distributed.init(self.device.type)  # torchrun: one job over several processes
         self.done: dict[str, JobResult] = {}
         self._checked: dict[int, set] = {}
+        self.finished_dirs: dict[str, Path] = {}  # job memo -> directory, until its checkpoints are released
 
     def say(self, text: str) -> None:
         if self.console is not None:
@@ -118,6 +121,10 @@ class Runner:
         # torchrun: rank 0 locks and writes; the other ranks of the same job follow it
         lock = job_lock(job_dir, wait=reuse_finished, say=self.say) if self.dist.is_main else contextlib.nullcontext()
         with lock:
+            if reuse_finished and self.dist.is_main and checkpoint_gone(job_dir):
+                self.say(f"{spec.name} split {k}: finished earlier, but its checkpoints were removed after "
+                         "that run (smoke/quick preset): running it again")
+                shutil.rmtree(job_dir)
             if (cfg.resume or reuse_finished) and (job_dir / "result.json").is_file():
                 result = self._reuse(spec, k, key, job_dir)
             else:
@@ -125,9 +132,27 @@ class Runner:
                     refuse_to_discard(job_dir)
                     shutil.rmtree(job_dir)
                 distributed.barrier(self.dist)
-                result = self._run_job(spec, k, key, job_dir, cfg)
+                result = self._run_job(spec, k, key, job_dir, cfg, chained=reuse_finished)
         self.done[memo] = result
+        self.finished_dirs[memo] = job_dir
         return result
+
+    def release(self, pending: list[tuple[ModelSpec, int]]) -> None:
+        """Smoke and quick presets keep no checkpoints after success (unless --keep-checkpoints):
+        drop those of every finished job that no pending job of this invocation needs."""
+        if PRESETS[self.cfg.preset].keeps_checkpoints or self.cfg.keep_checkpoints or not self.dist.is_main:
+            return
+        needed = {memo for spec, k in pending for memo in self._upstream_memos(spec, k, self.cfg)}
+        for memo in [m for m in self.finished_dirs if m not in needed]:
+            remove_checkpoints(self.finished_dirs.pop(memo))
+
+    def _upstream_memos(self, spec: ModelSpec, k: int, cfg: RunConfig) -> set[str]:
+        out = set()
+        for stage in effective(spec, cfg.preset)[0]:
+            if stage.model:
+                upstream, ucfg = registry.get_model(stage.model), cfg.upstream()
+                out |= {f"{job_key(upstream, self.dataset, ucfg)}/{k}"} | self._upstream_memos(upstream, k, ucfg)
+        return out
 
     def _reuse(self, spec: ModelSpec, k: int, key: str, job_dir: Path) -> JobResult:
         result_file = job_dir / "result.json"
@@ -143,7 +168,8 @@ class Runner:
             add_result(self.cfg.out, result.row, [tuple(p) for p in saved["predictions"]], saved["provenance"])
         return result
 
-    def _run_job(self, spec: ModelSpec, k: int, key: str, job_dir: Path, cfg: RunConfig) -> JobResult:
+    def _run_job(self, spec: ModelSpec, k: int, key: str, job_dir: Path, cfg: RunConfig,
+                 chained: bool = False) -> JobResult:
         import torch
 
         started = time.time()
@@ -158,7 +184,7 @@ class Runner:
         outcomes: dict[str, dict] = {}
         model = checkpoint = None
         if train_mode == "full":
-            model, checkpoint = self._train(spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes)
+            model, checkpoint = self._train(spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained)
         if model is None:  # evaluate only (or a recipe made only of chained stages)
             model, checkpoint = self._evaluation_model(spec, k, ctx, cfg, train_mode, authors)
         task = self.progress.add_task(f"{spec.name} split {k}: test", total=len(split.test))
@@ -186,9 +212,10 @@ class Runner:
             torch.cuda.empty_cache()
         return result
 
-    def _train(self, spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes):
+    def _train(self, spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained=False):
         """Every stage of the recipe in order; returns the trained model (None when every
-        stage is chained) and its best checkpoint."""
+        stage is chained) and its best checkpoint. Only the final stage of a job that no
+        other model builds on keeps a frugal best.pt: builders read a whole state_dict."""
         from membench.cache import train_views
 
         model = None
@@ -206,7 +233,8 @@ class Runner:
             outcome = stage_engine.train_stage(
                 model, stage, split.train, split.val, pre, self.device, job_dir / stage.name, seed=cfg.seed + k,
                 patience=stage.patience or cfg.patience, resume=cfg.resume, progress=self.progress,
-                frozen_train_cache=views)
+                frozen_train_cache=views, keep_last=cfg.keep_last, frozen_sources=dict(ctx.upstream),
+                frugal_best=i == len(stages) - 1 and not chained)
             outcomes[stage.name] = asdict(outcome)
             kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
             if i < len(stages) - 1:
@@ -216,6 +244,10 @@ class Runner:
     def _chain(self, stage, k: int, ctx: BuildContext, cfg: RunConfig) -> dict:
         """A stage that trains another model: that model's own job (run or reused) on this split."""
         upstream = self.run(registry.get_model(stage.model), k, reuse_finished=True, cfg=cfg.upstream())
+        if upstream.checkpoint and is_frugal(upstream.checkpoint):
+            raise MembenchError(f"{stage.model}'s checkpoint holds only its trained part (it was run on its own), "
+                                f"so {stage.name} cannot build on it; delete the folder {upstream.checkpoint.parent.parent} "
+                                "and run again: chained, it keeps a whole best.pt", upstream.checkpoint)
         ctx.upstream[stage.name] = upstream.checkpoint
         # the recipe stage 1 actually executed is the upstream job's own (batch, lr, epochs)
         return {"model": stage.model, "run_id": upstream.row["run_id"],
@@ -224,8 +256,12 @@ class Runner:
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
         if authors:  # the release replaces every tensor: no ImageNet or other weights needed
             ctx = replace(ctx, pretrained=False)
+        if cfg.checkpoint and is_frugal(cfg.checkpoint):  # its frozen parts come from the files it names
+            ctx.upstream.update(sources_of(cfg.checkpoint))
         model = self.device.prepare(self._build(spec, ctx, k, "evaluate", cfg))
-        if cfg.checkpoint:  # strictly, or one line naming the model the checkpoint belongs to
+        if cfg.checkpoint and is_frugal(cfg.checkpoint):  # the trained part; frozen parts rebuilt and checked
+            load_trained(model, load_checkpoint(cfg.checkpoint), cfg.checkpoint)
+        elif cfg.checkpoint:  # strictly, or one line naming the model the checkpoint belongs to
             from membench.checkpoint_check import load_into
 
             load_into(model, spec.name, cfg.checkpoint)
@@ -301,11 +337,13 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
         runner = Runner(dataset, cfg, progress, console=progress.console)
         runner.prepare(splits)
         overall = progress.add_task("jobs", total=len(specs) * len(splits))
-        for spec in specs:
-            for k in splits:
-                rows.append(runner.run(spec, k).row)
-                progress.advance(overall)
-                kill_point(f"job-done:{spec.name}:{k}")
+        pending = [(spec, k) for spec in specs for k in splits]
+        while pending:
+            spec, k = pending.pop(0)
+            rows.append(runner.run(spec, k).row)
+            runner.release(pending)  # smoke/quick: checkpoints nothing pending needs are removed
+            progress.advance(overall)
+            kill_point(f"job-done:{spec.name}:{k}")
     return rows
 
 

@@ -93,10 +93,20 @@ def test_chained_stages_reuse_stage1_and_freeze(tiny_plugin, demo_root, tmp_path
     chain_dir = next(work.glob("tiny-chain__*")) / "split1"
     stage1_dir = next(work.glob("tiny-cnn__*")) / "split1" / "stage1"
     s1 = torch.load(stage1_dir / "best.pt", weights_only=False)["model"]
-    s2 = torch.load(chain_dir / "stage2" / "best.pt", weights_only=False)["model"]
-    for name, value in s1.items():
-        if name.startswith("features."):
-            assert torch.equal(value, s2[name]), name  # frozen in stage 2: bit-identical
+    saved = torch.load(chain_dir / "stage2" / "best.pt", weights_only=False)
+    s2 = saved["model"]
+    # stage 2's checkpoint references its frozen parameters instead of saving them again ...
+    frozen = [n for n in s1 if n.startswith("features.") and n not in s2]
+    assert frozen and not any("running" in n or "num_batches" in n for n in frozen)
+    # ... by a digest that is stage 1's: frozen in stage 2, bit-identical
+    from membench import BuildContext
+    from membench.engine.checkpoints import digest
+
+    stage1_model = tiny_plugin.build_tiny(BuildContext(upstream={"stage1": stage1_dir / "best.pt"}))
+    assert digest(stage1_model, frozen) == saved["frozen"]["digest"]
+    for name in s1:
+        if name.startswith("features.") and name in s2:
+            assert torch.equal(s1[name], s2[name]), name  # frozen BatchNorm statistics: unchanged
     assert not torch.equal(s1["head.weight"], s2["head.weight"])
 
 

@@ -5,6 +5,7 @@ CORE_COMMANDS = (
     "membench.commands.models",
     "membench.commands.data",
     "membench.commands.run",
+    "membench.commands.runs",
     "membench.commands.predict",
     "membench.commands.report",
     "membench.commands.compare",

@@ -105,7 +105,8 @@ def cmd_run(args) -> int:
         patience=args.patience, pretrained=args.pretrained != "none", init=args.init,
         train=args.train, checkpoint=args.checkpoint, on_bad_image=args.on_bad_image,
         options=model_options(args.model_option, specs), compile=args.compile,
-        frozen_train_cache=args.frozen_train_cache, precision=args.precision,
+        frozen_train_cache=args.frozen_train_cache, keep_last=args.keep_last,
+        keep_checkpoints=args.keep_checkpoints, precision=args.precision,
         dataset_options=key_values(args.dataset_option, "--dataset-option"))
     from membench.launch import launch, options_from_args
 

@@ -31,6 +31,7 @@ class Preset:
     meaning: str
     adapt: Callable[[ModelSpec], tuple[tuple[Stage, ...], Preprocess]]
     sizes: dict[str, int] | None = None
+    keeps_checkpoints: bool = True  # False: a successful run removes its checkpoints (--keep-checkpoints keeps)
 
 
 def _paper(spec: ModelSpec):
@@ -53,10 +54,10 @@ def _quick(spec: ModelSpec):
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("paper", "the recipe exactly: epochs, batch sizes and learning rates of the model's paper", _paper),
     Preset("smoke", "16 train / 8 val / 16 test images per split, one epoch per stage: checks the plumbing, "
-                    "its numbers mean nothing", _smoke, {"train": 16, "val": 8, "test": 16}),
+                    "its numbers mean nothing", _smoke, {"train": 16, "val": 8, "test": 16}, keeps_checkpoints=False),
     Preset("quick", "CPU-sized learning check: 64x64 inputs, up to 600 train images, 4 epochs per stage at "
                     "LR 1e-3 and batch 32; NOT the paper protocol (models with fixed input sizes cannot use it)",
-           _quick, {"train": 600, "val": 64, "test": 200}),
+           _quick, {"train": 600, "val": 64, "test": 200}, keeps_checkpoints=False),
 )}
 
 
@@ -78,6 +79,8 @@ class RunConfig:
     options: dict[str, str] = field(default_factory=dict)
     compile: bool = False  # torch.compile the model (speed only: not part of the job key)
     frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
+    keep_last: bool = False  # keep a finished stage's last.pt (disk only: not part of the job key)
+    keep_checkpoints: bool = False  # smoke/quick: keep checkpoints after success (disk only)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16; resolved by run_all
     dataset_options: dict[str, str] = field(default_factory=dict)  # --dataset-option (for the configuration)
 
@@ -178,11 +181,13 @@ def refuse_to_discard(job_dir: Path) -> None:
     of an interrupted run (possibly days of training)."""
     if (job_dir / "result.json").is_file():
         return
-    saved = sorted(job_dir.glob("*/last.pt"))
+    from membench.engine.checkpoints import STAGE_DONE
+
+    saved = sorted(job_dir.glob("*/last.pt")) + sorted(job_dir.glob(f"*/{STAGE_DONE}"))
     if saved:
         raise MembenchError(f"an interrupted run of this job left checkpoints here ({saved[0].parent.name}/"
-                            f"last.pt); add --resume to continue it, or delete the directory to start over",
-                            job_dir)
+                            f"{saved[0].name}); add --resume to continue it, or delete the directory to start "
+                            "over", job_dir)
 
 
 def job_lock(job_dir: Path, *, wait: bool, say=None):

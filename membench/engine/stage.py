@@ -19,6 +19,7 @@ from pathlib import Path
 from membench import distributed
 from membench.contract import training_loss
 from membench.engine.batches import training_batches, validator
+from membench.engine.checkpoints import Frugal, done_outcome, load_trained, mark_done
 from membench.engine.device import Device
 from membench.engine.seeds import epoch_seed, get_rng, set_rng
 from membench.errors import MembenchError, StopRequested
@@ -73,12 +74,13 @@ class StageState:
     def from_checkpoint(cls, saved: dict) -> "StageState":
         return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
-    def checkpoint(self, model, opt, sched) -> dict:
+    def checkpoint(self, model_entry: dict, opt, sched) -> dict:
+        """last.pt: `model_entry` (membench.engine.checkpoints.Frugal.entry), optimizer,
+        scheduler and this state."""
         saved = asdict(self)
         if not self.step:  # an epoch boundary: no partial epoch to describe
             del saved["step"], saved["losses"], saved["rng"]
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                **saved}
+        return {**model_entry, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **saved}
 
 
 def freeze(model, prefixes: tuple[str, ...]) -> list:
@@ -122,12 +124,21 @@ def load_checkpoint(path: Path) -> dict:
 
 def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...],
                 pre: Preprocess, device: Device, stage_dir: Path, *, seed: int, patience: int,
-                resume: bool, progress, frozen_train_cache: int = 0) -> StageOutcome:
+                resume: bool, progress, frozen_train_cache: int = 0, keep_last: bool = False,
+                frozen_sources: dict | None = None, frugal_best: bool = True) -> StageOutcome:
     """Train `model` in place for one stage; on return it holds the best epoch's weights.
-    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache)."""
+    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache).
+    Checkpoints hold the trained part; `frozen_sources` ({name: file}) are the files the
+    frozen parts came from (referenced, with their sha256). A finished stage drops last.pt
+    unless `keep_last`. `frugal_best` False: best.pt holds the whole model (a later stage's
+    builder reads it)."""
     run = StageRun(model, stage, train, val, pre, device, stage_dir, seed=seed, patience=patience,
-                   progress=progress, views=frozen_train_cache)
+                   progress=progress, views=frozen_train_cache, keep_last=keep_last, sources=frozen_sources,
+                   frugal_best=frugal_best)
     if resume:
+        finished = run.finished_earlier()
+        if finished is not None:
+            return finished
         run.restore()
     if run.done():
         return run.finish()
@@ -145,11 +156,14 @@ class StageRun:
     """The objects one stage works with; `train_stage` is its outline."""
 
     def __init__(self, model, stage: Stage, train, val, pre: Preprocess, device: Device, stage_dir: Path, *,
-                 seed: int, patience: int, progress, views: int):
+                 seed: int, patience: int, progress, views: int, keep_last: bool = False,
+                 sources: dict | None = None, frugal_best: bool = True):
         self.model, self.stage, self.train, self.val, self.pre, self.device = model, stage, train, val, pre, device
         self.seed, self.patience, self.progress, self.views = seed, patience, progress, views
         self.last, self.best = stage_dir / "last.pt", stage_dir / "best.pt"
         self.frozen = freeze(model, stage.frozen)
+        self.frugal, self.keep_last = Frugal(model, stage.frozen, sources), keep_last
+        self.best_part = self.frugal if frugal_best else Frugal(model, ())
         trainable = [p for p in model.parameters() if p.requires_grad]
         if not trainable:
             raise MembenchError(f"stage {stage.name!r} leaves no parameter to train")
@@ -166,7 +180,7 @@ class StageRun:
         if not self.last.is_file():
             return
         saved = load_checkpoint(self.last)
-        self.model.load_state_dict(saved["model"])
+        load_trained(self.model, saved, self.last)
         self.opt.load_state_dict(saved["optimizer"])
         self.sched.load_state_dict(saved["scheduler"])
         self.state = StageState.from_checkpoint(saved)
@@ -236,7 +250,7 @@ class StageRun:
     def _stop_mid_epoch(self, epoch: int, step: int, task) -> None:
         s = self.state  # s.epoch == epoch: the epochs finished before this one
         s.step, s.rng = step, get_rng(self.device.type)
-        save_checkpoint(self.last, s.checkpoint(self.model, self.opt, self.sched))
+        save_checkpoint(self.last, s.checkpoint(self.frugal.entry(self.model), self.opt, self.sched))
         self.progress.remove_task(task)
         raise StopRequested(f"interrupted in {self.stage.name}, epoch {epoch + 1}, step {step + 1}; progress "
                             f"saved in {self.last}: run the same command with --resume to continue from there")
@@ -258,12 +272,12 @@ class StageRun:
         score = val_rho if math.isfinite(val_rho) else -math.inf
         if score > s.best_val_rho or s.best_epoch == 0:
             s.best_val_rho, s.best_epoch, s.bad_epochs = score, epoch + 1, 0
-            save_checkpoint(self.best, {"model": self.model.state_dict(), "epoch": epoch + 1, "val_rho": val_rho})
+            save_checkpoint(self.best, {**self.best_part.entry(self.model), "epoch": epoch + 1, "val_rho": val_rho})
         else:
             s.bad_epochs += 1
         kill_point(f"checkpoint:{self.stage.name}:{epoch + 1}")
         s.epoch = epoch + 1
-        save_checkpoint(self.last, s.checkpoint(self.model, self.opt, self.sched))
+        save_checkpoint(self.last, s.checkpoint(self.frugal.entry(self.model), self.opt, self.sched))
         if ctrl_c.pressed:
             raise StopRequested(f"interrupted after {self.stage.name} epoch {epoch + 1}; progress saved in "
                                 f"{self.last}: run the same command with --resume to continue from there")
@@ -272,10 +286,23 @@ class StageRun:
         """Load the best epoch's weights and describe the stage."""
         s = self.state
         distributed.barrier(distributed.context())  # rank 0 has written best.pt
-        self.model.load_state_dict(load_checkpoint(self.best)["model"])
-        return StageOutcome(epochs_run=s.epoch, best_epoch=s.best_epoch, best_val_rho=s.best_val_rho,
-                            seconds=s.seconds, history=s.history, stopped_early=s.bad_epochs >= self.patience,
-                            frozen_train_cache=self.views)
+        load_trained(self.model, load_checkpoint(self.best), self.best)
+        outcome = StageOutcome(epochs_run=s.epoch, best_epoch=s.best_epoch, best_val_rho=s.best_val_rho,
+                               seconds=s.seconds, history=s.history, stopped_early=s.bad_epochs >= self.patience,
+                               frozen_train_cache=self.views)
+        if distributed.context().is_main:  # the stage is done: best.pt and its outcome are enough to resume
+            mark_done(self.last.parent, asdict(outcome))
+            if not self.keep_last:
+                self.last.unlink(missing_ok=True)
+        return outcome
+
+    def finished_earlier(self) -> StageOutcome | None:
+        """A stage that finished in an earlier (killed) run of this job: its best weights."""
+        outcome = done_outcome(self.last.parent)
+        if outcome is None:
+            return None
+        load_trained(self.model, load_checkpoint(self.best), self.best)
+        return StageOutcome(**outcome)
 
 
 class CtrlC:

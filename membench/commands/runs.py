@@ -1,0 +1,52 @@
+"""`membench runs`: the job directories under the work directory, with status and size;
+`membench runs clean` removes the finished and orphaned ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EPILOG = """examples:
+  membench runs                       # every job under $MEMBENCH_HOME/runs: status and size
+  membench runs clean --dry-run       # what clean would remove
+  membench runs clean                 # remove finished and orphaned jobs (never running or interrupted)
+"""
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    from membench.output import FORMATS
+
+    p = sub.add_parser("runs", help="list job directories (status, size); `runs clean` removes finished ones",
+                       description="List the job directories under the work directory with their status "
+                                   "(running, finished, interrupted: resumable with --resume, orphaned: "
+                                   "nothing to resume) and disk size. `clean` removes finished and orphaned "
+                                   "jobs; their leaderboard rows stay.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
+    p.add_argument("--work-dir", type=Path, default=None, help="default: $MEMBENCH_HOME/runs")
+    p.add_argument("--dry-run", action="store_true", help="clean: only say what would be removed")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_runs(args) -> int:
+    from membench import runs
+    from membench.files import membench_home
+    from membench.output import emit
+
+    work_dir = args.work_dir or membench_home() / "runs"
+    columns = ["run", "split", "status", "size"]
+    if args.action == "list":
+        found = runs.scan(work_dir)
+        emit([r.row() for r in found], columns if args.format == "table" else [*columns, "bytes", "path"],
+             args.format, title=f"runs in {work_dir}")
+        if args.format == "table":
+            print(f"{len(found)} job(s), {runs.human(sum(r.bytes for r in found))}")
+        return 0
+    removed = runs.clean(work_dir, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for r in removed:
+        print(f"{verb} {r.path} ({r.status}, {runs.human(r.bytes)})")
+    print(f"{verb} {len(removed)} job(s), {runs.human(sum(r.bytes for r in removed))}")
+    return 0

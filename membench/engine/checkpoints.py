@@ -1,0 +1,151 @@
+"""Frugal checkpoints: a stage's files hold what the stage trains, not its frozen parts.
+
+A stage that freezes submodules (stage 2 of the proposed model freezes two ResNet50s and
+the captioner, ~90% of its weights) saves in best.pt and last.pt only the tensors it can
+change: the trainable parameters and the buffers (small; frozen BatchNorm statistics may
+change too when a recipe trains them). The frozen parameters are referenced instead:
+
+    "frozen": {"prefixes": [...], "digest": sha256 of the frozen parameters,
+               "sources": {name: {"path": file they came from, "sha256": its hash}}}
+
+Loading rebuilds the model the usual way (its builder reads the same source files), checks
+the rebuilt frozen parameters against `digest` and loads the trained part. A stage that
+freezes nothing saves its whole state_dict, as before.
+
+A finished stage writes `stage.json` (its outcome) and drops last.pt (unless --keep-last),
+so a resumed job reuses the stage from best.pt + stage.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from membench.errors import MembenchError
+from membench.files import atomic_write_json
+
+STAGE_DONE = "stage.json"
+
+
+def frozen_names(model, prefixes) -> list[str]:
+    """The parameter names under the frozen prefixes, in state_dict order."""
+    return [n for n, _ in model.named_parameters() if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+
+def digest(model, names: list[str]) -> str:
+    """sha256 over the named parameters (name, dtype, shape, bytes): what "the same frozen
+    parts" means when a checkpoint is loaded into a rebuilt model."""
+    import torch
+
+    params = dict(model.named_parameters())
+    h = hashlib.sha256()
+    for name in names:
+        t = params[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class Frugal:
+    """What a stage saves of its model: everything but `names` (frozen parameters), which
+    `reference` describes. `names` empty: the whole state_dict."""
+
+    def __init__(self, model, prefixes, sources: dict[str, Path] | None = None):
+        from membench.identity import sha256_file
+
+        self.names = frozen_names(model, prefixes)
+        self.reference = None
+        if self.names:
+            self.reference = {
+                "prefixes": list(prefixes), "digest": digest(model, self.names),
+                "sources": {k: {"path": str(p), "sha256": sha256_file(p)}
+                            for k, p in sorted((sources or {}).items()) if p and Path(p).is_file()}}
+
+    def state(self, model) -> dict:
+        skip = set(self.names)
+        return {k: v for k, v in model.state_dict().items() if k not in skip}
+
+    def entry(self, model) -> dict:
+        """The checkpoint fields that hold the model."""
+        return {"model": self.state(model), **({"frozen": self.reference} if self.reference else {})}
+
+
+def load_trained(model, saved: dict, path: Path) -> None:
+    """Load a checkpoint's model into `model`: whole, or its trained part after checking
+    that the rebuilt frozen parameters are the ones it was trained with."""
+    reference = saved.get("frozen")
+    if not reference:
+        model.load_state_dict(saved["model"])
+        return
+    names = frozen_names(model, reference["prefixes"])
+    if digest(model, names) != reference["digest"]:
+        came = "; ".join(f"{k}: {s['path']} (sha256 {s['sha256'][:12]})" for k, s in reference["sources"].items())
+        raise MembenchError("this checkpoint holds only the trained part of its model, and the frozen parts "
+                            "rebuilt now differ from those it was trained with"
+                            + (f" (they came from {came})" if came else "")
+                            + "; rebuild with the same weights and options", path)
+    missing, unexpected = model.load_state_dict(saved["model"], strict=False)
+    if set(missing) != set(names) or unexpected:
+        raise MembenchError(f"checkpoint does not fit the model ({len(unexpected)} unexpected weights, "
+                            f"{len(set(missing) - set(names))} missing)", path)
+
+
+def sources_of(path: Path) -> dict[str, Path]:
+    """The files the frozen parts of a frugal checkpoint came from ({} for a whole one), for
+    a builder's BuildContext.upstream when the checkpoint is evaluated on its own."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    reference = saved.get("frozen") if isinstance(saved, dict) else None
+    return {k: Path(s["path"]) for k, s in ((reference or {}).get("sources") or {}).items()}
+
+
+def is_frugal(path: Path) -> bool:
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return isinstance(saved, dict) and bool(saved.get("frozen"))
+
+
+# -- a finished stage ---------------------------------------------------------------------
+
+def mark_done(stage_dir: Path, outcome: dict) -> None:
+    atomic_write_json(stage_dir / STAGE_DONE, {"outcome": outcome})
+
+
+def done_outcome(stage_dir: Path) -> dict | None:
+    """The outcome of a stage that finished earlier, or None."""
+    marker = stage_dir / STAGE_DONE
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text())["outcome"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged marker: the stage is simply trained again
+
+
+def remove_checkpoints(job_dir: Path) -> int:
+    """Delete every checkpoint of a finished job (smoke/quick presets after success);
+    returns the bytes freed. result.json and the stage markers stay."""
+    freed = 0
+    for p in Path(job_dir).glob("*/*.pt"):
+        try:
+            freed += p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    return freed
+
+
+def checkpoint_gone(job_dir: Path) -> bool:
+    """A finished job whose recorded checkpoint was removed (smoke/quick after success)."""
+    try:
+        saved = json.loads((Path(job_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
+    checkpoint = saved.get("checkpoint") if isinstance(saved, dict) else None
+    return bool(checkpoint) and not Path(checkpoint).is_file()
