@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                    help="without --checkpoint: none scores with random weights (plumbing checks only)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU; fp32 to match a reference implementation "
+                        "closely (scores are fp32 either way)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--recursive", "-r", action="store_true",
                    help="score every image under the directories given")
@@ -58,6 +61,9 @@ def cmd_predict(args) -> int:
     paths = expand(args.images, args.recursive)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in paths), args.on_bad_image)
     device = resolve_device(args.device)
+    from membench.precision import resolve_precision
+
+    device.precision = resolve_precision(args.precision, device.type)  # bf16 on the CPU: a one-line refusal
     # A whole checkpoint replaces every weight, so ImageNet or published weights would only be
     # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
     # trained part: its frozen parts are rebuilt from the files it names, and checked.
