@@ -41,6 +41,8 @@ MEANINGS = {
     "frozen-train-cache": "frozen networks run once on K cached augmented views per training image "
                           "(an approximation of the exact protocol)",
     "weights": "the authors' released weights (imported with `membench weights`), evaluated without training",
+    "trained-on": "a checkpoint trained on another dataset, scored on this one (`membench evaluate`)",
+    "eval-part=all": "scored on every image of the dataset, not on its test split",
 }
 
 
@@ -154,7 +156,7 @@ def from_row(row: dict, provenance: dict | None = None, declared_options=()) -> 
     train mode, device, notes) and the run JSON when there is one, and `derived` is True
     so that the report can say so. On CUDA those versions always used bf16 autocast."""
     if row.get("config_id"):
-        return row.get("configuration") or "", row["config_id"], False
+        return _evaluated_elsewhere(row.get("configuration") or "", row["config_id"], False, row, provenance)
     config = (provenance or {}).get("config") or {}
     options = dict(config.get("options") or {})
     frozen = 0
@@ -180,4 +182,27 @@ def from_row(row: dict, provenance: dict | None = None, declared_options=()) -> 
         "precision": row.get("precision") or ("bf16" if row.get("device") == "cuda" else "fp32"),
         "frozen_train_cache": frozen,
     }, declared_options)
-    return cfg.label, cfg.id, True
+    return _evaluated_elsewhere(cfg.label, cfg.id, True, row, provenance)
+
+
+def _evaluated_elsewhere(label: str, config_id: str, derived: bool, row: dict, provenance: dict | None):
+    """Rows of `membench evaluate` score a checkpoint trained on another dataset (its
+    `trained_on`), or every image rather than the test split: never the same row as the
+    runs trained on this dataset."""
+    import re
+
+    extra = {}
+    trained = (row.get("trained_on") or "").strip()
+    if trained and trained != row.get("dataset"):
+        extra["trained-on"] = trained
+    part = (provenance or {}).get("eval_part")
+    if part is None:  # the run id of an evaluation ends in __on__<dataset>-<part>__<digest>
+        found = re.search(r"__on__.+-([a-z]+)__[0-9a-f]{8}$", row.get("run_id") or "")
+        part = found.group(1) if found else None
+    if part and part != "test":
+        extra["eval-part"] = part
+    if not extra:
+        return label, config_id, derived
+    label = "; ".join([label] * bool(label) + [f"{k}={v}" for k, v in extra.items()])
+    digest = hashlib.sha256(json.dumps([config_id, extra], sort_keys=True).encode()).hexdigest()[:8]
+    return label, digest, derived

@@ -187,3 +187,18 @@ def test_rows_without_configuration_columns_are_derived_and_say_so():
     # the run JSON of an old run supplies what rows never held (patience)
     assert from_row({**old, "notes": ""}, {"config": {"patience": 3}})[0] == "patience=3"
     assert from_row({"config_id": "abcd1234", "configuration": "patience=3"}) == ("patience=3", "abcd1234", False)
+
+
+def test_rows_scored_on_another_dataset_are_their_own_configuration():
+    """`membench evaluate` rows (a checkpoint trained elsewhere, or every image scored) never
+    share a table row with the runs trained on the dataset itself."""
+    native = {"run_id": "m__csv__paper__s0__abc", "dataset": "csv", "trained_on": "csv", "preset": "paper",
+              "config_id": "protocol", "configuration": ""}
+    transfer = {**native, "run_id": "m__lamem__paper__s0__def__on__csv-test__0123abcd", "trained_on": "lamem"}
+    everything = {**transfer, "run_id": "m__lamem__paper__s0__def__on__csv-all__4567cdef"}
+    assert from_row(native) == ("", "protocol", False)
+    label, cid, _ = from_row(transfer)
+    assert label == "trained-on=lamem" and cid not in ("protocol", from_row(everything)[1])
+    assert from_row(everything)[0] == "trained-on=lamem; eval-part=all"
+    old = {k: v for k, v in transfer.items() if k not in ("config_id", "configuration")}  # derived, with its JSON
+    assert from_row(old, {"eval_part": "all"})[0] == "trained-on=lamem; eval-part=all"
