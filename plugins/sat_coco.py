@@ -218,7 +218,6 @@ def _prepare(args):
 def train_captioner(args) -> dict:
     """Run (or resume) training; returns the final state summary."""
     import torch
-    from torch.utils.data import DataLoader, Subset
 
     from membench_plugins import sat
 
@@ -227,99 +226,133 @@ def train_captioner(args) -> dict:
     train, val = _prepare(args)
     device = _device(args.device)
     torch.manual_seed(args.seed)
-
-    state = None
-    if args.resume:
-        if not state_path.is_file():
-            raise MembenchError("nothing to resume: no training state", state_path)
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        wm = state["word_map"]
-    else:
-        if state_path.is_file():
-            raise MembenchError("a training state exists: pass --resume to continue it, or delete it",
-                                state_path)
-        wm = build_word_map([c for _, c in train], args.min_word_freq)
-
-    model = sat.Captioner(wm)
-    if state is None and args.pretrained == "imagenet":
-        from torchvision.models import resnet101
-
-        from membench.weights import torchvision_weights
-
-        net = resnet101(weights=None)
-        net.load_state_dict(torchvision_weights("resnet101", "ResNet-101 ImageNet (captioner encoder)"))
-        model.encoder.resnet.load_state_dict(torch.nn.Sequential(*list(net.children())[:-2]).state_dict())
-    model.to(device)
-    for p in model.encoder.parameters():
-        p.requires_grad = False
-    tuned = [p for m in list(model.encoder.resnet.children())[5:] for p in m.parameters()]
-    if args.fine_tune_encoder:
-        for p in tuned:
-            p.requires_grad = True
-    dec_opt = torch.optim.Adam(model.decoder.parameters(), lr=4e-4)
-    enc_opt = torch.optim.Adam(tuned, lr=1e-4) if args.fine_tune_encoder else None
-
+    state, wm = _start_or_resume(args, train, state_path)
+    run = _CaptionerRun(args, wm, state, device, state_path)
     caps = [encode_captions(c, wm) for _, c in train]
     keep = [i for i, c in enumerate(caps) if c]
-    epoch, step, best, since = 0, 0, -1.0, 0  # the first epoch always installs a captioner
-    if state is not None:
-        model.load_state_dict(state["model"])
-        dec_opt.load_state_dict(state["decoder_optimizer"])
-        if enc_opt and state.get("encoder_optimizer"):
-            enc_opt.load_state_dict(state["encoder_optimizer"])
-        epoch, step, best, since = state["epoch"], state["step"], state["best_bleu4"], state["since"]
-
-    def save_state():
-        tmp = state_path.with_suffix(".tmp")
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "decoder_optimizer": dec_opt.state_dict(),
-                    "encoder_optimizer": enc_opt.state_dict() if enc_opt else None, "word_map": wm,
-                    "epoch": epoch, "step": step, "best_bleu4": best, "since": since,
-                    "fine_tune_encoder": bool(args.fine_tune_encoder)}, tmp)
-        os.replace(tmp, state_path)
-
     dataset = CocoImages([p for p, _ in train], args.image_size)
     history = []
     from rich.progress import Progress
 
     with Progress(transient=False) as progress:
-        while epoch < args.epochs and since < args.patience:
-            order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(args.seed + epoch))
-            batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-            task = progress.add_task(f"epoch {epoch + 1}/{args.epochs}", total=len(batches), completed=step)
-            model.train()
-            model.encoder.train(bool(args.fine_tune_encoder))
-            loader = DataLoader(Subset(dataset, [keep[int(j)] for b in batches[step:] for j in b]),
-                                batch_size=args.batch_size, num_workers=args.workers)
-            try:
-                for images, idx in loader:
-                    loss = _train_step(model, images.to(device), [caps[i] for i in idx.tolist()],
-                                       dec_opt, enc_opt, device)
-                    step += 1
-                    progress.update(task, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {loss:.3f}")
-                    if step % args.save_every == 0:
-                        save_state()
-            except KeyboardInterrupt:
-                save_state()
-                progress.console.print(f"interrupted: state saved in {state_path}; continue with --resume")
-                raise
-            bleu = validate(model, val, device, args)
-            improved = bleu > best
-            best, since = (bleu, 0) if improved else (best, since + 1)
-            if improved:
-                sat.save_captioner(model.state_dict(), wm, out,
-                                   {"kind": "trained", "encoded_size": model.grid, "epoch": epoch + 1, "bleu-4": bleu, "coco": str(args.coco),
-                                    "karpathy": args.karpathy, "min_word_freq": args.min_word_freq})
-            elif since % 8 == 0:
-                for opt in (dec_opt, enc_opt):
-                    for group in (opt.param_groups if opt else []):
-                        group["lr"] *= 0.8
-            progress.console.print(f"epoch {epoch + 1}: validation BLEU-4 {bleu:.4f} (best {best:.4f})")
+        while run.epoch < args.epochs and run.since < args.patience:
+            run.train_epoch(dataset, caps, keep, progress)
+            bleu = validate(run.model, val, device, args)
+            run.end_epoch(bleu, out, progress)
             history.append(bleu)
-            epoch, step = epoch + 1, 0
-            save_state()
-            progress.remove_task(task)
-    return {"epochs": epoch, "best_bleu4": best, "history": history, "out": out}
+    return {"epochs": run.epoch, "best_bleu4": run.best, "history": history, "out": out}
+
+
+def _start_or_resume(args, train, state_path: Path):
+    """(saved training state or None, word map)."""
+    import torch
+
+    if args.resume:
+        if not state_path.is_file():
+            raise MembenchError("nothing to resume: no training state", state_path)
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        return state, state["word_map"]
+    if state_path.is_file():
+        raise MembenchError("a training state exists: pass --resume to continue it, or delete it",
+                            state_path)
+    return None, build_word_map([c for _, c in train], args.min_word_freq)
+
+
+class _CaptionerRun:
+    """The captioner, its optimizers and where training stands (saved in state.pt)."""
+
+    def __init__(self, args, wm, state, device, state_path: Path):
+        import torch
+
+        from membench_plugins import sat
+
+        self.args, self.wm, self.device, self.state_path = args, wm, device, state_path
+        model = sat.Captioner(wm)
+        if state is None and args.pretrained == "imagenet":
+            from torchvision.models import resnet101
+
+            from membench.weights import torchvision_weights
+
+            net = resnet101(weights=None)
+            net.load_state_dict(torchvision_weights("resnet101", "ResNet-101 ImageNet (captioner encoder)"))
+            model.encoder.resnet.load_state_dict(torch.nn.Sequential(*list(net.children())[:-2]).state_dict())
+        model.to(device)
+        for p in model.encoder.parameters():
+            p.requires_grad = False
+        tuned = [p for m in list(model.encoder.resnet.children())[5:] for p in m.parameters()]
+        if args.fine_tune_encoder:
+            for p in tuned:
+                p.requires_grad = True
+        self.model = model
+        self.dec_opt = torch.optim.Adam(model.decoder.parameters(), lr=4e-4)
+        self.enc_opt = torch.optim.Adam(tuned, lr=1e-4) if args.fine_tune_encoder else None
+        self.epoch, self.step, self.best, self.since = 0, 0, -1.0, 0  # the first epoch always installs one
+        if state is not None:
+            model.load_state_dict(state["model"])
+            self.dec_opt.load_state_dict(state["decoder_optimizer"])
+            if self.enc_opt and state.get("encoder_optimizer"):
+                self.enc_opt.load_state_dict(state["encoder_optimizer"])
+            self.epoch, self.step, self.best, self.since = (state["epoch"], state["step"], state["best_bleu4"],
+                                                            state["since"])
+
+    def save_state(self):
+        import torch
+
+        tmp = self.state_path.with_suffix(".tmp")
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "decoder_optimizer": self.dec_opt.state_dict(),
+                    "encoder_optimizer": self.enc_opt.state_dict() if self.enc_opt else None, "word_map": self.wm,
+                    "epoch": self.epoch, "step": self.step, "best_bleu4": self.best, "since": self.since,
+                    "fine_tune_encoder": bool(self.args.fine_tune_encoder)}, tmp)
+        os.replace(tmp, self.state_path)
+
+    def train_epoch(self, dataset, caps, keep, progress) -> None:
+        import torch
+        from torch.utils.data import DataLoader, Subset
+
+        args, model = self.args, self.model
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(args.seed + self.epoch))
+        batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+        self.task = progress.add_task(f"epoch {self.epoch + 1}/{args.epochs}", total=len(batches),
+                                      completed=self.step)
+        model.train()
+        model.encoder.train(bool(args.fine_tune_encoder))
+        loader = DataLoader(Subset(dataset, [keep[int(j)] for b in batches[self.step:] for j in b]),
+                            batch_size=args.batch_size, num_workers=args.workers)
+        try:
+            for images, idx in loader:
+                loss = _train_step(model, images.to(self.device), [caps[i] for i in idx.tolist()],
+                                   self.dec_opt, self.enc_opt, self.device)
+                self.step += 1
+                progress.update(self.task, advance=1,
+                                description=f"epoch {self.epoch + 1}/{args.epochs} loss {loss:.3f}")
+                if self.step % args.save_every == 0:
+                    self.save_state()
+        except KeyboardInterrupt:
+            self.save_state()
+            progress.console.print(f"interrupted: state saved in {self.state_path}; continue with --resume")
+            raise
+
+    def end_epoch(self, bleu: float, out: Path, progress) -> None:
+        """Install the captioner when validation BLEU-4 improved, else decay the rates every 8."""
+        from membench_plugins import sat
+
+        args = self.args
+        improved = bleu > self.best
+        self.best, self.since = (bleu, 0) if improved else (self.best, self.since + 1)
+        if improved:
+            sat.save_captioner(self.model.state_dict(), self.wm, out,
+                               {"kind": "trained", "encoded_size": self.model.grid, "epoch": self.epoch + 1,
+                                "bleu-4": bleu, "coco": str(args.coco), "karpathy": args.karpathy,
+                                "min_word_freq": args.min_word_freq})
+        elif self.since % 8 == 0:
+            for opt in (self.dec_opt, self.enc_opt):
+                for group in (opt.param_groups if opt else []):
+                    group["lr"] *= 0.8
+        progress.console.print(f"epoch {self.epoch + 1}: validation BLEU-4 {bleu:.4f} (best {self.best:.4f})")
+        self.epoch, self.step = self.epoch + 1, 0
+        self.save_state()
+        progress.remove_task(self.task)
 
 
 def _train_step(model, images, captions, dec_opt, enc_opt, device) -> float:

@@ -52,7 +52,6 @@ def add_parser(sub) -> None:
 def cmd_bench(args) -> int:
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     from membench import bench, registry
     from membench.commands.common import membench_home, model_options
@@ -103,6 +102,15 @@ def cmd_bench(args) -> int:
                 skipped.append({"model": spec.name, "reason": reason})
                 console.print(f"[yellow]{spec.name}: skipped: {reason}[/]")
     json_path, csv_path = bench.write_results(rows, env, args.out or bench.DEFAULT_OUT, skipped=skipped)
+    _print_rows(rows, env)
+    console.print(f"wrote {json_path} and {csv_path}")
+    return 0
+
+
+def _print_rows(rows, env) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"membench bench ({env.tag})")
     for col in ("benchmark", "name", "impl", "images/s", "per CPU s", "ratio", "batch", "input"):
         table.add_column(col, justify="left" if col in ("benchmark", "name", "impl", "input") else "right")
@@ -111,5 +119,3 @@ def cmd_bench(args) -> int:
         table.add_row(r.benchmark, r.name, r.impl, f"{r.images_per_s:.1f}", cpu,
                       "" if r.ratio is None else f"{r.ratio:.2f}x", str(r.batch), r.input)
     Console().print(table)
-    console.print(f"wrote {json_path} and {csv_path}")
-    return 0

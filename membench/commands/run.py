@@ -27,16 +27,12 @@ def add_parser(sub) -> None:
                        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="name, comma list, wildcard or 'all'")
     add_data_options(p)
+    _add_storage_options(p)
     from membench.engine.job import PRESETS
 
     p.add_argument("--preset", default="paper", choices=tuple(PRESETS),
                    help="paper: the recipe exactly (default); smoke: a handful of images, one epoch per "
                         "stage; quick: a CPU-sized learning check at 64x64")
-    p.add_argument("--out", type=Path, default=Path("leaderboards"), help="leaderboard directory")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="checkpoints and job state (default: $MEMBENCH_HOME/runs)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse finished jobs and continue unfinished ones from their last checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU)")
@@ -57,11 +53,6 @@ def add_parser(sub) -> None:
                    help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; fp32: float32 everywhere (the "
                         "exact protocol); bf16: autocast on CUDA. The output head and predictions are fp32 "
                         "either way; bf16 runs are labelled as their own configuration (docs/performance.md)")
-    p.add_argument("--keep-last", action="store_true",
-                   help="keep each finished stage's last.pt (optimizer state; default: removed, best.pt stays)")
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="smoke/quick presets: keep the checkpoints after success (default: removed; see "
-                        "`membench runs`)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA graphs on cuda; speed only, same protocol)")
     p.add_argument("--frozen-train-cache", type=int, default=0, metavar="K",
@@ -82,6 +73,20 @@ def add_parser(sub) -> None:
 
     add_launcher_options(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_storage_options(p) -> None:
+    """Where results and job state go, and how much of the job state stays on disk."""
+    p.add_argument("--out", type=Path, default=Path("leaderboards"), help="leaderboard directory")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="checkpoints and job state (default: $MEMBENCH_HOME/runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished jobs and continue unfinished ones from their last checkpoint")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep each finished stage's last.pt (optimizer state; default: removed, best.pt stays)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="smoke/quick presets: keep the checkpoints after success (default: removed; see "
+                        "`membench runs`)")
 
 
 def cmd_run(args) -> int:
