@@ -129,3 +129,30 @@ def test_run_train_none_with_another_models_checkpoint_names_it(tiny_weights, de
                            "--device", "cpu", "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
     assert code == 2 and "belongs to model 'tiny-cnn', not 'resnet50-lamem'" in err and "Traceback" not in err
     assert not (tmp_path / "lb" / "results.csv").exists()
+
+
+def test_predict_with_a_frugal_checkpoint_matches_the_runs_own_predictions(tiny_plugin, demo_root, tmp_path, run_cli):
+    """A chained model's stage-2 best.pt holds only its trained part; predict rebuilds the
+    frozen part from the stage-1 checkpoint it names and scores as the run did."""
+    code, _, err = run_cli("run", "--model", "tiny-chain", "--data", demo_root, "--splits", "1", "--pretrained", "none",
+                           "--device", "cpu", "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
+    assert code == 0, err
+    (best,) = (tmp_path / "work").glob("tiny-chain__*/split1/stage2/best.pt")
+    import torch
+
+    assert torch.load(best, weights_only=False).get("frozen"), "expected a frugal checkpoint"
+    (preds,) = (tmp_path / "lb" / "predictions").glob("tiny-chain*/split1.csv")
+    rows = list(csv.DictReader(open(preds)))[:3]
+    images = [demo_root / "images" / r["image"] for r in rows]
+    code, out, err = run_cli("predict", "--model", "tiny-chain", "--checkpoint", best, "--device", "cpu", *images)
+    assert code == 0, err
+    got = _scores(out)
+    for r, image in zip(rows, images):
+        assert got[str(image)] == pytest.approx(float(r["pred"]), abs=1e-5)
+    code, _, err = run_cli("predict", "--model", "tiny-cnn", "--checkpoint", best, images[0])
+    assert code == 2 and "belongs to model 'tiny-chain', not 'tiny-cnn'" in err
+    # copied out of its job folder, the checkpoint still says whose it is
+    assert torch.load(best, weights_only=False)["model_name"] == "tiny-chain"
+    shutil.copy(best, tmp_path / "copied.pt")
+    code, _, err = run_cli("predict", "--model", "tiny-cnn", "--checkpoint", tmp_path / "copied.pt", images[0])
+    assert code == 2 and "belongs to model 'tiny-chain', not 'tiny-cnn'" in err

@@ -51,9 +51,10 @@ class Frugal:
     """What a stage saves of its model: everything but `names` (frozen parameters), which
     `reference` describes. `names` empty: the whole state_dict."""
 
-    def __init__(self, model, prefixes, sources: dict[str, Path] | None = None):
+    def __init__(self, model, prefixes, sources: dict[str, Path] | None = None, model_name: str | None = None):
         from membench.identity import sha256_file
 
+        self.model_name = model_name  # recorded, so a checkpoint given to the wrong model is named
         self.names = frozen_names(model, prefixes)
         self.reference = None
         if self.names:
@@ -68,7 +69,8 @@ class Frugal:
 
     def entry(self, model) -> dict:
         """The checkpoint fields that hold the model."""
-        return {"model": self.state(model), **({"frozen": self.reference} if self.reference else {})}
+        return {"model": self.state(model), **({"frozen": self.reference} if self.reference else {}),
+                **({"model_name": self.model_name} if self.model_name else {})}
 
 
 def load_trained(model, saved: dict, path: Path) -> None:

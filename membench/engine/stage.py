@@ -125,7 +125,8 @@ def load_checkpoint(path: Path) -> dict:
 def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...],
                 pre: Preprocess, device: Device, stage_dir: Path, *, seed: int, patience: int,
                 resume: bool, progress, frozen_train_cache: int = 0, keep_last: bool = False,
-                frozen_sources: dict | None = None, frugal_best: bool = True) -> StageOutcome:
+                frozen_sources: dict | None = None, frugal_best: bool = True,
+                model_name: str | None = None) -> StageOutcome:
     """Train `model` in place for one stage; on return it holds the best epoch's weights.
     frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache).
     Checkpoints hold the trained part; `frozen_sources` ({name: file}) are the files the
@@ -134,7 +135,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
     builder reads it)."""
     run = StageRun(model, stage, train, val, pre, device, stage_dir, seed=seed, patience=patience,
                    progress=progress, views=frozen_train_cache, keep_last=keep_last, sources=frozen_sources,
-                   frugal_best=frugal_best)
+                   frugal_best=frugal_best, model_name=model_name)
     if resume:
         finished = run.finished_earlier()
         if finished is not None:
@@ -157,13 +158,13 @@ class StageRun:
 
     def __init__(self, model, stage: Stage, train, val, pre: Preprocess, device: Device, stage_dir: Path, *,
                  seed: int, patience: int, progress, views: int, keep_last: bool = False,
-                 sources: dict | None = None, frugal_best: bool = True):
+                 sources: dict | None = None, frugal_best: bool = True, model_name: str | None = None):
         self.model, self.stage, self.train, self.val, self.pre, self.device = model, stage, train, val, pre, device
         self.seed, self.patience, self.progress, self.views = seed, patience, progress, views
         self.last, self.best = stage_dir / "last.pt", stage_dir / "best.pt"
         self.frozen = freeze(model, stage.frozen)
-        self.frugal, self.keep_last = Frugal(model, stage.frozen, sources), keep_last
-        self.best_part = self.frugal if frugal_best else Frugal(model, ())
+        self.frugal, self.keep_last = Frugal(model, stage.frozen, sources, model_name), keep_last
+        self.best_part = self.frugal if frugal_best else Frugal(model, (), model_name=model_name)
         trainable = [p for p in model.parameters() if p.requires_grad]
         if not trainable:
             raise MembenchError(f"stage {stage.name!r} leaves no parameter to train")
