@@ -107,21 +107,32 @@ def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
 
 def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path):
     from membench import registry
+    from membench.checkpoint_check import load_into
+    from membench.engine.checkpoints import is_frugal, sources_of
     from membench.spec import BuildContext
-    from membench.weights import load_state_dict
 
     spec = registry.get_model(row["model"])
     config = provenance.get("config", {})
     ctx = BuildContext(pretrained=bool(config.get("pretrained", True)), init=config.get("init", "imagenet"),
                        options=dict(config.get("options") or {}), device="cpu")
+    if checkpoint and not Path(checkpoint).is_file():
+        raise MembenchError("the run's checkpoint is gone (smoke and quick runs delete theirs unless run with "
+                            "--keep-checkpoints); rerun the job to evaluate it", Path(checkpoint))
+    if checkpoint and is_frugal(Path(checkpoint)):  # its frozen parts come from the files it names
+        ctx.upstream.update(sources_of(Path(checkpoint)))
     model = spec.builder()(ctx)
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise MembenchError("the run's checkpoint is gone; rerun the job to evaluate it", Path(checkpoint))
-        model.load_state_dict(load_state_dict(Path(checkpoint)))
+    if checkpoint:  # as `membench run --train none --checkpoint` loads one (frugal or whole, strictly)
+        load_into(model, spec.name, Path(checkpoint))
     elif row.get("train_mode") == "full":
         raise MembenchError("this trained job kept no checkpoint", where)
     return spec, model
+
+
+def _git_dirty():
+    from membench.identity import git_dirty
+
+    dirty = git_dirty()
+    return "" if dirty is None else dirty
 
 
 def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int] | None = None, out: Path,
@@ -180,14 +191,14 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
             progress.remove_task(task)
         truth = [s.score for s in samples]
         source_trained_on = trained_on(src_row)
-        row = {
+        row = {  # the trained model's own columns (its configuration too), then the evaluation's
             **{c: src_row.get(c) for c in ("model", "params_total", "params_used", "params_trainable", "preset",
-                                           "train_mode", "init", "pretrained", "epochs_run", "best_epoch",
-                                           "best_val_rho", "seed")},
+                                           "configuration", "config_id", "precision", "train_mode", "init",
+                                           "pretrained", "epochs_run", "best_epoch", "best_val_rho", "seed")},
             "run_id": run_id, "dataset": dataset.name, "trained_on": source_trained_on, "split": k,
             "rho": spearman(preds, truth), "mse": mse(preds, truth), "n_test": len(samples),
             "device": dev.type, "hardware": hardware(dev.type), "seconds": round(time.time() - started, 2),
-            "git_commit": git_commit(), "membench_version": __version__,
+            "git_commit": git_commit(), "git_dirty": _git_dirty(), "membench_version": __version__,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data_fingerprint": dataset.fingerprint(),
             "notes": "; ".join(x for x in (

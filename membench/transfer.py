@@ -270,8 +270,7 @@ def runs_figure(dataset: str, rows: list[dict], human: float | None):
             err = None
             if r["rho_ci_low"] is not None:
                 err = [[r["rho_mean"] - r["rho_ci_low"]], [r["rho_ci_high"] - r["rho_mean"]]]
-            ax.errorbar([r["rho_mean"]], [i], xerr=err, fmt="o", color="C0", capsize=3,
-                        label="measured (95% CI)" if i == 0 else None)
+            ax.errorbar([r["rho_mean"]], [i], xerr=err, fmt="o", color="C0", capsize=3, label="measured (95% CI)")
         else:
             ax.scatter([r["rho_mean"]], [i], marker="s", facecolors="none", edgecolors="C1",
                        label="reported (other protocol)")

@@ -63,7 +63,7 @@ def test_evaluate_and_transfer_matrix(tmp_path, two_datasets, run_cli):
     common = ["--out", board, "--work-dir", work]
     for data in (alpha, beta):
         code, _, err = run_cli("run", "--model", "tiny-cnn", *data, "--splits", "1,2", "--preset", "smoke",
-                               "--pretrained", "none", *common)
+                               "--pretrained", "none", "--keep-checkpoints", *common)
         assert code == 0, err
     rows = read_rows(board / "results.csv")
     assert {(r["dataset"], r["trained_on"]) for r in rows} == {("lamem", "lamem"), ("csv-beta", "csv-beta")}
