@@ -112,6 +112,40 @@ def check_options(model: str, declared: tuple[Option, ...], given: dict[str, str
     return out
 
 
+def check_for_models(models: list[tuple[str, tuple[Option, ...]]], given: dict[str, str]) -> dict[str, dict[str, str]]:
+    """`given` for several selected models, as {model: its checked options}: an option goes
+    to every model that declares it (checked against each), so `ours,resnet50-lamem` with
+    `captioner=random` gives the captioner to ours alone; an option that no selected model
+    declares is a one-line error (did-you-mean over all their options, who declares what)."""
+    if len(models) == 1:
+        name, declared = models[0]
+        return {name: check_options(name, declared, given)}
+    for key in given:
+        if not any(key.strip() in _names(declared) for _, declared in models):
+            raise _unknown_for_models(key.strip(), models)
+    return {name: applicable(name, declared, given) for name, declared in models}
+
+
+def applicable(model: str, declared: tuple[Option, ...], given: dict[str, str]) -> dict[str, str]:
+    """The options of `given` that `model` declares, checked: what that model receives."""
+    names = _names(declared)
+    return check_options(model, declared, {k: v for k, v in given.items() if k.strip() in names})
+
+
+def _names(declared: tuple[Option, ...]) -> list[str]:
+    return [o.name for o in declared]
+
+
+def _unknown_for_models(key: str, models: list[tuple[str, tuple[Option, ...]]]) -> MembenchError:
+    union = list(dict.fromkeys(n for _, declared in models for n in _names(declared)))
+    close = difflib.get_close_matches(key, union, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    some = [f"{name} declares {', '.join(_names(d))}" for name, d in models if d]
+    none = [name for name, d in models if not d]
+    who = "; ".join(some + ([f"{', '.join(none)} declare{'s' if len(none) == 1 else ''} none"] if none else []))
+    return MembenchError(f"unknown model option {key!r}: no selected model declares it{hint} ({who})")
+
+
 def unknown_option(model: str, key: str, declared: tuple[Option, ...]) -> MembenchError:
     names = [o.name for o in declared]
     if not names:

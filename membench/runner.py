@@ -39,6 +39,7 @@ from membench.files import atomic_write_json, check_writable
 from membench.images import apply_policy, check_images
 from membench.leaderboard import add_result, valid_rows
 from membench.metrics import mse, spearman
+from membench.options import check_for_models
 from membench.spec import BuildContext, ModelSpec, Split
 from membench.testhooks import kill_point
 
@@ -112,7 +113,7 @@ class Runner:
         """Run one job (with `cfg`, by default this invocation's). A finished job is reused
         with --resume, and always when it is an upstream stage (a finished stage 1 is never
         retrained for a later stage 2)."""
-        cfg = cfg or self.cfg
+        cfg = (cfg or self.cfg).for_model(spec)  # only the options this model declares
         key = job_key(spec, self.dataset, cfg)
         memo = f"{key}/{k}"
         if memo in self.done:
@@ -367,8 +368,9 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     The smoke and quick presets only check plumbing: there, weights that are not on this
     machine mean random initialisation instead (warned, and recorded as pretrained=False
     in every row). The paper preset never falls back."""
+    # a misspelt option: one line, before anything is built; each model gets the ones it declares
+    check_for_models([(spec.name, spec.options) for spec in specs], cfg.options)
     for spec in specs:
-        spec.check_options(cfg.options)  # a misspelt option: one line, before anything is built
         if cfg.preset == "quick":
             _check_quick_input(spec)
         if cfg.train == "none" and cfg.checkpoint:
@@ -376,7 +378,7 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
         if released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint):
             continue  # installed (else it raised, saying how to install them); they replace every tensor
         try:
-            _build_once(spec, cfg)
+            _build_once(spec, cfg.for_model(spec))
         except WeightsUnavailable as exc:
             if cfg.preset == "paper" or not cfg.pretrained or cfg.train == "none":
                 raise
@@ -385,7 +387,7 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
             say(f"[yellow]warning: {escape(str(exc))}[/]\n[yellow]preset {cfg.preset}: continuing with random "
                 "initialisation (recorded as pretrained=False)[/]")
             cfg = replace(cfg, pretrained=False)
-            _build_once(spec, cfg)
+            _build_once(spec, cfg.for_model(spec))
     return cfg
 
 

@@ -56,6 +56,7 @@ def cmd_bench(args) -> int:
     from membench import bench, registry
     from membench.commands.common import membench_home, model_options
     from membench.errors import MembenchError
+    from membench.options import applicable
     from membench.spec import Preprocess
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -88,13 +89,14 @@ def cmd_bench(args) -> int:
     if kinds:
         runner = bench.ModelBench(device, dtype, compile=args.compile)
         specs = registry.select_models(args.models)
-        options = model_options(args.model_option, specs)
+        options = model_options(args.model_option, specs)  # each model gets the ones it declares
         size = (args.size, args.size) if args.size else None
         for spec in specs:
             console.print(f"{spec.name}: {', '.join(kinds)}")
             try:
                 rows += bench.bench_model(spec, bench=runner, batch=args.batch, size=size, iters=args.iters, rounds=args.rounds,
-                                          warmup=args.warmup, options=options, what=kinds,
+                                          warmup=args.warmup, what=kinds,
+                                          options=applicable(spec.name, spec.options, options),
                                           threads=torch.get_num_threads())
             except Exception as exc:  # one model that cannot run (input size, options) must not stop the rest
                 reason = str(exc) if isinstance(exc, MembenchError) else f"{type(exc).__name__}: {exc}"

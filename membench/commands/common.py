@@ -46,14 +46,19 @@ def key_values(pairs: list[str], flag: str) -> dict[str, str]:
 
 
 def model_options(pairs: list[str], specs) -> dict[str, str]:
-    """`--model-option` pairs checked against every selected model's declared options
-    before any work starts (a misspelt or ill-typed one is a one-line error naming the
-    known options); returns the canonical values."""
+    """`--model-option` pairs checked before any work starts: each option against every
+    selected model that declares it (one that no selected model declares, or an ill-typed
+    value, is a one-line error naming the known options); returns the canonical values.
+    Each model later receives only the options it declares (`RunConfig.for_model`,
+    `membench.options.applicable`)."""
+    from membench.options import check_for_models
+
     given = key_values(pairs, "--model-option")
-    checked = given
-    for spec in specs:
-        checked = spec.check_options(given)
-    return checked
+    checked: dict[str, str] = {}
+    for values in check_for_models([(s.name, s.options) for s in specs], given).values():
+        for key, value in values.items():
+            checked.setdefault(key, value)
+    return {key: checked[key] for key in given if key in checked}
 
 
 def open_dataset(args):

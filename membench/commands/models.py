@@ -89,6 +89,7 @@ def cmd_plugins(args) -> int:
 def cmd_params(args) -> int:
     from membench import params, registry
     from membench.commands.common import key_values
+    from membench.options import check_for_models
 
     given = key_values(args.model_option, "--model-option")
     specs = []
@@ -98,12 +99,13 @@ def cmd_params(args) -> int:
             if spec.name not in seen:
                 seen.add(spec.name)
                 specs.append(spec)
-    checked = {spec.name: spec.check_options(given) for spec in specs}  # every error before any counting
+    # every error before any counting; each model gets the options it declares
+    checked = check_for_models([(spec.name, spec.options) for spec in specs], given)
     rows = []
     for spec in specs:
         c = params.count(spec, checked[spec.name])
         # the spec's expected count is for its default options
-        expected = spec.params_expected.get("total") if not given else None
+        expected = spec.params_expected.get("total") if not checked[spec.name] else None
         rows.append({
             "model": spec.name,
             "options": options_used(spec, checked[spec.name]),

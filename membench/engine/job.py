@@ -98,6 +98,14 @@ class RunConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise MembenchError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
 
+    def for_model(self, spec: ModelSpec) -> "RunConfig":
+        """This configuration as `spec` receives it: only the --model-option values it declares
+        (with several models, an option goes to the models that declare it)."""
+        from membench.options import applicable
+
+        options = applicable(spec.name, spec.options, self.options)
+        return self if options == self.options else replace(self, options=options)
+
     def upstream(self) -> "RunConfig":
         """The configuration of chained stages' jobs: --model-option addresses the models named
         on the command line, so a stage-1 job is the same (and reused) whichever options
@@ -122,6 +130,7 @@ def subset(split: Split, preset: str) -> Split:
 
 def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
     """Everything that changes a job's numbers, hashed: same key, same job (resumable)."""
+    cfg = cfg.for_model(spec)  # options meant for other selected models are not this job's
     stages, pre = effective(spec, cfg.preset)
     material = json.dumps({
         "model": spec.name, "dataset": dataset.name, "data": dataset.fingerprint(), "preset": cfg.preset,
