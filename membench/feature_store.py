@@ -48,7 +48,9 @@ _active: FeatureStore | None = None
 
 
 def _unwrap(model):
-    return getattr(model, "module", getattr(model, "_orig_mod", model))
+    from membench.engine.device import unwrap
+
+    return unwrap(model)
 
 
 def tensor_bytes(t) -> bytes:

@@ -34,7 +34,9 @@ LABEL = "authors' weights"
 
 
 def weights_root() -> Path:
-    return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench") / "weights"
+    from membench.files import membench_home
+
+    return membench_home() / "weights"
 
 
 def release_dir(spec: ModelSpec, rw: ReleasedWeights) -> Path:

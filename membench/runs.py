@@ -13,7 +13,6 @@ to resume: killed before its first checkpoint).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from dataclasses import dataclass
@@ -61,16 +60,15 @@ def lock_file(job_dir: Path) -> Path:
 
 
 def is_running(job_dir: Path) -> bool:
+    """Whether a process holds the job's lock now (it is released again at once)."""
     lock = lock_file(job_dir)
     if not lock.is_file():
         return False
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    return False
+    try:
+        with file_lock(lock, wait=False):
+            return False
+    except BlockingIOError:
+        return True
 
 
 def status(job_dir: Path) -> str:
