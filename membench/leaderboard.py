@@ -18,6 +18,8 @@ from pathlib import Path
 
 from membench.errors import MembenchError
 from membench.files import atomic_write_json, atomic_write_text, file_lock, remove_stale_temp_files
+from membench.results_check import ResultsFile
+from membench.results_check import read_results as check_results
 from membench.testhooks import kill_point
 
 RESULT_COLUMNS = (
@@ -63,11 +65,14 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def valid_rows(path: Path) -> list[dict]:
-    """The rows of an existing results.csv, validated as a whole (membench.results_check):
-    a damaged file is refused with file:line, never overwritten."""
-    from membench.results_check import read_results
+def read_results(path: Path) -> ResultsFile:
+    """results.csv validated as a whole against RESULT_COLUMNS (membench.results_check): a
+    damaged file is refused with file:line, never overwritten; users' own columns kept."""
+    return check_results(path, RESULT_COLUMNS)
 
+
+def valid_rows(path: Path) -> list[dict]:
+    """The rows of an existing results.csv, validated as a whole."""
     return read_results(path).rows
 
 
@@ -79,8 +84,6 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
     run_id, split = row["run_id"], int(row["split"])
     pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions],
                          ("image", "score", "pred"))
-    from membench.results_check import read_results
-
     with locked(out):
         # The whole results.csv is checked before anything is written: a damaged or
         # hand-edited file stops here, with nothing changed.
@@ -171,8 +174,6 @@ def load_runs(directory: Path) -> list[Run]:
     directory = Path(directory)
     if not directory.is_dir():
         raise MembenchError("leaderboard directory does not exist", directory)
-    from membench.results_check import read_results
-
     found = read_results(directory / "results.csv")  # the same whole-file check as before a write
     runs: dict[str, Run] = {}
     for number, row in zip(found.lines, found.rows):

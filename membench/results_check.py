@@ -13,7 +13,8 @@ file is left exactly as it is:
   no (run_id, split) twice.
 
 Columns that membench does not know (a user's `my_comment`) are allowed and kept on every
-rewrite, after membench's own columns. The known columns are leaderboard.RESULT_COLUMNS.
+rewrite, after membench's own columns. The known columns are given by the caller:
+membench.leaderboard.read_results passes its RESULT_COLUMNS (one schema, no copy here).
 """
 
 from __future__ import annotations
@@ -36,26 +37,24 @@ FIX = "fix or remove the line (membench rewrites nothing until then)"
 @dataclass
 class ResultsFile:
     path: Path
+    known: tuple[str, ...] = ()  # membench's own columns, in their order
     header: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # the line each row starts on
 
     def extra_columns(self) -> list[str]:
         """Columns a user added, in the file's order (kept on every rewrite)."""
-        from membench.leaderboard import RESULT_COLUMNS
-
-        return [c for c in self.header if c not in RESULT_COLUMNS]
+        return [c for c in self.header if c not in self.known]
 
     def columns(self) -> list[str]:
-        from membench.leaderboard import RESULT_COLUMNS
-
-        return list(RESULT_COLUMNS) + self.extra_columns()
+        return list(self.known) + self.extra_columns()
 
 
-def read_results(path: Path) -> ResultsFile:
-    """The validated rows of `path` ([] when the file does not exist)."""
+def read_results(path: Path, known) -> ResultsFile:
+    """The validated rows of `path` ([] when the file does not exist); `known`: membench's
+    own columns (the rest are a user's, kept)."""
     path = Path(path)
-    found = ResultsFile(path)
+    found = ResultsFile(path, tuple(known))
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

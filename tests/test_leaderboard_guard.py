@@ -11,7 +11,7 @@ import pytest
 
 from membench import leaderboard
 from membench.errors import MembenchError
-from membench.results_check import read_results
+from membench.leaderboard import read_results
 
 BOARD = Path(__file__).parent / "data" / "report" / "leaderboard"
 
