@@ -235,7 +235,8 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
             cfg = replace(cfg, device="cuda" if opts.gpus_per_job else "cpu")
         if cfg.workers is None and cfg.device == "cuda":
             cfg = replace(cfg, workers=min(8, opts.cpus_per_job))  # the node's cores are not all the job's
-    cfg = resolve_precision(cfg)  # for the jobs' device (concrete for Slurm): the same keys as a local run
+    # fp32 unless --precision bf16, which is checked against the jobs' device (concrete for Slurm)
+    cfg = resolve_precision(cfg)
     cfg = preflight(specs, cfg, say=say)  # missing weights stop us here, not in forty jobs
     check_writable(cfg.out)
     check_writable(cfg.work_dir)

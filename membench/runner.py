@@ -349,8 +349,8 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
 
 
 def resolve_precision(cfg: RunConfig) -> RunConfig:
-    """`--precision auto` made concrete for the run's device (bf16 autocast on CUDA, fp32 on
-    the CPU), so job keys and rows name what is computed; bf16 on the CPU is refused."""
+    """`--precision` checked against the run's device before any job key: fp32 (the default)
+    everywhere, bf16 autocast only on CUDA (refused on the CPU)."""
     if cfg.precision == "fp32":
         return cfg
     device = cfg.device

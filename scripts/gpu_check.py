@@ -15,6 +15,10 @@ Checks, each recorded with ok/error so one failure does not hide the others:
   concurrent    aggregate throughput of K independent training processes on one device
   loader        membench's training loader (decode + §3.2 transform + collate) with W workers
   stage2        `ours` stage-2 training step (frozen backbones and captioner), batch 16
+
+fp32 is membench's default precision on every device and bf16 autocast the opt-in speed
+option (`--precision bf16`), so every timing is taken in both (--precisions; fp32 only on
+the CPU). bf16's effect on rho is measured with `membench run` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -153,19 +157,26 @@ def train_variants(args):
     return out
 
 
+def dtypes(args) -> list[str]:
+    """The precisions to time: fp32 (membench's default) and bf16 (opt-in), fp32 only on the CPU."""
+    names = {"fp32": "float32", "bf16": "bfloat16"}
+    return [names[p] for p in args.precisions if args.device == "cuda" or p == "fp32"]
+
+
 def concurrent(args):
-    """K processes, each training for --seconds at batch 10; aggregate images/s."""
+    """K processes, each training for --seconds at batch 10; aggregate images/s, per precision."""
     out = {}
-    for k in args.jobs:
+    for dtype, k in [(d, k) for d in dtypes(args) for k in args.jobs]:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--size", str(args.size),
-                   "--batch", str(args.batch), "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+                   "--batch", str(args.batch), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+                   "--worker-dtype", dtype]
             if args.compile_workers:
                 cmd.append("--worker-compile")
             procs = [subprocess.Popen(cmd + ["--out", f"{tmp}/{i}.json"]) for i in range(k)]
             codes = [p.wait() for p in procs]
             results = [json.loads(Path(f"{tmp}/{i}.json").read_text()) for i in range(k) if codes[i] == 0]
-        out[f"jobs={k}"] = {"exit_codes": codes, "per_job": [r["images_per_s"] for r in results],
+        out[f"{dtype} jobs={k}"] = {"exit_codes": codes, "per_job": [r["images_per_s"] for r in results],
                             "aggregate_images_per_s": sum(r["images_per_s"] for r in results)}
     return out
 
@@ -176,8 +187,7 @@ def worker(args):
     from membench.registry import get_model
 
     spec = get_model("resnet50-lamem")
-    dtype = "bfloat16" if args.device == "cuda" else "float32"
-    mb = ModelBench(args.device, dtype, compile=args.worker_compile)
+    mb = ModelBench(args.device, args.worker_dtype, compile=args.worker_compile)
     step = mb.train_step(build_resnet("cpu"), spec.preprocess, spec.recipe[-1], args.batch, (args.size, args.size))
     for _ in range(max(1, args.warmup)):
         step()
@@ -211,11 +221,13 @@ def stage2(args):
     spec = get_model("ours")
     stage = [s for s in spec.recipe if s.model is None][-1]
     model = spec.builder()(BuildContext(pretrained=False, options={"captioner": "random"}))
-    dtype = "bfloat16" if args.device == "cuda" else "float32"
-    mb = ModelBench(args.device, dtype)
-    step = mb.train_step(model, spec.preprocess, stage, stage.batch_size, (args.size, args.size))
-    wall, _ = _timed(step, args.steps, args.warmup, mb._sync)
-    return {"dtype": dtype, "batch": stage.batch_size, "images_per_s": stage.batch_size * args.steps / wall}
+    out = {}
+    for dtype in dtypes(args):
+        mb = ModelBench(args.device, dtype)
+        step = mb.train_step(model, spec.preprocess, stage, stage.batch_size, (args.size, args.size))
+        wall, _ = _timed(step, args.steps, args.warmup, mb._sync)
+        out[dtype] = {"batch": stage.batch_size, "images_per_s": stage.batch_size * args.steps / wall}
+    return out
 
 
 def main(argv=None) -> int:
@@ -235,9 +247,14 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma list of checks to skip")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--precisions", default="fp32,bf16", help="precisions to time (fp32 only on the CPU)")
     args = p.parse_args(argv)
     args.jobs = [int(j) for j in args.jobs.split(",") if j]
     args.loader_workers = [int(w) for w in args.loader_workers.split(",") if w]
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    if not args.precisions or set(args.precisions) - {"fp32", "bf16"}:
+        p.error("--precisions takes fp32 and/or bf16, comma-separated")
     if args.worker:
         worker(args)
         return 0

@@ -139,8 +139,10 @@ def test_evaluation_checkpoint_is_in_the_configuration_with_its_sha256(run_cli, 
     assert prov["configuration"]["settings"]["files"] == {"checkpoint": sha}
 
 
-def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tiny_plugin, demo_root, tmp_path):
-    from membench import registry
+def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tiny_plugin, demo_root, tmp_path,
+                                                                    capsys):
+    from membench import precision, registry
+    from membench.engine.device import Device
     from membench.engine.job import RunConfig, job_key
     from membench.runner import resolve_precision
 
@@ -148,6 +150,17 @@ def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tin
                            "--device", "cpu", "--precision", "bf16")
     assert code == 2 and "--precision bf16 is bf16 autocast on CUDA" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+    # fp32 is the default on every device (bf16 is opt-in); `auto` is no longer offered
+    with pytest.raises(SystemExit) as exited:
+        run_cli("run", "--model", "tiny-cnn", "--data", demo_root, *RUN, "--out", tmp_path / "b", "--precision", "auto")
+    assert exited.value.code == 2 and "invalid choice 'auto' (choose from fp32, bf16)" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert [precision.resolve_precision(p, d) for p, d in [("fp32", "cuda"), ("bf16", "cuda"), ("auto", "cuda")]] \
+        == ["fp32", "bf16", "fp32"]
+    assert RunConfig(out=tmp_path, work_dir=tmp_path).precision == "fp32"
+    assert RunConfig(out=tmp_path, work_dir=tmp_path, precision="auto").precision == "fp32"  # old saved configs
+    assert Device(type="cuda").precision == "fp32" and not Device(type="cuda").amp
+    assert Device(type="cuda", precision="bf16").amp
 
     class Data:
         name, root = "demo", None
@@ -157,12 +170,14 @@ def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tin
 
     spec = registry.get_model("tiny-cnn")
     unresolved = RunConfig(out=tmp_path, work_dir=tmp_path, device="cpu")
-    auto = resolve_precision(unresolved)
-    assert auto.precision == "fp32"
-    # fp32 adds nothing to the key material: the keys of runs made before precision existed stay
-    assert job_key(spec, Data(), auto) == job_key(spec, Data(), unresolved)
+    default = resolve_precision(unresolved)
+    gpu = resolve_precision(RunConfig(out=tmp_path, work_dir=tmp_path, device="cuda"))  # no GPU query for fp32
+    assert default.precision == gpu.precision == "fp32"
+    # fp32 adds nothing to the key material: the keys of runs made before precision existed stay,
+    # and a default GPU run is the same job as a CPU one
+    assert job_key(spec, Data(), default) == job_key(spec, Data(), unresolved) == job_key(spec, Data(), gpu)
     bf16 = RunConfig(out=tmp_path, work_dir=tmp_path, device="cuda", precision="bf16")
-    assert job_key(spec, Data(), bf16) != job_key(spec, Data(), auto)
+    assert job_key(spec, Data(), bf16) != job_key(spec, Data(), default)
 
 
 def test_predictions_under_bf16_autocast_are_fp32_and_not_quantised():

@@ -388,17 +388,25 @@ def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(tiny, demo_root, 
 
 
 def test_slurm_jobs_get_the_compute_nodes_device_and_precision(tiny, fake_slurm, demo_root, tmp_path, run_cli):
-    """This machine has no GPU, the nodes do: --device auto means cuda (bf16) for the jobs,
-    decided here so that the keys checked and printed here are the jobs' keys."""
+    """This machine has no GPU, the nodes do: --device auto means cuda for the jobs, in fp32
+    unless --precision bf16 is asked, decided here so that the keys checked and printed here
+    are the jobs' keys."""
     args = [a for a in run_args(demo_root, tmp_path, "tiny-cnn", "1", "--launcher", "slurm") if a != "cpu"]
     args.remove("--device")
     code, _out, err = run_cli(*args)
     assert code == 0, err
     with open(tmp_path / "work" / "logs" / "submitit" / "1001" / "1001_submitted.pkl", "rb") as f:
         job = pickle.load(f).function
-    assert (job.config["device"], job.config["precision"], job.config["workers"]) == ("cuda", "bf16", 8)
+    assert (job.config["device"], job.config["precision"], job.config["workers"]) == ("cuda", "fp32", 8)
     code, _out, err = run_cli(*args, "--slurm-gpus-per-job", "0")
     assert code == 0, err
     with open(tmp_path / "work" / "logs" / "submitit" / "1002" / "1002_submitted.pkl", "rb") as f:
         job = pickle.load(f).function
     assert (job.config["device"], job.config["precision"], job.config["workers"]) == ("cpu", "fp32", None)
+    code, _out, err = run_cli(*args, "--precision", "bf16", "--resume")  # opt-in: the GPU jobs compute in bf16
+    assert code == 0, err
+    with open(tmp_path / "work" / "logs" / "submitit" / "1003" / "1003_submitted.pkl", "rb") as f:
+        job = pickle.load(f).function
+    assert (job.config["device"], job.config["precision"]) == ("cuda", "bf16")
+    code, _out, err = run_cli(*args, "--precision", "bf16", "--slurm-gpus-per-job", "0")
+    assert code == 2 and "--precision bf16 is bf16 autocast on CUDA" in err

@@ -49,10 +49,10 @@ def add_parser(sub) -> None:
                    help="option for model builders, e.g. captioner=random (repeatable)")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="missing or corrupt images: stop (default) or leave them out, counted")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; fp32: float32 everywhere (the "
-                        "exact protocol); bf16: autocast on CUDA. The output head and predictions are fp32 "
-                        "either way; bf16 runs are labelled as their own configuration (docs/performance.md)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default, every device): the exact protocol; bf16: autocast on CUDA, faster, its "
+                        "effect on rho not measured yet. The output head and predictions are fp32 either way; "
+                        "bf16 runs are labelled [precision=bf16] as their own configuration (docs/performance.md)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (CUDA graphs on cuda; speed only, same protocol)")
     p.add_argument("--frozen-train-cache", type=int, default=0, metavar="K",

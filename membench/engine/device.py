@@ -12,14 +12,14 @@ PRECISIONS = ("bf16", "fp32")
 
 @dataclass
 class Device:
-    """Where and how tensors run. `precision` "bf16" means bf16 autocast on CUDA (float32 on
-    the CPU, where bf16 autocast is slower and changes the numbers); "fp32" is float32
-    everywhere. channels_last only on CUDA."""
+    """Where and how tensors run. `precision` "fp32" (default) is float32 everywhere; "bf16"
+    means bf16 autocast on CUDA (float32 on the CPU, where bf16 autocast is slower and changes
+    the numbers). channels_last only on CUDA."""
 
     type: str  # "cpu" or "cuda"
     workers: int = 0
     compile: bool = False  # torch.compile (CUDA graphs on cuda: small batches are launch-bound)
-    precision: str = "bf16"
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -75,7 +75,7 @@ class Device:
 
 
 def resolve_device(name: str, workers: int | None = None, compile: bool = False,
-                   precision: str = "bf16") -> Device:
+                   precision: str = "fp32") -> Device:
     import os
 
     import torch

@@ -81,7 +81,7 @@ class RunConfig:
     frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
     keep_last: bool = False  # keep a finished stage's last.pt (disk only: not part of the job key)
     keep_checkpoints: bool = False  # smoke/quick: keep checkpoints after success (disk only)
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16; resolved by run_all
+    precision: str = "fp32"  # fp32 (the protocol, every device) or bf16 (autocast on CUDA, opt-in)
     dataset_options: dict[str, str] = field(default_factory=dict)  # --dataset-option (for the configuration)
 
     def __post_init__(self):
@@ -95,8 +95,10 @@ class RunConfig:
             raise MembenchError("--patience must be at least 1")
         if self.frozen_train_cache < 0:
             raise MembenchError("--frozen-train-cache must be 0 (exact, default) or a number of views K >= 1")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise MembenchError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision == "auto":  # the old default, in saved configurations: now fp32 everywhere
+            self.precision = "fp32"
+        if self.precision not in ("fp32", "bf16"):
+            raise MembenchError(f"--precision must be fp32 (default) or bf16, not {self.precision!r}")
 
     def for_model(self, spec: ModelSpec) -> "RunConfig":
         """This configuration as `spec` receives it: only the --model-option values it declares
