@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from membench.errors import MembenchError
-from membench.leaderboard import latest_runs
 
 CHUNK = 256  # replicates per block: bounds memory at CHUNK x n floats
 
@@ -241,19 +240,60 @@ def _ci(ci, digits: int) -> str:
     return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
 
 
-def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | None = None):
-    """The latest run of a and of b on the one (dataset, preset) both have runs on;
-    a choice left open by several candidates must be made with dataset/preset."""
-    latest = latest_runs(runs)
-    have = {m: {(d, p) for (mm, d, p) in latest if mm == m} for m in (a, b)}
-    for m in (a, b):
-        if not have[m]:
-            raise MembenchError(f"no run of model {m!r} in results.csv")
+def parse_side(text: str) -> tuple[str, str | None]:
+    """"model" or "model[CONFIGURATION]" (a configuration's label as the tables print it,
+    e.g. "ours [captioner=random]", its id, or "protocol") -> (model, configuration or None)."""
+    model, bracket, rest = text.strip().partition("[")
+    model = model.strip()
+    if not bracket:
+        return model, None
+    if not model or not rest.endswith("]") or not rest[:-1].strip():
+        raise MembenchError(f"expected MODEL or MODEL[CONFIGURATION] (a label or id from the report), not {text!r}")
+    return model, rest[:-1].strip()
+
+
+def _matches(group, wanted: str) -> bool:
+    def norm(label: str) -> str:
+        return "; ".join(part.strip() for part in label.split(";"))
+
+    return (wanted == group.config_id or (group.configuration and norm(wanted) == norm(group.configuration))
+            or (wanted == "protocol" and group.is_protocol))
+
+
+def _listing(groups) -> str:
+    return ", ".join(f"{g.label} (configuration {g.config_id}, {g.dataset}/{g.preset})"
+                     for g in sorted(groups, key=lambda g: (g.dataset, g.preset, g.configuration)))
+
+
+def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | None = None, specs=None):
+    """The run of a and of b to compare, per (model, dataset, configuration) as the report
+    groups them: `a`/`b` are "model" or "model[CONFIGURATION]" (label or id). Both sides
+    must share one (dataset, preset) (else choose with dataset/preset); within it, a model
+    with several configurations uses the one named, else its protocol configuration, else
+    it is an error listing them. Never the latest run of another configuration. Returns
+    (group_a, group_b): RunGroup with the latest run of each seed."""
+    from membench.grouping import group_runs
+
+    groups = list(group_runs(runs, specs).values())
+    sides = {}
+    for text in (a, b):
+        model, wanted = parse_side(text)
+        mine = [g for g in groups if g.model == model]
+        if not mine:
+            raise MembenchError(f"no run of model {model!r} in results.csv")
+        if wanted is not None:
+            named = [g for g in mine if _matches(g, wanted)]
+            if not named:
+                raise MembenchError(f"no configuration {wanted!r} of {model} in results.csv "
+                                    f"(its configurations: {_listing(mine)})")
+            mine = named
+        sides[text] = (model, wanted, mine)
+    have = {t: {(g.dataset, g.preset) for g in side[2]} for t, side in sides.items()}
     common = sorted(pair for pair in have[a] & have[b]
                     if (dataset is None or pair[0] == dataset) and (preset is None or pair[1] == preset))
     if not common:
-        def listing(m):
-            return ", ".join(f"{d}/{p}" for d, p in sorted(have[m]))
+        def listing(t):
+            return ", ".join(f"{d}/{p}" for d, p in sorted(have[t]))
         wanted = "/".join(x for x in (dataset, preset) if x)
         raise MembenchError(f"{a} and {b} have no runs on the same dataset and preset"
                             + (f" matching {wanted}" if wanted else "")
@@ -264,7 +304,23 @@ def pick_runs(runs, a: str, b: str, dataset: str | None = None, preset: str | No
     if len(common) > 1:
         raise MembenchError(f"both models have runs with presets {', '.join(p for _, p in common)}; "
                             "choose one with --preset")
-    return latest[(a, *common[0])], latest[(b, *common[0])]
+    picked = []
+    for text in (a, b):
+        model, wanted, mine = sides[text]
+        there = [g for g in mine if (g.dataset, g.preset) == common[0]]
+        if len(there) > 1:
+            protocol = [g for g in there if g.is_protocol]
+            if wanted is not None or not protocol:
+                raise MembenchError(f"{model} has {len(there)} configurations on {common[0][0]}: "
+                                    f"{_listing(there)}; name one as {model}[LABEL or ID]")
+            there = protocol
+        picked.append(there[0])
+    return picked[0], picked[1]
+
+
+def latest_of(group):
+    """The newest run of a configuration (of its seeds, the one recorded last)."""
+    return max(group.runs, key=lambda r: (r.timestamp, r.run_id))
 
 
 def match_split(path_a: Path, path_b: Path, split: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
