@@ -56,3 +56,6 @@ def test_gpu_check_script(tmp_path):
     report = json.loads(out.read_text())
     assert proc.returncode == 0, {k: v.get("error") for k, v in report.items() if isinstance(v, dict)}
     assert report["bf16"]["finite"] and report["train"]["bf16_cl_eager"]["images_per_s"] > 0
+    # fp32 (the default) and bf16 (opt-in) are both timed
+    assert all(report["concurrent"][f"{dtype} jobs={k}"]["aggregate_images_per_s"] > 0
+               for dtype in ("float32", "bfloat16") for k in (1, 2))
