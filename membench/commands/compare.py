@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "compare", help="paired bootstrap of the difference between two models",
         description="Resample the same test images for both models (per split, images matched by "
-                    "name), give the 95%% interval of the difference in rho and MSE (A - B) and a "
+                    "name), give the 95% interval of the difference in rho and MSE (A - B) and a "
                     "verdict. Runs are picked per (model, dataset, configuration), as the report's rows: "
                     "name a configuration as MODEL[LABEL or ID] (the label or id the report prints, or "
                     "'protocol'); without one, a model with several configurations uses its protocol "
