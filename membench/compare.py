@@ -367,3 +367,16 @@ def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Pat
         d_rho_ci=interval(reps["rho"][0] - reps["rho"][1]),
         d_mse_ci=interval(reps["mse"][0] - reps["mse"][1]),
     )
+
+
+def runs_rho_interval(group, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """None when any split's predictions are missing: an interval over fewer splits than
+    the mean it accompanies would be misleading. The bootstrap of membench.compare: the
+    union of the test images drawn once per replicate for every split, and several seeds
+    resampled too."""
+    runs = getattr(group, "runs", [group])
+    pairs = [(run, k) for run in runs for k in run.splits]
+    if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
+        return None
+    data = [{k: read_predictions(run.predictions(k)) for k in run.splits} for run in runs]
+    return rho_interval(data, n_boot=n_boot, seed=seed)

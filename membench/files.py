@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -122,3 +123,8 @@ def file_lock(lock_file: Path, *, wait: bool = True, on_busy=None):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def safe_name(text: str) -> str:
+    """A dataset or model name as a file-name stem (tables, figures)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)

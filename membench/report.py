@@ -25,7 +25,8 @@ from pathlib import Path
 
 from membench import compare, grouping
 from membench.errors import MembenchError
-from membench.files import atomic_write_text
+from membench.ceilings import human_ceilings
+from membench.files import atomic_write_text, safe_name
 from membench.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows  # noqa: F401  (report.load_runs: commands, tests)
 
 # The paper's row order; other models follow alphabetically.
@@ -121,7 +122,7 @@ def build_entries(table: str, dataset: str, runs, specs: dict,
         for run in model_runs or [None]:
             entry = Entry(model=name, run=run, reported=reported, label=run.label if run else name)
             _fill_params(entry, params.get(name))
-            entry.rho_ci = _rho_ci(run, n_boot, seed) if run else None
+            entry.rho_ci = compare.runs_rho_interval(run, n_boot, seed) if run else None
             entries.append(entry)
     _assign_marks(entries)
     grouping.assign_config_marks(entries)
@@ -135,19 +136,6 @@ def _fill_params(entry: Entry, fallback: tuple[int, int] | None) -> None:
         entry.params_used = int(row.get("params_used") or row["params_total"])
     elif fallback:
         entry.params_total, entry.params_used = fallback
-
-
-def _rho_ci(group, n_boot: int, seed: int) -> tuple[float, float] | None:
-    """None when any split's predictions are missing: an interval over fewer splits than
-    the mean it accompanies would be misleading. The bootstrap of membench.compare: the
-    union of the test images drawn once per replicate for every split, and several seeds
-    resampled too."""
-    runs = getattr(group, "runs", [group])
-    pairs = [(run, k) for run in runs for k in run.splits]
-    if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
-        return None
-    data = [{k: compare.read_predictions(run.predictions(k)) for k in run.splits} for run in runs]
-    return compare.rho_interval(data, n_boot=n_boot, seed=seed)
 
 
 def _assign_marks(entries: list[Entry]) -> None:
@@ -407,31 +395,6 @@ def params_rows(specs: dict, count=None) -> list[dict]:
 # ---------------------------------------------------------------- the whole report
 
 
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-
-
-def human_ceilings(datasets: list[str], leaderboard: Path | None = None) -> dict[str, float]:
-    """Human consistency of each named dataset: declared by its plugin, or else computed
-    from the data when it was run (e.g. LNSIM's split halves) and kept in the run JSON."""
-    import json
-
-    from membench import registry
-
-    known = registry.datasets()
-    out = {d: known[d].human_consistency for d in datasets
-           if d in known and known[d].human_consistency is not None}
-    if leaderboard is not None:
-        for path in sorted((Path(leaderboard) / "runs").glob("*.json")):
-            try:
-                ds = json.loads(path.read_text()).get("dataset", {})
-            except (OSError, ValueError):
-                continue
-            if ds.get("name") in datasets and ds.get("human_consistency") is not None:
-                out.setdefault(ds["name"], float(ds["human_consistency"]))
-    return out
-
-
 def registry_specs(extra_models=()) -> dict:
     """Every registered model, plus family models (e.g. timm/...) that have runs."""
     from membench import registry
@@ -475,31 +438,9 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
                 "the source in the 'Reported in' column and were not measured here. To add measurements: "
                 "`membench run --model M --data DIR --out DIR`, then `membench report --leaderboard DIR`.", ""]
     for ds in datasets:
-        sections += [f"## {ds}", ""]
-        entries_by_table = {}
-        for table in ("table1", "table2"):
-            entries = build_entries(table, ds, latest, specs, params, n_boot, seed)
-            entries_by_table[table] = entries
-            stem = out / f"{table}_{safe_name(ds)}"
-            md = render_markdown(table, ds, entries, n_boot, seed)
-            for suffix, text in ((".md", md), (".tex", render_latex(table, ds, entries, n_boot, seed)),
-                                 (".csv", render_csv(table, ds, entries))):
-                atomic_write_text(stem.with_suffix(suffix), text)
-                written.append(stem.with_suffix(suffix))
-            sections += [md]
-        if figure:
-            from membench import figures
-
-            reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"] if e.reported})
-            ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
-            fig = figures.figure3(entries_by_table["table2"], ds, ceilings)
-            stem = out / f"fig3_{safe_name(ds)}"
-            written += figures.save(fig, stem)
-            sections += ["### Fig. 3: ρ and MSE vs parameters", "",
-                         f"![Fig. 3 ({ds}): (a) rho vs parameters, (b) MSE vs parameters]({stem.name}.png)", "",
-                         f"Measured points: {ds}; reported points: as published "
-                         f"({', '.join(reported_datasets) or 'none'}); dashed line: human consistency "
-                         + (", ".join(f"{d} {v:.2f}" for d, v in sorted(ceilings.items())) or "unknown") + ".", ""]
+        paths, section = _dataset_section(ds, latest, specs, params, leaderboard, out, n_boot, seed, figure, human)
+        written += paths
+        sections += section
     from membench import transfer  # transfer matrix and every run per dataset (cross-dataset rows)
 
     paths, extra = transfer.write(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset],
@@ -511,6 +452,38 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
     atomic_write_text(out / "README.md", "\n".join(sections).rstrip("\n") + "\n")
     written.append(out / "README.md")
     return written
+
+
+def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, out: Path, n_boot: int,
+                     seed: int, figure: bool, human: dict[str, float] | None) -> tuple[list[Path], list[str]]:
+    """Tables 1-2 (md, tex, csv) and Fig. 3 of one dataset; its README section."""
+    written: list[Path] = []
+    sections = [f"## {ds}", ""]
+    entries_by_table = {}
+    for table in ("table1", "table2"):
+        entries = build_entries(table, ds, latest, specs, params, n_boot, seed)
+        entries_by_table[table] = entries
+        stem = out / f"{table}_{safe_name(ds)}"
+        md = render_markdown(table, ds, entries, n_boot, seed)
+        for suffix, text in ((".md", md), (".tex", render_latex(table, ds, entries, n_boot, seed)),
+                             (".csv", render_csv(table, ds, entries))):
+            atomic_write_text(stem.with_suffix(suffix), text)
+            written.append(stem.with_suffix(suffix))
+        sections += [md]
+    if figure:
+        from membench import figures
+
+        reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"] if e.reported})
+        ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
+        fig = figures.figure3(entries_by_table["table2"], ds, ceilings)
+        stem = out / f"fig3_{safe_name(ds)}"
+        written += figures.save(fig, stem)
+        sections += ["### Fig. 3: ρ and MSE vs parameters", "",
+                     f"![Fig. 3 ({ds}): (a) rho vs parameters, (b) MSE vs parameters]({stem.name}.png)", "",
+                     f"Measured points: {ds}; reported points: as published "
+                     f"({', '.join(reported_datasets) or 'none'}); dashed line: human consistency "
+                     + (", ".join(f"{d} {v:.2f}" for d, v in sorted(ceilings.items())) or "unknown") + ".", ""]
+    return written, sections
 
 
 def write_params_csv(specs: dict, path: Path, count=None) -> Path:

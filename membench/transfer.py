@@ -94,9 +94,9 @@ def _latest(items: list[RunView], key) -> dict:
 
 
 def _ci(view: RunView, n_boot: int, seed: int):
-    from membench.report import _rho_ci
+    from membench.compare import runs_rho_interval
 
-    return _rho_ci(view.run, n_boot, seed)
+    return runs_rho_interval(view.run, n_boot, seed)
 
 
 def _fmt(value, digits=3) -> str:
@@ -295,7 +295,8 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
     """Write transfer.{md,csv}, runs_<dataset>.{md,csv,png,svg} and compare_<dataset>.csv;
     returns (paths, Markdown sections for the leaderboard README)."""
     from membench.files import atomic_write_text
-    from membench.report import human_ceilings, safe_name
+    from membench.ceilings import human_ceilings
+    from membench.files import safe_name
 
     items = views(runs)
     # Only a leaderboard with transfer in it (released weights, or a checkpoint scored on
