@@ -202,3 +202,12 @@ def test_runs_skips_a_running_job(tmp_path):
         assert [r.status for r in runs.scan(tmp_path / "work")] == ["running"]
         assert runs.clean(tmp_path / "work") == [] and job.is_dir()
     assert [r.status for r in runs.clean(tmp_path / "work")] == ["finished"] and not job.exists()
+
+
+def test_runs_on_a_fresh_machine_lists_nothing_but_a_missing_explicit_dir_is_an_error(tmp_path, monkeypatch,
+                                                                                     run_cli):
+    monkeypatch.setenv("MEMBENCH_HOME", str(tmp_path / "home"))
+    code, out, err = run_cli("runs")
+    assert code == 0 and "no runs yet" in out, err
+    code, out, err = run_cli("runs", "clean", "--work-dir", tmp_path / "typo")
+    assert code == 2 and "work directory does not exist" in err and "typo" in err

@@ -36,6 +36,9 @@ def cmd_runs(args) -> int:
     from membench.output import emit
 
     work_dir = args.work_dir or membench_home() / "runs"
+    if args.work_dir is None and not work_dir.exists():  # a fresh machine: nothing has run yet
+        print(f"no runs yet in {work_dir}")
+        return 0
     columns = ["run", "split", "status", "size"]
     if args.action == "list":
         found = runs.scan(work_dir)
