@@ -140,14 +140,9 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
                  say=print, progress=None) -> list[dict]:
     """Score every (selected) split's checkpoint of the run in `run_dir` on `dataset`;
     rows go to the leaderboard `out`. Returns the rows."""
-    from membench import __version__
-    from membench.engine.provenance import environment, git_commit, hardware
-    from membench.feature_store import describe
     from membench.files import atomic_write_json, check_writable
-    from membench.images import apply_policy, check_images
     from membench.leaderboard import add_result, valid_rows
-    from membench.metrics import mse, spearman
-    from membench.train import predict, resolve_device
+    from membench.train import resolve_device
 
     if part not in PARTS:
         raise MembenchError(f"--eval-part must be one of {', '.join(PARTS)}, not {part!r}")
@@ -163,66 +158,103 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     valid_rows(Path(out) / "results.csv")
     source_run = jobs[chosen[0]]["row"]["run_id"]
     run_id = eval_run_id(source_run, dataset, part, on_bad_image)
+    samples_of = _usable_samples(dataset, part, chosen, on_bad_image, say)
+    dev = resolve_device(device)
+    rows = []
+    for k in chosen:
+        job = _SplitJob(run_dir, jobs, k, chosen, source_run, run_id, dataset, part, on_bad_image, batch_size)
+        row, predictions, provenance = job.evaluate(samples_of[k], dev, say, progress)
+        atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
+                          {"row": row, "checkpoint": jobs[k].get("checkpoint"), "predictions": predictions,
+                           "provenance": provenance})
+        add_result(out, row, predictions, provenance)
+        rows.append(row)
+    return rows
+
+
+def _usable_samples(dataset, part: str, chosen: list[int], on_bad_image: str, say) -> dict:
+    """Every image decoded once before any model runs: a bad file stops now (or is skipped)."""
+    from membench.images import apply_policy, check_images
+
     samples_of = {k: evaluation_samples(dataset, part, k) for k in chosen}
-    # every image decoded once before any model runs: a bad file stops now
     check = check_images([s for k in chosen for s in samples_of[k]])
     apply_policy(check, on_bad_image)
     if check.bad:
         say(f"skipping {len(check.bad)} missing or corrupt images (--on-bad-image skip)")
         samples_of = {k: tuple(s for s in v if str(s.path) not in check.bad) for k, v in samples_of.items()}
-    dev = resolve_device(device)
-    rows = []
-    for k in chosen:
+    return samples_of
+
+
+class _SplitJob:
+    """Checkpoint k of the source run scored on its evaluation images: one row."""
+
+    def __init__(self, run_dir, jobs, k, chosen, source_run, run_id, dataset, part, on_bad_image, batch_size):
+        self.run_dir, self.jobs, self.k, self.chosen = run_dir, jobs, k, chosen
+        self.source_run, self.run_id, self.dataset, self.part = source_run, run_id, dataset, part
+        self.on_bad_image, self.batch_size = on_bad_image, batch_size
+        self.saved = jobs[k]
+
+    def evaluate(self, samples, dev, say, progress):
+        from membench.metrics import mse, spearman
+        from membench.train import predict
+
         started = time.time()
-        saved = jobs[k]
-        src_row, src_prov = saved["row"], saved["provenance"]
-        where = run_dir / f"split{k}" / "result.json"
+        k, dataset, part = self.k, self.dataset, self.part
+        src_row, src_prov = self.saved["row"], self.saved["provenance"]
+        where = self.run_dir / f"split{k}" / "result.json"
         pre = preprocess_of(src_prov, where)
-        spec, model = build_model(src_row, src_prov, saved.get("checkpoint"), where)
-        samples = samples_of[k]
+        spec, model = build_model(src_row, src_prov, self.saved.get("checkpoint"), where)
         if len(samples) < 2:
             raise MembenchError(f"split {k}: fewer than 2 usable evaluation images", dataset.root)
-        say(f"{spec.name} (split {k} of {source_run}) on {dataset.name}: {len(samples)} {part} images")
+        say(f"{spec.name} (split {k} of {self.source_run}) on {dataset.name}: {len(samples)} {part} images")
         scored = dev.prepare(model)  # predict reads the active feature store, if any
         task = progress.add_task(f"split {k}: {dataset.name} {part}", total=len(samples)) if progress else None
-        preds = predict(scored, samples, pre, dev, batch_size=batch_size,
+        preds = predict(scored, samples, pre, dev, batch_size=self.batch_size,
                         progress=(lambda n: progress.advance(task, n)) if progress else None)
         if progress:
             progress.remove_task(task)
         truth = [s.score for s in samples]
+        row = self.row(src_row, dev, len(samples), spearman(preds, truth), mse(preds, truth),
+                       round(time.time() - started, 2))
+        predictions = [(s.name, s.score, float(p)) for s, p in zip(samples, preds)]
+        return row, predictions, self.provenance(spec, src_prov, dev)
+
+    def row(self, src_row: dict, dev, n: int, rho: float, err: float, seconds: float) -> dict:
+        from membench import __version__
+        from membench.engine.provenance import git_commit, hardware
+
+        k, dataset = self.k, self.dataset
         source_trained_on = trained_on(src_row)
-        row = {  # the trained model's own columns (its configuration too), then the evaluation's
+        scored_on = f"test split {k} of {dataset.name}" if self.part == "test" else f"all {n} images of {dataset.name}"
+        note = (f"cross-dataset: checkpoint of run {self.source_run} split {k} "
+                f"(trained on {source_trained_on or 'its released weights'}), scored on {scored_on}")
+        return {  # the trained model's own columns (its configuration too), then the evaluation's
             **{c: src_row.get(c) for c in ("model", "params_total", "params_used", "params_trainable", "preset",
                                            "configuration", "config_id", "precision", "train_mode", "init",
                                            "pretrained", "epochs_run", "best_epoch", "best_val_rho", "seed")},
-            "run_id": run_id, "dataset": dataset.name, "trained_on": source_trained_on, "split": k,
-            "rho": spearman(preds, truth), "mse": mse(preds, truth), "n_test": len(samples),
-            "device": dev.type, "hardware": hardware(dev.type), "seconds": round(time.time() - started, 2),
+            "run_id": self.run_id, "dataset": dataset.name, "trained_on": source_trained_on, "split": k,
+            "rho": rho, "mse": err, "n_test": n,
+            "device": dev.type, "hardware": hardware(dev.type), "seconds": seconds,
             "git_commit": git_commit(), "git_dirty": _git_dirty(), "membench_version": __version__,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data_fingerprint": dataset.fingerprint(),
-            "notes": "; ".join(x for x in (
-                f"cross-dataset: checkpoint of run {source_run} split {k} "
-                f"(trained on {source_trained_on or 'its released weights'}), scored on "
-                + (f"test split {k} of {dataset.name}" if part == "test" else f"all {len(samples)} images of {dataset.name}"),
-                src_row.get("notes") or "") if x),
+            "notes": "; ".join(x for x in (note, src_row.get("notes") or "") if x),
         }
-        predictions = [(s.name, s.score, float(p)) for s, p in zip(samples, preds)]
-        provenance = {
-            "run_id": run_id, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,
-            "evaluated_from": {"run_id": source_run, "run_dir": str(run_dir), "trained_on": source_trained_on,
-                               "checkpoints": {str(j): jobs[j].get("checkpoint") for j in chosen},
+
+    def provenance(self, spec, src_prov: dict, dev) -> dict:
+        from membench.engine.provenance import environment
+        from membench.feature_store import describe
+
+        dataset = self.dataset
+        return {
+            "run_id": self.run_id, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,
+            "evaluated_from": {"run_id": self.source_run, "run_dir": str(self.run_dir),
+                               "trained_on": trained_on(self.saved["row"]),
+                               "checkpoints": {str(j): self.jobs[j].get("checkpoint") for j in self.chosen},
                                "source_provenance": src_prov},
             "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
                         "human_consistency": getattr(dataset, "human_consistency", None)},
-            "eval_part": part, "on_bad_image": on_bad_image, "batch_size": batch_size,
+            "eval_part": self.part, "on_bad_image": self.on_bad_image, "batch_size": self.batch_size,
             "preprocess": src_prov.get("preprocess"), "feature_store": describe(),
             "environment": environment(dev.type),
         }
-        atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
-                          {"row": row, "checkpoint": saved.get("checkpoint"), "predictions": predictions,
-                           "provenance": provenance})
-        add_result(out, row, predictions, provenance)
-        rows.append(row)
-        del model, scored
-    return rows
