@@ -77,8 +77,11 @@ def job_logs(work: Path, kind: str = "err") -> str:
 
 
 @pytest.fixture
-def reference(tiny, demo_root, tmp_path, run_cli):
-    """Uninterrupted local runs in this process, by (model, splits)."""
+def reference(tiny, one_thread, demo_root, tmp_path, run_cli):
+    """Uninterrupted local runs in this process, by (model, splits), with one torch thread
+    as the jobs (OMP_NUM_THREADS=1 above): float sums, hence the metrics, depend on the
+    thread count (tiny-cnn smoke split 1: rho 0.0901 with one thread, 0.0857 with two), and
+    this process may have started torch with more threads before OMP_NUM_THREADS was set."""
     def ref(model: str, splits: str) -> tuple[dict, Path]:
         base = tmp_path / f"reference-{model}-{splits}"
         code, _out, err = run_cli(*run_args(demo_root, base, model, splits))
