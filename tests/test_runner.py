@@ -45,6 +45,9 @@ def test_run_all_splits_writes_rows_summary_predictions_provenance(tiny_plugin, 
     prov = json.loads((out / "runs" / f"{rs[0]['run_id']}.json").read_text())
     assert prov["dataset"]["name"] == "demo" and prov["recipe"][0]["lr"] == 1e-2
     assert prov["environment"]["versions"]["torch"]
+    import torch
+
+    assert prov["environment"]["torch_threads"] == torch.get_num_threads()  # CPU sums depend on it
 
 
 def test_split_scores_come_from_their_own_files(tiny_plugin, demo_root, tmp_path, run_cli):

@@ -58,8 +58,13 @@ def environment(device_type: str) -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
+    import torch
+
+    # CPU float sums depend on the thread count (tiny-cnn smoke: rho 0.0901 with 1 thread,
+    # 0.0857 with 2), so a run is reproduced exactly only with the same number of threads.
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
-            "membench": __version__, "git_commit": git_commit(), "hardware": hardware(device_type)}
+            "membench": __version__, "git_commit": git_commit(), "hardware": hardware(device_type),
+            "torch_threads": torch.get_num_threads()}
 
 
 def run_provenance(spec, dataset, cfg, key: str, stages, pre, outcomes: dict, device_type: str) -> dict:
