@@ -219,12 +219,7 @@ def extract(archive: Path, into: Path) -> Path:
         else:
             raise MembenchError("not a zip or tar archive (damaged download? delete it and run again)", archive)
         into.mkdir(parents=True, exist_ok=True)
-        for child in tmp.iterdir():
-            target = into / child.name
-            if target.is_dir() and child.is_dir():
-                _merge(child, target)
-            else:
-                os.replace(child, target)
+        _merge(tmp, into)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
         raise MembenchError(f"cannot unpack ({exc}); delete it and run again", archive) from None
     finally:
@@ -233,6 +228,7 @@ def extract(archive: Path, into: Path) -> Path:
 
 
 def _merge(src: Path, dst: Path) -> None:
+    """Move the tree under src into dst, merging folders that exist in both."""
     for child in src.iterdir():
         target = dst / child.name
         if target.is_dir() and child.is_dir():
