@@ -191,7 +191,14 @@ class _Preemption:
     def _handle(self, signum, frame):
         if self.signum is None:
             self.signum = signum
-            os.kill(os.getpid(), signal.SIGINT)
+            # Act as the current Ctrl-C handler, called here rather than through a SIGINT:
+            # a process started in the background ignores SIGINT, and a SIGINT sent from this
+            # handler may only be seen after a blocking call (a job lock) has resumed waiting.
+            handler = signal.getsignal(signal.SIGINT)
+            if callable(handler):
+                handler(signal.SIGINT, frame)  # training's CtrlC: checkpoint at the next step
+            else:
+                raise KeyboardInterrupt
 
     def __exit__(self, *exc_info):
         signal.signal(self._sig, self._submitit)

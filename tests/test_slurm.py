@@ -357,9 +357,22 @@ def test_the_warning_signal_outside_submitit_saves_and_asks_for_resume(tiny, dem
     assert job()["rho"] is not None  # and it continues from there
 
 
-def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(tiny, demo_root, tmp_path, capsys):
+@pytest.fixture(params=["default", "ignored"])
+def sigint(request):
+    """SIGINT as in a terminal, or ignored as in a process started in the background."""
+    previous = signal.getsignal(signal.SIGINT)
+    if request.param == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield request.param
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(sigint, tiny, demo_root, tmp_path, capsys):
     """A job blocked on the lock of a stage 1 another job is training is warned too (time
-    limit, preemption): it stops waiting at once (to be requeued) rather than being killed."""
+    limit, preemption): it stops waiting at once (to be requeued) rather than being killed,
+    also in a process started in the background, where SIGINT is ignored (this hung once)."""
     import threading
     import time
 
@@ -369,6 +382,8 @@ def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(tiny, demo_root, 
     from membench.errors import MembenchError
     from membench.launch import ClusterJob
     from membench.parallel import _config_to_json
+    import membench.runner  # noqa: F401  (imported before the warning: an import it cuts short breaks torch)
+    import torch  # noqa: F401
 
     data = {"data": str(demo_root), "dataset": None, "dataset_option": []}
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,
