@@ -120,9 +120,11 @@ class TrainViewCache:
 
     This is an APPROXIMATION of the protocol (which draws a fresh augmentation of every
     image in every epoch), opted into with `--frozen-train-cache K` and recorded as such.
-    View v of image i uses the stage's train transform seeded by (seed, stage, v, i), so
-    the cache is the same whenever it is rebuilt (after a resume, too). The epoch's order
-    is the normal loader's shuffle of epoch e.
+    View v of an image uses the stage's train transform seeded by (seed, stage, v, the
+    image's name), so the cache is the same whenever it is rebuilt (after a resume, too),
+    and an image has the same views in every split that trains on it: with a feature store
+    (`--feature-store`), the frozen outputs of K views of a dataset are computed once for
+    all its splits. The epoch's order is the normal loader's shuffle of epoch e.
     """
 
     def __init__(self, samples, pre, device, views: int, stage: str, seed: int, batch_size: int = 64,
@@ -154,10 +156,10 @@ class TrainViewCache:
             for s, o in zip(store, outs):
                 s[view][idx] = o.cpu()
 
-        # view v of image i is the loader's "epoch" v: its augmentation is seeded by (view seed, v, i)
+        # view v of an image is the loader's "epoch" v: its augmentation is seeded by (view seed, v, name)
         infer(frozen_forward(plain), self.samples, train_transform(self.pre), self.pre, self.device,
               batch_size=self.batch_size, on_batch=keep, module=plain, epochs=range(self.views),
-              seed=self.view_seed(), progress=progress)
+              seed=self.view_seed(), seed_by="name", progress=progress)
         self.outputs = tuple(store)
         self.nbytes = sum(t.numel() * t.element_size() for t in self.outputs)
 

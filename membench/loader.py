@@ -2,7 +2,8 @@
 
 Reproducibility contract. The shuffle order of epoch e is a function of (seed, e); the
 augmentation of image i in epoch e is a function of (seed, e, i) (each sample gets its own
-torch.Generator). Neither depends on the number of workers, on persistent workers, nor on
+torch.Generator), or with `seed_by="name"` of (seed, e, the image's name), so that the same
+image gets the same view in every split that contains it (cached views, membench.cache). Neither depends on the number of workers, on persistent workers, nor on
 what ran before, so a run resumed at epoch e sees exactly the batches of an uninterrupted
 run.
 
@@ -24,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from membench.images import open_rgb
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed from (seed, epoch, index); index -1 is the epoch's shuffle."""
+def sample_seed(seed: int, epoch: int, index: int | str) -> int:
+    """A 63-bit seed from (seed, epoch, index); index -1 is the epoch's shuffle. An index
+    may be an image's name (`seed_by="name"` passes "name:<name>", never equal to -1)."""
     digest = hashlib.blake2b(f"{seed},{epoch},{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
@@ -34,13 +36,17 @@ class ImageDataset(Dataset):
     """Samples -> (uint8 image (3,H,W), float32 score, index).
 
     A key is an index (augmentation from the global torch RNG, as any torch dataset) or
-    an (epoch, index) pair from `EpochSampler` (augmentation seeded by (seed, epoch, index)).
+    an (epoch, index) pair from `EpochSampler` (augmentation seeded by (seed, epoch, index),
+    or by (seed, epoch, name) with `seed_by="name"`).
     """
 
-    def __init__(self, samples, transform, seed: int = 0):
+    def __init__(self, samples, transform, seed: int = 0, seed_by: str = "index"):
+        if seed_by not in ("index", "name"):
+            raise ValueError(f"seed_by must be 'index' or 'name', not {seed_by!r}")
         self.samples = tuple(samples)
         self.transform = transform
         self.seed = seed
+        self.seed_by = seed_by
         self.scores = torch.tensor([s.score for s in self.samples], dtype=torch.float32)
         self._takes_generator = _takes_generator(transform)
 
@@ -50,14 +56,15 @@ class ImageDataset(Dataset):
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
         img = open_rgb(self.samples[index].path)
+        if epoch is not None:
+            seed = sample_seed(self.seed, epoch, f"name:{self.samples[index].name}" if self.seed_by == "name" else index)
         if epoch is None:
             x = self.transform(img)
         elif self._takes_generator:
-            gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
-            x = self.transform(img, generator=gen)
+            x = self.transform(img, generator=torch.Generator().manual_seed(seed))
         else:  # a plain torchvision-style transform: seed the global RNG, then restore it
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed(self.seed, epoch, index))
+                torch.manual_seed(seed)
                 x = self.transform(img)
         return x, self.scores[index].clone(), index
 
@@ -146,14 +153,14 @@ def _seed_worker(seed: int, worker_id: int) -> None:
 
 def make_loader(samples, transform, *, batch_size: int, shuffle: bool, workers: int, seed: int,
                 device_type: str = "cpu", drop_last: bool = False, epoch: int = 0,
-                rank: int = 0, world_size: int = 1, prefetch: int = 4):
+                rank: int = 0, world_size: int = 1, prefetch: int = 4, seed_by: str = "index"):
     """A `Loader` of (uint8 images (B,3,H,W) in channels-last memory, float32 scores,
     int64 indices) batches.
 
     Pinned memory on cuda; with workers, persistent workers and `prefetch` batches each.
     See the module docstring for what `seed` and `epoch` determine.
     """
-    dataset = ImageDataset(samples, transform, seed=seed)
+    dataset = ImageDataset(samples, transform, seed=seed, seed_by=seed_by)
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,
                            rank=rank, world_size=world_size, drop_last=drop_last)
     extra = {}

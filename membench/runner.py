@@ -235,7 +235,7 @@ class Runner:
                 model, stage, split.train, split.val, pre, self.device, job_dir / stage.name, seed=cfg.seed + k,
                 patience=stage.patience or cfg.patience, resume=cfg.resume, progress=self.progress,
                 frozen_train_cache=views, keep_last=cfg.keep_last, frozen_sources=dict(ctx.upstream),
-                frugal_best=i == len(stages) - 1 and not chained, model_name=spec.name)
+                frugal_best=i == len(stages) - 1 and not chained, model_name=spec.name, view_seed=cfg.seed)
             outcomes[stage.name] = asdict(outcome)
             kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
             if i < len(stages) - 1:

@@ -165,3 +165,33 @@ def test_caches_and_predict_use_the_active_store(tmp_path, images, monkeypatch):
     assert feature_store.active().root == (tmp_path / "fs").resolve()
     feature_store.activate(None)
     assert feature_store.active() is None
+
+
+def test_cached_views_are_the_same_in_every_split_so_the_store_computes_them_once(tmp_path, images, monkeypatch):
+    """An image's cached training views depend on (seed, stage, view, its name), not on its
+    position in a split: a second split, holding some of the same images in another order,
+    reads their views from the store and computes only its new images."""
+    from membench import feature_store
+    from membench.cache import TrainViewCache
+
+    monkeypatch.delenv(feature_store.ENV_VAR, raising=False)
+    monkeypatch.setattr(feature_store, "_active", None)
+    store = feature_store.activate(tmp_path / "fs")
+    try:
+        split1, split2 = images[:6], tuple(reversed(images[3:]))  # images[3:6] in both, in other positions
+        one = TrainViewCache(split1, PRE, CPU, views=2, stage="s", seed=3, batch_size=4)
+        one.build(model())
+        assert (store.hits, store.misses) == (0, 12)
+        two = TrainViewCache(split2, PRE, CPU, views=2, stage="s", seed=3, batch_size=4)
+        two.build(model())
+        assert (store.hits, store.misses) == (6, 12 + 6)
+        for name in (s.name for s in images[3:6]):
+            i, j = [s.name for s in split1].index(name), [s.name for s in split2].index(name)
+            for a, b in zip(one.outputs, two.outputs):
+                assert torch.equal(a[:, i], b[:, j])
+        assert not torch.equal(one.outputs[1][0, 3], one.outputs[1][1, 3])  # two views differ
+        other_seed = TrainViewCache(split1, PRE, CPU, views=1, stage="s", seed=4, batch_size=4)
+        other_seed.build(model())
+        assert store.misses == 18 + 6  # another run seed: other views
+    finally:
+        feature_store.activate(None)

@@ -88,9 +88,11 @@ def validator(model, stage: Stage, val: tuple[Sample, ...], pre: Preprocess, dev
 
 
 def training_batches(model, net, stage: Stage, train: tuple[Sample, ...], pre: Preprocess, device: Device, *,
-                     batch: int, seed: int, start: int, dist, views: int, progress) -> tuple[BatchSource, float]:
+                     batch: int, seed: int, start: int, dist, views: int, view_seed: int,
+                     progress) -> tuple[BatchSource, float]:
     """The stage's batch source and the seconds spent building it. `views` = K > 0: K cached
-    views per image, built again after a resume (they are seeded, so identical)."""
+    views per image drawn from `view_seed` and each image's name, built again after a resume
+    (they are seeded, so identical)."""
     shuffle_seed = epoch_seed(seed, stage.name, 0)
     if not views:
         return LoaderBatches(net, train, pre, device, batch=batch, seed=shuffle_seed, start=start, dist=dist,
@@ -98,7 +100,7 @@ def training_batches(model, net, stage: Stage, train: tuple[Sample, ...], pre: P
     if dist.world_size > 1:
         raise MembenchError("--frozen-train-cache is not supported under torchrun (DDP); use it in one process")
     t0 = time.perf_counter()
-    cache = TrainViewCache(train, pre, device, views, stage.name, seed, batch_size=max(batch, 64))
+    cache = TrainViewCache(train, pre, device, views, stage.name, view_seed, batch_size=max(batch, 64))
     task = progress.add_task(f"{stage.name}: {views} cached training views", total=len(train) * views)
     cache.build(model, progress=lambda n: progress.advance(task, n))
     progress.remove_task(task)

@@ -22,17 +22,19 @@ def eval_mode(module):
 
 
 def infer(forward, samples: tuple[Sample, ...], transform, pre: Preprocess, device: Device, *,
-          batch_size: int, on_batch, module=None, epochs=(0,), seed: int = 0, progress=None) -> bool:
+          batch_size: int, on_batch, module=None, epochs=(0,), seed: int = 0, seed_by: str = "index",
+          progress=None) -> bool:
     """For each epoch in `epochs` (the loader's augmentation epoch; 0 for the evaluation
     transform), every batch of `samples` in order: `on_batch(epoch, idx, forward(x))` with x
     normalised on the device, under inference mode, autocast and `module` in eval mode.
-    `on_batch` returning True stops early; returns False when it did, else True."""
+    `on_batch` returning True stops early; returns False when it did, else True. `seed_by`:
+    see membench.loader (what an augmentation is seeded by besides `seed` and the epoch)."""
     import torch
 
     from membench.loader import make_loader
 
     loader = make_loader(samples, transform, batch_size=batch_size, shuffle=False, workers=device.workers,
-                         seed=seed, device_type=device.type)
+                         seed=seed, device_type=device.type, seed_by=seed_by)
     normalizer = device.normalizer(pre)
     mode = eval_mode(module) if module is not None else contextlib.nullcontext()
     with torch.inference_mode(), device.autocast(), mode:

@@ -126,16 +126,18 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 pre: Preprocess, device: Device, stage_dir: Path, *, seed: int, patience: int,
                 resume: bool, progress, frozen_train_cache: int = 0, keep_last: bool = False,
                 frozen_sources: dict | None = None, frugal_best: bool = True,
-                model_name: str | None = None) -> StageOutcome:
+                model_name: str | None = None, view_seed: int | None = None) -> StageOutcome:
     """Train `model` in place for one stage; on return it holds the best epoch's weights.
-    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache).
+    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache),
+    drawn from `view_seed` (default `seed`; the runner passes the run's seed, not the split's,
+    so that an image's views are the same in every split).
     Checkpoints hold the trained part; `frozen_sources` ({name: file}) are the files the
     frozen parts came from (referenced, with their sha256). A finished stage drops last.pt
     unless `keep_last`. `frugal_best` False: best.pt holds the whole model (a later stage's
     builder reads it)."""
     run = StageRun(model, stage, train, val, pre, device, stage_dir, seed=seed, patience=patience,
                    progress=progress, views=frozen_train_cache, keep_last=keep_last, sources=frozen_sources,
-                   frugal_best=frugal_best, model_name=model_name)
+                   frugal_best=frugal_best, model_name=model_name, view_seed=view_seed)
     if resume:
         finished = run.finished_earlier()
         if finished is not None:
@@ -158,9 +160,11 @@ class StageRun:
 
     def __init__(self, model, stage: Stage, train, val, pre: Preprocess, device: Device, stage_dir: Path, *,
                  seed: int, patience: int, progress, views: int, keep_last: bool = False,
-                 sources: dict | None = None, frugal_best: bool = True, model_name: str | None = None):
+                 sources: dict | None = None, frugal_best: bool = True, model_name: str | None = None,
+                 view_seed: int | None = None):
         self.model, self.stage, self.train, self.val, self.pre, self.device = model, stage, train, val, pre, device
         self.seed, self.patience, self.progress, self.views = seed, patience, progress, views
+        self.view_seed = seed if view_seed is None else view_seed
         self.last, self.best = stage_dir / "last.pt", stage_dir / "best.pt"
         self.frozen = freeze(model, stage.frozen)
         self.frugal, self.keep_last = Frugal(model, stage.frozen, sources, model_name), keep_last
@@ -197,7 +201,7 @@ class StageRun:
         self.validator = validator(self.model, self.stage, self.val, self.pre, self.device, batch)
         self.batches, seconds = training_batches(
             self.model, net, self.stage, self.train, self.pre, self.device, batch=batch, seed=self.seed,
-            start=self.state.epoch, dist=dist, views=self.views, progress=self.progress)
+            start=self.state.epoch, dist=dist, views=self.views, view_seed=self.view_seed, progress=self.progress)
         self.state.seconds += seconds
 
     def train_epoch(self, epoch: int, ctrl_c: "CtrlC") -> None:
