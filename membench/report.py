@@ -117,7 +117,7 @@ def build_entries(table: str, dataset: str, runs, specs: dict,
     entries = []
     for name in names:
         spec = specs.get(name)
-        reported = spec.reported if spec else None
+        reported = reported_for(spec.reported if spec else None, dataset)
         model_runs = grouping.order_groups([group for (m, _, _), group in mine.items() if m == name])
         for run in model_runs or [None]:
             entry = Entry(model=name, run=run, reported=reported, label=run.label if run else name)
@@ -127,6 +127,17 @@ def build_entries(table: str, dataset: str, runs, specs: dict,
     _assign_marks(entries)
     grouping.assign_config_marks(entries)
     return entries
+
+
+def reported_for(reported, dataset: str):
+    """What a table on `dataset` shows of a model's published numbers: everything when they
+    were obtained on it; otherwise only the parameter count (a property of the model), so
+    that a ρ or MSE published on another dataset never sits in a row measured on this one."""
+    if reported is None or reported.covers(dataset):
+        return reported
+    from dataclasses import replace
+
+    return replace(reported, rho=None, mse=None, note="") if reported.params else None
 
 
 def _fill_params(entry: Entry, fallback: tuple[int, int] | None) -> None:
@@ -252,18 +263,23 @@ def provenance(entries: list[Entry], dataset: str) -> str:
             f"dates {', '.join(dates) or 'not recorded'}.")
 
 
-def protocol(entries: list[Entry], n_boot: int, seed: int) -> str:
+def protocol(entries: list[Entry], dataset: str, n_boot: int, seed: int) -> str:
     reported_on = sorted({e.reported.dataset for e in entries
                           if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
+    if reported_on:
+        reported = (f"Reported columns: the numbers published for each model (source in the last column), "
+                    f"obtained on {', '.join(reported_on)} by their authors, not measured here.")
+    else:
+        reported = (f"Reported columns: parameter counts as published; ρ and MSE only where published on "
+                    f"{dataset}, which none of these models has (N/A): what they published on other datasets "
+                    "is in reported.csv, never next to a measurement on another dataset.")
     return ("Protocol: ρ is Spearman's rank correlation (average ranks for ties, as scipy; the paper's "
             "Eq. 2, 1 - 6 sum(d²) / (N(N² - 1)), is the same number without ties and differed by less than 1e-15 "
             "on LNSIM and the demo data, whose scores do not tie: docs/models.md) and MSE the mean "
             "squared error on the [0, 1] score scale, each computed per split on that split's test "
             "images; mean ± sample sd (ddof 1) over the splits of each row's runs (one configuration "
             f"of one model; several seeds are pooled). {_ci_protocol(n_boot, seed)} Params measured: total (used in forward where "
-            "it differs), counted by membench. Reported columns: the numbers published for each model (source in the last "
-            f"column), obtained on {', '.join(reported_on) or 'the dataset named by each spec'} by "
-            f"their authors, not measured here. {MISSING}: no measurement; {NOT_REPORTED}: not reported.")
+            f"it differs), counted by membench. {reported} {MISSING}: no measurement; {NOT_REPORTED}: not reported.")
 
 
 def _ci_protocol(n_boot: int, seed: int) -> str:
@@ -278,7 +294,7 @@ def _ci_protocol(n_boot: int, seed: int) -> str:
 
 def notes(entries: list[Entry], dataset: str, n_boot: int, seed: int) -> list[str]:
     extra = [n for n in (grouping.runs_note(entries), grouping.derived_note(entries)) if n]
-    return footnotes(entries) + [provenance(entries, dataset)] + extra + [protocol(entries, n_boot, seed)]
+    return footnotes(entries) + [provenance(entries, dataset)] + extra + [protocol(entries, dataset, n_boot, seed)]
 
 
 def title(table: str, dataset: str, entries=()) -> str:

@@ -31,8 +31,12 @@ class Reported:
     mse: float | None = None
     params: int | None = None  # as the paper states it, e.g. 130_000_000 for "130M"
     source: str = ""  # where the numbers come from, e.g. "Leonardi et al. 2019, Table 2"
-    dataset: str = "lamem"
+    dataset: str = "lamem"  # several joined by "+" when the authors pooled them, e.g. "lamem+memcat"
     note: str = ""  # e.g. "MSE estimated by the authors"
+
+    def covers(self, dataset: str) -> bool:
+        """Whether these numbers were obtained on `dataset` (alone or pooled with others)."""
+        return dataset in self.dataset.split("+")
 
 
 @dataclass(frozen=True)

@@ -114,13 +114,31 @@ def test_make_report_writes_every_format_and_matches_golden(tmp_path):
 
 
 def test_reported_columns_equal_the_papers_table2(latest):
+    header, rows = md_table(report.render_markdown("table2", "lamem", entries(latest, dataset="lamem")))
+    cols = [header.index(c) for c in ("ρ reported", "MSE reported", "Params reported")]
+    assert list(rows)[:4] == list(PAPER_TABLE2)  # the paper's order first
+    for model, expected in PAPER_TABLE2.items():
+        assert tuple(rows[model][c] for c in cols) == expected
+    assert "\\* MSE estimated by the authors (squalli)." in report.render_markdown(
+        "table2", "lamem", entries(latest, dataset="lamem"))
+
+
+def test_numbers_published_on_another_dataset_never_sit_in_its_rows(latest):
+    """The demo table keeps the published parameter counts (a property of the model) but
+    shows no ρ or MSE published on LaMem next to demo measurements, nor their notes."""
     header, rows = md_table(report.render_markdown("table2", "demo", entries(latest)))
     cols = [header.index(c) for c in ("ρ reported", "MSE reported", "Params reported")]
     # the paper's order first; the fixture's demo runs of amnet and ours are smoke runs
     assert list(rows)[:4] == ["amnet [preset=smoke]", "memnet", "squalli", "ours [preset=smoke]"]
-    for model, expected in PAPER_TABLE2.items():
-        assert tuple(rows[SMOKE.get(model, model)][c] for c in cols) == expected
-    assert "\\* MSE estimated by the authors (squalli)." in report.render_markdown("table2", "demo", entries(latest))
+    for model, (_rho, _mse, params) in PAPER_TABLE2.items():
+        assert tuple(rows[SMOKE.get(model, model)][c] for c in cols) == ("N/A", "N/A", params)
+    assert rows["resnet50-lamem [preset=smoke]"][cols[0]:] == ["—"] * 4  # nothing published but ρ/MSE
+    text = report.render_markdown("table2", "demo", entries(latest))
+    assert "MSE estimated by the authors" not in text and "obtained on lamem" not in text
+    assert "ρ and MSE only where published on demo" in text
+    pooled = SPECS["ours"].reported.__class__(rho=0.67, dataset="lamem+memcat")
+    assert pooled.covers("lamem") and pooled.covers("memcat") and not pooled.covers("lnsim")
+    assert report.reported_for(pooled, "lnsim") is None  # no parameter count either: no reported cells
 
 
 def test_registered_specs_reproduce_the_papers_table2(latest):
@@ -130,11 +148,11 @@ def test_registered_specs_reproduce_the_papers_table2(latest):
     missing = [m for m in PAPER_TABLE2 if m not in specs]
     if missing:
         pytest.skip(f"plugins not registered yet: {', '.join(missing)}")
-    header, rows = md_table(report.render_markdown("table2", "demo", entries(latest, specs=specs)))
+    header, rows = md_table(report.render_markdown("table2", "lamem", entries(latest, dataset="lamem", specs=specs)))
     cols = [header.index(c) for c in ("ρ reported", "MSE reported", "Params reported")]
-    assert list(rows)[:4] == [SMOKE.get(m, m) for m in PAPER_TABLE2]
+    assert list(rows)[:4] == list(PAPER_TABLE2)
     for model, expected in PAPER_TABLE2.items():
-        assert tuple(rows[SMOKE.get(model, model)][c] for c in cols) == expected
+        assert tuple(rows[model][c] for c in cols) == expected
 
 
 def test_latest_run_per_model_dataset_preset_and_stats_over_splits(latest):
@@ -171,7 +189,9 @@ def test_missing_values_print_as_missing_never_zero(latest):
     assert rows["vitmem"] == ["vitmem"] + ["—"] * 9  # no run and no reported numbers
     assert rows["resnet50-lamem"][2] == "—"  # its predictions are missing: no CI
     assert rows["ours [preset=smoke]"][1] == "0.935" and "±" not in rows["ours [preset=smoke]"][1]  # one split
-    assert rows["resnet50-lamem [preset=smoke]"][8] == "N/A"  # Table 1 gives no parameter count
+    assert rows["resnet50-lamem [preset=smoke]"][8] == "—"  # Table 1 gives only ρ/MSE, on LaMem
+    lamem = {e.label: report.cells(e) for e in entries(latest, dataset="lamem")}
+    assert lamem["resnet50-lamem"][8] == "N/A"  # Table 1 gives no parameter count
     for row in csv.DictReader(report.render_csv("table2", "demo", entries(latest)).splitlines()):
         del row["seeds"]  # seed 0 is a real value
         assert "0.0" not in row.values() and "0" not in row.values()
@@ -189,7 +209,8 @@ def test_provenance_and_protocol_under_the_table(latest):
     assert "hardware fixture CPU (2 cores)" in text and "commit 0123456789ab" in text
     assert "amnet [preset=smoke]¹: amnet-1 (seed 0)" in text
     assert "resnet50-lamem [preset=smoke]¹: r50-new (seed 0); replaces r50-old" in text
-    assert f"({N_BOOT} resamples, seed 0)" in text and "obtained on lamem" in text
+    assert f"({N_BOOT} resamples, seed 0)" in text
+    assert "obtained on lamem" in report.render_markdown("table2", "lamem", entries(latest, dataset="lamem"))
 
 
 def test_csv_table_is_tidy_and_holds_the_bootstrap_interval(latest):
@@ -200,7 +221,11 @@ def test_csv_table_is_tidy_and_holds_the_bootstrap_interval(latest):
     assert (float(smoke["rho_ci_low"]), float(smoke["rho_ci_high"])) == (low, high)
     assert low < float(smoke["rho_mean"]) < high
     memnet = next(r for r in rows if r["model"] == "memnet")
-    assert memnet["rho_mean"] == "" and memnet["reported_mse"] == "" and memnet["reported_rho"] == "0.64"
+    assert memnet["rho_mean"] == "" and memnet["reported_mse"] == "" and memnet["reported_rho"] == ""
+    assert memnet["reported_params"] == "62000000"
+    lamem = list(csv.DictReader(report.render_csv("table2", "lamem", entries(latest, dataset="lamem")).splitlines()))
+    memnet = next(r for r in lamem if r["model"] == "memnet")
+    assert memnet["reported_mse"] == "" and memnet["reported_rho"] == "0.64" and memnet["reported_dataset"] == "lamem"
 
 
 def test_latex_escapes_special_characters():
@@ -210,8 +235,8 @@ def test_latex_escapes_special_characters():
 def test_footnote_goes_to_the_cell_its_note_names(latest):
     specs = dict(SPECS, amnet=_spec("amnet", rho=0.677, params=39_000_000, source=T2, note="params include fc"),
                  memnet=_spec("memnet", rho=0.64, source=T2, note="on its own hyper-parameter split"))
-    rows = {e.label: report.cells(e) for e in entries(latest, specs=specs)}
-    assert rows["amnet [preset=smoke]"][8] == "39M*" and rows["memnet"][9] == T2 + "†"  # marks in row order
+    rows = {e.label: report.cells(e) for e in entries(latest, dataset="lamem", specs=specs)}
+    assert rows["amnet"][8] == "39M*" and rows["memnet"][9] == T2 + "†"  # marks in row order
     assert rows["squalli"][7] == "0.0092‡"
 
 
@@ -253,13 +278,13 @@ def _assert_same_points(got, want):
 
 
 def test_figure_plots_exactly_the_table_data(latest):
-    es = entries(latest)
-    fig = figures.figure3(es, "demo", {"lamem": 0.68})
+    es = entries(latest, dataset="lamem")
+    fig = figures.figure3(es, "lamem", {"lamem": 0.68})
     ax_rho, ax_mse = fig.axes[:2]
     measured = [e for e in es if e.run]
     reported = [e for e in es if e.reported and e.reported.params]
     for ax, metric in ((ax_rho, "rho"), (ax_mse, "mse")):
-        coll_m, pts_m = _offsets(ax, "measured on demo")
+        coll_m, pts_m = _offsets(ax, "measured on lamem")
         _assert_same_points(pts_m, [(e.params_total / 1e6, e.stat(metric)[0]) for e in measured])
         coll_r, pts_r = _offsets(ax, "reported by the authors")
         want = [(e.reported.params / 1e6, getattr(e.reported, metric)) for e in reported
@@ -502,7 +527,8 @@ def test_runner_then_report_then_compare(tiny_plugin, demo_root, tmp_path, run_c
     _, rows = md_table((board / "table2_demo.md").read_text())
     cnn, chain = rows["tiny-cnn [preset=smoke]"], rows["tiny-chain [preset=smoke]"]
     assert cnn[4] == chain[4] == "2"
-    assert cnn[5] == "249" and cnn[6:10] == ["0.500", "0.0100", "249", "made up for tests"]
+    # its numbers were "published" on lamem: only the parameter count sits in a demo row
+    assert cnn[5] == "249" and cnn[6:10] == ["N/A", "N/A", "249", "made up for tests"]
     fig = (board / "fig3_demo.svg").read_text()
     assert "tiny-chain" in fig
     code, out, err = run_cli("compare", "tiny-cnn", "tiny-chain", "--leaderboard", board, "--n-boot", "100")
