@@ -144,6 +144,9 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     from membench.leaderboard import add_result, valid_rows
     from membench.train import resolve_device
 
+    from membench.identity import pin_source_state
+
+    pin_source_state()  # the commit the code was loaded from, not the one when a row is written
     if part not in PARTS:
         raise MembenchError(f"--eval-part must be one of {', '.join(PARTS)}, not {part!r}")
     if batch_size < 1:

@@ -61,7 +61,7 @@ def dataset_settings(dataset, cfg) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def git_dirty() -> bool | None:
     """Whether membench's source tree has uncommitted changes to tracked files (None: not a
-    git checkout, e.g. an installed wheel)."""
+    git checkout, e.g. an installed wheel); read once per process, like the commit."""
     import subprocess
 
     try:
@@ -70,6 +70,17 @@ def git_dirty() -> bool | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def pin_source_state() -> None:
+    """Read the commit and the dirty flag now, at the start of a run: every result of this
+    process records the state of the tree its code was loaded from, not the state of the
+    tree when the result was written (an edit or commit during a run would else be
+    recorded as the code that ran)."""
+    from membench.engine.provenance import git_commit
+
+    git_commit()
+    git_dirty()
 
 
 def distribution_versions(spec) -> dict:

@@ -55,6 +55,7 @@ class Runner:
     """Runs jobs for one invocation; `progress` is a rich Progress (or compatible)."""
 
     def __init__(self, dataset, cfg: RunConfig, progress, console=None):
+        identity.pin_source_state()
         self.dataset = dataset
         self.cfg = cfg
         self.progress = progress

@@ -224,3 +224,45 @@ def test_ours_run_json_recipe_shows_stage_1s_batch_and_learning_rate(run_cli, de
     code, out, _ = run_cli("params", "ours", "--model-option", "captioner=random", "--format", "json")
     assert int(rows["ours"]["params_total"]) == json.loads(out)[0]["params_total"]
     assert rows["ours"]["configuration"] == "preset=smoke; captioner=random; pretrained=none"
+
+
+def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin, demo_root, tmp_path, monkeypatch):
+    """The commit and dirty flag are read when the run starts: a commit made (here: a git
+    that answers otherwise) while the run trains is not recorded as the code that ran."""
+    from membench import identity
+    from membench.engine import provenance
+
+    provenance.git_commit.cache_clear()
+    identity.git_dirty.cache_clear()
+    real_run = subprocess.run
+    started = {}
+
+    def later_git(args, **kw):  # once the run has pinned its state, git reports another HEAD and edits
+        if "rev-parse" in args and started:
+            return subprocess.CompletedProcess(args, 0, "feedfacecafe\n", "")
+        if "status" in args and started:
+            return subprocess.CompletedProcess(args, 0, " M membench/runner.py\n", "")
+        return real_run(args, **kw)
+
+    original = identity.pin_source_state
+
+    def pin_then_move():
+        original()
+        started["pinned"] = True
+
+    monkeypatch.setattr(subprocess, "run", later_git)
+    monkeypatch.setattr(identity, "pin_source_state", pin_then_move)
+    try:
+        where = dict(capture_output=True, text=True, cwd=Path(report.__file__).parent)
+        head = real_run(["git", "rev-parse", "--short=12", "HEAD"], **where)
+        status = real_run(["git", "status", "--porcelain", "--untracked-files=no"], **where)
+        dirty = "" if status.returncode else str(status.stdout.strip() != "")
+        _run(run_cli, demo_root, tmp_path / "board", "tiny-cnn")
+        assert started
+        rows = read_rows(tmp_path / "board" / "results.csv")
+        want = head.stdout.strip() if head.returncode == 0 else "unknown"
+        assert {r["git_commit"] for r in rows} == {want} != {"feedfacecafe"}
+        assert {r["git_dirty"] for r in rows} == {dirty}
+    finally:
+        provenance.git_commit.cache_clear()
+        identity.git_dirty.cache_clear()

@@ -38,7 +38,11 @@ def hardware(device_type: str) -> str:
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def git_commit() -> str:
+    """membench's HEAD commit, read once per process: a run pins it when it starts
+    (`identity.pin_source_state`), so that a commit made while a long run trains is not
+    recorded as the code that produced its results."""
     import subprocess
 
     try:
