@@ -32,6 +32,8 @@ MEANINGS = {
     "preset=smoke": "smoke preset: a handful of images, one epoch per stage; plumbing only, its numbers mean nothing",
     "preset=quick": "quick preset: 64x64 inputs, a few hundred images, 4 epochs at LR 1e-3; a CPU learning check, "
                     "not the paper protocol",
+    "preset=cpu": "cpu preset: 64x64 inputs, every image of the split, 12 epochs at LR 1e-3 and batch 32; the "
+                  "largest recipe a 2-core CPU trains in minutes per split, not the paper protocol",
     "train=none": "evaluated without training",
     "checkpoint": "evaluated with the given checkpoint (file name @ sha256 prefix)",
     "pretrained=none": "random initialisation instead of published/ImageNet weights",

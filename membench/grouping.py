@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from membench.configuration import MEANINGS, PROTOCOL_ID, from_row
 
 SUPERSCRIPTS = "¹²³⁴⁵⁶⁷⁸⁹"
-PRESET_TITLES = {"smoke": "smoke: plumbing only", "quick": "quick: CPU learning check, not the paper protocol"}
 
 
 @dataclass
@@ -183,10 +182,14 @@ def derived_note(entries) -> str:
 
 
 def title_suffix(entries) -> str:
-    """" — smoke: plumbing only" when the table holds smoke (or quick) runs."""
+    """" — smoke: plumbing only" when the table holds runs of a preset that is not the
+    paper's (each such preset names itself; "includes" when paper runs are there too)."""
+    from membench.engine.job import PRESETS
+
     presets = {e.run.preset for e in entries if e.run is not None}
-    marks = [PRESET_TITLES[p] for p in ("smoke", "quick") if p in presets]
+    titled = {name for name, p in PRESETS.items() if p.title}
+    marks = [PRESETS[p].title for p in PRESETS if p in presets and p in titled]
     if not marks:
         return ""
-    prefix = "" if presets <= set(PRESET_TITLES) else "includes "
+    prefix = "" if presets <= titled else "includes "
     return f" — {prefix}{'; '.join(marks)}"

@@ -59,6 +59,21 @@ def dataset_settings(dataset, cfg) -> dict[str, str]:
 # -- provenance -------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
+def git_commit() -> str:
+    """membench's HEAD commit, read once per process: a run pins it when it starts
+    (`pin_source_state`), so that a commit made while a long run trains is not
+    recorded as the code that produced its results."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@lru_cache(maxsize=1)
 def git_dirty() -> bool | None:
     """Whether membench's source tree has uncommitted changes to tracked files (None: not a
     git checkout, e.g. an installed wheel); read once per process, like the commit."""
@@ -77,8 +92,6 @@ def pin_source_state() -> None:
     process records the state of the tree its code was loaded from, not the state of the
     tree when the result was written (an edit or commit during a run would else be
     recorded as the code that ran)."""
-    from membench.engine.provenance import git_commit
-
     git_commit()
     git_dirty()
 

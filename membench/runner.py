@@ -372,8 +372,8 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     # a misspelt option: one line, before anything is built; each model gets the ones it declares
     check_for_models([(spec.name, spec.options) for spec in specs], cfg.options)
     for spec in specs:
-        if cfg.preset == "quick":
-            _check_quick_input(spec)
+        if PRESETS[cfg.preset].small_inputs:
+            _check_small_input(spec, cfg.preset)
         if cfg.train == "none" and cfg.checkpoint:
             continue
         if released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint):
@@ -392,19 +392,19 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     return cfg
 
 
-def _check_quick_input(spec: ModelSpec) -> None:
-    """The quick preset shrinks inputs to 64x64: only for models that accept any size."""
+def _check_small_input(spec: ModelSpec, preset: str) -> None:
+    """The quick and cpu presets shrink inputs to 64x64: only for models that accept any size."""
     import torch
 
     from membench.params import build_meta
 
-    size = effective(spec, "quick")[1].input_size
+    size = effective(spec, preset)[1].input_size
     try:
         with torch.no_grad():
             build_meta(spec).eval()(torch.empty(1, 3, *size, device="meta"))
     except Exception:
         raise MembenchError(f"model {spec.name} needs its own input size "
-                            f"({'x'.join(map(str, spec.preprocess.input_size))}); the quick preset (64x64) "
+                            f"({'x'.join(map(str, spec.preprocess.input_size))}); the {preset} preset (64x64) "
                             "is for models that accept any size: use --preset smoke or paper") from None
 
 

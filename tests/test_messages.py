@@ -21,7 +21,7 @@ def _argparse_error(capsys, *args) -> str:
 def test_misspelt_preset_gets_a_did_you_mean_without_the_usage_dump(capsys):
     err = _argparse_error(capsys, "run", "--model", "ours", "--preset", "papr")
     assert "invalid choice 'papr'; did you mean 'paper'?" in err
-    assert "(choose from paper, smoke, quick)" in err and "membench run --help" in err
+    assert "(choose from paper, smoke, quick, cpu)" in err and "membench run --help" in err
 
 
 def test_misspelt_command_and_choice_of_a_subcommand(capsys):
@@ -37,7 +37,7 @@ def test_misspelt_option_names_the_option_it_resembles(capsys):
 
 def test_a_choice_nothing_resembles_lists_the_choices_only(capsys):
     err = _argparse_error(capsys, "run", "--model", "ours", "--preset", "xyzzy")
-    assert "did you mean" not in err and "choose from paper, smoke, quick" in err
+    assert "did you mean" not in err and "choose from paper, smoke, quick, cpu" in err
 
 
 def test_missing_data_directory_hints_at_the_layout_and_demo(run_cli, tmp_path):

@@ -152,3 +152,29 @@ def test_quick_preset_refuses_fixed_size_models_clearly(demo_root, tmp_path, run
                            "--splits", "1", "--out", tmp_path / "lb", "--preset", "quick", "--pretrained", "none")
     assert code == 2 and "needs its own input size (256x256)" in err and "Traceback" not in err
     assert not (tmp_path / "lb" / "results.csv").exists()
+
+
+def test_cpu_preset_trains_every_image_at_64x64_for_12_epochs_and_is_labelled(tiny_plugin, demo_root, tmp_path,
+                                                                                run_cli):
+    from membench import registry
+    from membench.engine.job import PRESETS, effective
+
+    stages, pre = effective(registry.get_model("resnet50-lamem"), "cpu")
+    assert pre.input_size == (64, 64) and [(s.epochs, s.lr, s.batch_size) for s in stages] == [(12, 1e-3, 32)]
+    assert PRESETS["cpu"].sizes is None and PRESETS["quick"].sizes["train"] == 600  # cpu: every image
+    out = tmp_path / "lb"
+    code, stdout, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                                "--splits", "1", "--out", out, "--preset", "cpu")
+    assert code == 0, err
+    [row] = rows(out)
+    full = sum(1 for line in (demo_root / "splits" / "test_1.txt").read_text().splitlines() if line.strip())
+    assert row["preset"] == "cpu" and int(row["n_test"]) == full  # every test image, unlike quick's 200
+    assert row["configuration"] == "preset=cpu" and "note: preset cpu" in stdout
+    code, _, err = run_cli("report", "--leaderboard", out, "--out", out, "--n-boot", "0")
+    assert code == 0, err
+    text = (out / "table2_demo.md").read_text()
+    assert "— cpu: 64x64 CPU-sized training, not the paper protocol" in text.splitlines()[0]
+    assert "cpu preset: 64x64 inputs, every image of the split, 12 epochs" in text
+    code, _, err = run_cli("run", "--model", "resnet50-lamem-imagenet", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1", "--out", tmp_path / "lb2", "--preset", "cpu", "--pretrained", "none")
+    assert code == 2 and "the cpu preset (64x64)" in err

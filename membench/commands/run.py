@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
 
     p.add_argument("--preset", default="paper", choices=tuple(PRESETS),
                    help="paper: the recipe exactly (default); smoke: a handful of images, one epoch per "
-                        "stage; quick: a CPU-sized learning check at 64x64")
+                        "stage; quick: a CPU-sized learning check at 64x64; cpu: every image at 64x64, "
+                        "12 epochs per stage (the largest CPU-sized recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU)")
@@ -152,6 +153,9 @@ PLUMBING_ONLY = {
     "quick": "note: preset quick is a CPU-sized learning check at 64x64, not the paper protocol; its numbers are "
              "not comparable to published ones. Next: membench run --model {model} --data DIR --device cuda "
              "(the paper protocol) on LaMem (membench data download lamem --to DIR)",
+    "cpu": "note: preset cpu trains at 64x64 for 12 epochs, not the paper protocol; its numbers are not "
+           "comparable to published ones. Next: membench run --model {model} --data DIR --device cuda "
+           "(the paper protocol)",
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from membench import __version__
 from membench.engine.job import PRESETS
+from membench.identity import git_commit  # noqa: F401  (re-exported: provenance is where results read it)
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pillow")
 FROZEN_TRAIN_CACHE_MEANING = ("0: exact protocol (frozen nets on every augmented image); K: K cached augmented "
@@ -38,21 +39,6 @@ def hardware(device_type: str) -> str:
 
 
 @lru_cache(maxsize=1)
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """membench's HEAD commit, read once per process: a run pins it when it starts
-    (`identity.pin_source_state`), so that a commit made while a long run trains is not
-    recorded as the code that produced its results."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def environment(device_type: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
