@@ -2,10 +2,10 @@
 
 Reproducibility contract. The shuffle order of epoch e is a function of (seed, e); the
 augmentation of image i in epoch e is a function of (seed, e, i) (each sample gets its own
-torch.Generator), or with `seed_by="name"` of (seed, e, the image's name), so that the same
-image gets the same view in every split that contains it (cached views, membench.cache). Neither depends on the number of workers, on persistent workers, nor on
-what ran before, so a run resumed at epoch e sees exactly the batches of an uninterrupted
-run.
+torch.Generator), or with `seed_by="name"` of (seed, e, the image's name), so that an image
+gets the same view in every split that holds it (cached views, membench.cache). Neither
+depends on the number of workers, on persistent workers, nor on what ran before, so a run
+resumed at epoch e sees exactly the batches of an uninterrupted run.
 
 Epochs: the n-th `iter(loader)` serves epoch `start + n`, where `start` is
 `make_loader(..., epoch=start)` (default 0); `loader.set_epoch(e)` makes the next

@@ -38,7 +38,6 @@ def hardware(device_type: str) -> str:
     return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
-@lru_cache(maxsize=1)
 def environment(device_type: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
