@@ -73,15 +73,26 @@ def git_commit() -> str:
         return "unknown"
 
 
+# What can change a result: the code and its declared dependencies. Docs, tests and the
+# leaderboards/ a run may itself write into (an in-repo --out) cannot.
+CODE_PATHS = (":/membench", ":/plugins", ":/pyproject.toml")
+
+
 @lru_cache(maxsize=1)
 def git_dirty() -> bool | None:
-    """Whether membench's source tree has uncommitted changes to tracked files (None: not a
-    git checkout, e.g. an installed wheel); read once per process, like the commit."""
+    """Whether membench's code has uncommitted changes (`code_dirty`), read once per process,
+    like the commit."""
+    return code_dirty(Path(__file__).parent)
+
+
+def code_dirty(where: Path) -> bool | None:
+    """Whether the git checkout holding `where` has uncommitted changes to tracked files under
+    CODE_PATHS (None: not a git checkout, e.g. an installed wheel)."""
     import subprocess
 
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                             cwd=where, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None

@@ -48,8 +48,9 @@ def test_protocol_and_later_configurations_render_as_separate_labelled_rows(run_
     assert sorted(by_config) == ["", "patience=2", "width=16"]  # width=8 is the default: not a difference
     assert {r["config_id"] for r in by_config[""]} == {"protocol"}
     assert sorted(r["seed"] for r in by_config[""]) == ["0", "1"]
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                            text=True, cwd=Path(report.__file__).parent)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/membench",
+                             ":/plugins", ":/pyproject.toml"], capture_output=True, text=True,
+                            cwd=Path(report.__file__).parent)
     dirty = (status.stdout.strip() != "") if status.returncode == 0 else None  # None: not a git checkout
     assert all(r["precision"] == "fp32" and r["git_dirty"] == ("" if dirty is None else str(dirty)) for r in rows)
 
@@ -255,7 +256,7 @@ def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin,
     try:
         where = dict(capture_output=True, text=True, cwd=Path(report.__file__).parent)
         head = real_run(["git", "rev-parse", "--short=12", "HEAD"], **where)
-        status = real_run(["git", "status", "--porcelain", "--untracked-files=no"], **where)
+        status = real_run(["git", "status", "--porcelain", "--untracked-files=no", "--", *identity.CODE_PATHS], **where)
         dirty = "" if status.returncode else str(status.stdout.strip() != "")
         _run(run_cli, demo_root, tmp_path / "board", "tiny-cnn")
         assert started
@@ -266,3 +267,27 @@ def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin,
     finally:
         provenance.git_commit.cache_clear()
         identity.git_dirty.cache_clear()
+
+
+def test_dirty_means_the_code_changed_not_docs_or_an_in_repo_leaderboard(tmp_path):
+    from membench.identity import code_dirty
+
+    repo = tmp_path / "repo"
+    for name in ("membench/core.py", "plugins/p.py", "pyproject.toml", "docs/a.md", "leaderboards/results.csv"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("v1\n")
+    git = dict(cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", "init", "-q"], **git)
+    subprocess.run(["git", "add", "."], **git)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v1"], **git)
+    where = repo / "membench"
+    assert code_dirty(where) is False
+    (repo / "docs" / "a.md").write_text("v2\n")
+    (repo / "leaderboards" / "results.csv").write_text("a run wrote here\n")
+    (repo / "membench" / "untracked.py").write_text("new\n")
+    assert code_dirty(where) is False
+    for name in ("plugins/p.py", "pyproject.toml", "membench/core.py"):
+        (repo / name).write_text("v2\n")
+        assert code_dirty(where) is True, name
+        subprocess.run(["git", "checkout", "-q", "--", name], **git)
+    assert code_dirty(tmp_path) is None  # not a git checkout
