@@ -11,8 +11,8 @@ for a trained run, "released weights" for a `--train none` run. Several runs in 
 the latest (timestamp, then run id) is shown.
 
 Per-dataset table (runs_<dataset>.md/.csv, figure runs_<dataset>.png/.svg): every run
-evaluated on that dataset's test splits, labelled by model, training data, train mode,
-preset and its notes (approximations); reported rows from OUT/literature.csv (columns
+evaluated on that dataset's test splits, labelled by model, training data, train mode and
+configuration (what differs from the protocol, as in the tables), with its notes; reported rows from OUT/literature.csv (columns
 model, dataset, rho, mse, source, note; the numbers of other papers, never measured
 here) with their note as a footnote; the human consistency; and, for every model with
 both a zero-shot and a fine-tuned run on the dataset, the paired bootstrap of
@@ -47,6 +47,18 @@ class RunView:
     run: Run
     trained_on: str  # "" for released weights
     eval_part: str  # "test" or "all"
+    provenance: dict | None = None  # the run JSON, when readable
+
+    @property
+    def config_mark(self) -> str:
+        """" [what differs from the protocol]" (the tables' configuration label), "" for the
+        protocol; train=none and trained-on are left out: the row already says what it was
+        trained on."""
+        from membench.configuration import from_row
+
+        label = from_row(self.run.rows[0], self.provenance)[0]
+        parts = [p for p in label.split("; ") if p and p != "train=none" and not p.startswith("trained-on")]
+        return f" [{'; '.join(parts)}]" if parts else ""
 
     @property
     def row_label(self) -> str:
@@ -72,14 +84,15 @@ def views(runs: list[Run]) -> list[RunView]:
 
     out = []
     for run in runs:
-        part = "test"
-        prov = run.directory / "runs" / f"{run.run_id}.json"
-        if prov.is_file():
+        provenance = None
+        path = run.directory / "runs" / f"{run.run_id}.json"
+        if path.is_file():
             try:
-                part = json.loads(prov.read_text()).get("eval_part") or "test"
+                provenance = json.loads(path.read_text())
             except (OSError, ValueError):
                 pass
-        out.append(RunView(run, trained_on(run.rows[0]), part))
+        part = (provenance or {}).get("eval_part") or "test"
+        out.append(RunView(run, trained_on(run.rows[0]), part, provenance))
     return out
 
 
@@ -201,8 +214,7 @@ def run_rows(items: list[RunView], dataset: str, literature: list[dict], n_boot:
         mse, mse_sd = v.mean_sd("mse")
         mode = first.get("train_mode") or ""
         label = f"{v.run.model} ({'zero-shot, ' + RELEASED if mode == 'none' else 'trained on ' + (v.trained_on or '?')})"
-        if v.run.preset != "paper":
-            label += f" [{v.run.preset}]"
+        label += v.config_mark  # what differs from the protocol, as in the tables
         n_test = sorted({int(r["n_test"]) for r in v.run.rows if r.get("n_test")})
         rows.append({"kind": "measured", "label": label, "model": v.run.model, "trained_on": v.trained_on or RELEASED,
                      "train_mode": mode, "preset": v.run.preset, "run_id": v.run.run_id, "n_splits": len(v.run.rows),

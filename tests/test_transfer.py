@@ -104,6 +104,9 @@ def test_evaluate_and_transfer_matrix(tmp_path, two_datasets, run_cli):
         assert float(r["rho_mean"]) == pytest.approx(rho, abs=1e-12)
         assert int(r["n_splits"]) == len(sizes) == 2
         assert float(r["rho_ci_low"]) <= float(r["rho_ci_high"])
+    # every run on a dataset is labelled with what differs from the protocol, as in the tables
+    labels = {r["label"] for r in read_rows(board / "runs_csv-beta.csv") if r["kind"] == "measured"}
+    assert labels == {f"tiny-cnn (trained on {d}) [preset=smoke; pretrained=none]" for d in ("csv-beta", "lamem")}
     md = (board / "transfer.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     assert header.split(" | ")[1:] == ["csv-beta", "lamem", "lamem (all images) |"]
