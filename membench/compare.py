@@ -205,19 +205,21 @@ class Comparison:
                               f"{self.b} better than {self.a}", "no significant difference in rho")
         mse_says = _direction(self.d_mse_ci, f"{self.b} lower MSE", f"{self.a} lower MSE",
                               "no significant difference in MSE")
-        return (f"{rho_says}: Δrho = {self.d_rho:+.3f} {_ci(self.d_rho_ci, 3)}; "
-                f"{mse_says}: ΔMSE = {self.d_mse:+.5f} {_ci(self.d_mse_ci, 5)}")
+        r, m = _digits(self.d_rho, self.d_rho_ci, 3), _digits(self.d_mse, self.d_mse_ci, 5)
+        return (f"{rho_says}: Δrho = {self.d_rho:+.{r}f} {_ci(self.d_rho_ci, r)}; "
+                f"{mse_says}: ΔMSE = {self.d_mse:+.{m}f} {_ci(self.d_mse_ci, m)}")
 
     def render(self) -> str:
+        r, m = _digits(self.d_rho, self.d_rho_ci, 3), _digits(self.d_mse, self.d_mse_ci, 5)
         sizes = sorted(set(self.n_images.values()))
         size_text = str(sizes[0]) if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
         return "\n".join([
             f"{self.a} vs {self.b} on {self.dataset}: splits {','.join(map(str, self.splits))}, "
             f"{size_text} matched test images per split",
             f"  rho  {self.a} {self.rho_a:.3f}  {self.b} {self.rho_b:.3f}  "
-            f"Δ(a-b) {self.d_rho:+.3f}  95% CI {_ci(self.d_rho_ci, 3)}",
+            f"Δ(a-b) {self.d_rho:+.{r}f}  95% CI {_ci(self.d_rho_ci, r)}",
             f"  MSE  {self.a} {self.mse_a:.5f}  {self.b} {self.mse_b:.5f}  "
-            f"Δ(a-b) {self.d_mse:+.5f}  95% CI {_ci(self.d_mse_ci, 5)}",
+            f"Δ(a-b) {self.d_mse:+.{m}f}  95% CI {_ci(self.d_mse_ci, m)}",
             f"  paired bootstrap over test images: {self.n_boot} resamples of the union of the splits' "
             f"test images (one draw for every split), seed {self.seed}, per-split statistics averaged over splits",
             f"verdict: {self.verdict()}",
@@ -232,6 +234,18 @@ def _direction(ci, above: str, below: str, neither: str) -> str:
     if ci[1] < 0:
         return below
     return neither
+
+
+def _digits(value: float, ci, base: int) -> int:
+    """Decimals that show a difference and its interval with two significant digits: `base`,
+    or more (up to base + 4) when all are smaller than the base precision shows, so that a
+    tiny but significant difference never prints as "+0.000 [+0.000, +0.000]"."""
+    import math
+
+    largest = max(abs(x) for x in (value, *(ci or ())))
+    if largest == 0 or largest >= 10 ** -(base - 1) or not math.isfinite(largest):
+        return base
+    return min(base + 4, 1 - math.floor(math.log10(largest)))
 
 
 def _ci(ci, digits: int) -> str:

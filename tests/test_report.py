@@ -362,6 +362,12 @@ def test_verdict_wording():
     better = compare.Comparison(**base, d_rho_ci=(0.012, 0.050), d_mse_ci=(-0.002, -0.0001))
     assert better.verdict() == ("A better than B: Δrho = +0.031 [+0.012, +0.050]; "
                                 "A lower MSE: ΔMSE = -0.00100 [-0.00200, -0.00010]")
+    # a tiny but significant difference shows its digits instead of "+0.000 [+0.000, +0.000]"
+    tiny = compare.Comparison(**dict(base, rho_a=0.48012, rho_b=0.48001, mse_a=0.0158450, mse_b=0.0158537),
+                              d_rho_ci=(0.00004, 0.00019), d_mse_ci=(-0.0000141, -0.0000032))
+    assert tiny.verdict() == ("A better than B: Δrho = +0.00011 [+0.00004, +0.00019]; "
+                              "A lower MSE: ΔMSE = -0.000009 [-0.000014, -0.000003]")
+    assert "Δ(a-b) +0.00011  95% CI [+0.00004, +0.00019]" in tiny.render()
     worse = compare.Comparison(**base, d_rho_ci=(-0.05, -0.01), d_mse_ci=(-0.002, 0.001))
     assert worse.verdict().startswith("B better than A: ")
     assert "no significant difference in MSE" in worse.verdict()
