@@ -48,7 +48,7 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     marked = {e.label + e.config_mark for e in entries if getattr(e, "config_mark", "")}
     reported_on = ", ".join(sorted({e.reported.dataset for e in entries
                                     if e.reported and e.reported.params and e.reported.rho is not None}))
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    fig = Figure(figsize=(11, 5.6), layout="constrained")
     ax_rho, ax_mse = fig.subplots(1, 2)
     for ax, metric, name in ((ax_rho, "rho", "Spearman's ρ"), (ax_mse, "mse", "MSE")):
         measured, reported = pts[f"measured_{metric}"], pts[f"reported_{metric}"]
@@ -61,8 +61,8 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
         if bars:
             xs, ys, err = zip(*bars)
             ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="C0", alpha=0.6, capsize=2)
-        for model, x, y in measured + reported:
-            ax.annotate(model, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        for model, x, y, offset, align in label_offsets(measured + reported):
+            ax.annotate(model, (x, y), xytext=offset, textcoords="offset points", fontsize=7, ha=align)
         ax.set_xlabel("parameters (millions)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -78,9 +78,29 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     if suffix:
         fig.suptitle(f"Fig. 3 ({dataset}){suffix}", fontsize=10)
     for ax in (ax_rho, ax_mse):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it hides points and their labels
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     return fig
+
+
+def label_offsets(pts) -> list[tuple[str, float, float, tuple[int, int], str]]:
+    """Each point's label offset (in points) and horizontal alignment: right of the point
+    in the left half of the plot, left of it in the right half (labels stay inside the
+    axes), and stacked downwards when points (nearly) coincide, e.g. two configurations of
+    one model with the same ρ, whose labels would otherwise print over each other."""
+    if not pts:
+        return []
+    xs, ys = [x for _, x, _ in pts], [y for _, _, y in pts]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    stacked: dict[tuple[int, int], int] = {}
+    out = []
+    for label, x, y in pts:
+        cell = (round((x - min(xs)) / x_span * 40), round((y - min(ys)) / y_span * 20))
+        n = stacked.get(cell, 0)
+        stacked[cell] = n + 1
+        right_half = max(xs) > min(xs) and x > (min(xs) + max(xs)) / 2
+        out.append((label, x, y, (-4 if right_half else 4, 3 - 9 * n), "right" if right_half else "left"))
+    return out
 
 
 def _series(ax, pts, style):

@@ -489,7 +489,10 @@ def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, ou
     if figure:
         from membench import figures
 
-        reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"] if e.reported})
+        # datasets whose published ρ/MSE the table shows (a table on another dataset keeps
+        # only their parameter counts, and gets no human-consistency line of theirs)
+        reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"]
+                                    if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
         ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
         fig = figures.figure3(entries_by_table["table2"], ds, ceilings)
         stem = out / f"fig3_{safe_name(ds)}"

@@ -548,3 +548,11 @@ def test_report_preset_filter_and_no_bootstrap(tmp_path, capsys):
     es = report.build_entries("table2", "demo", report.latest_runs(report.load_runs(BOARD)), SPECS, n_boot=0)
     assert all(e.rho_ci is None for e in es)
     assert "ρ 95% CI: not computed (--n-boot 0)." in report.render_markdown("table2", "demo", es, n_boot=0)
+
+
+def test_labels_of_coinciding_points_are_stacked_not_printed_over_each_other():
+    pts = [("resmem [a]", 131.7, 0.4803), ("resmem [b]", 131.7, 0.4801), ("r50", 23.5, 0.12)]
+    placed = {label: (offset, align) for label, _, _, offset, align in figures.label_offsets(pts)}
+    assert placed["resmem [a]"][0] != placed["resmem [b]"][0] and placed["r50"] == ((4, 3), "left")
+    assert placed["resmem [a]"] == ((-4, 3), "right")  # right half: the label ends at the point
+    assert figures.label_offsets([]) == []
