@@ -12,9 +12,9 @@ the latest (timestamp, then run id) is shown.
 
 Per-dataset table (runs_<dataset>.md/.csv, figure runs_<dataset>.png/.svg): every run
 evaluated on that dataset's test splits, labelled by model, training data, train mode and
-configuration (what differs from the protocol, as in the tables), with its notes; reported rows from OUT/literature.csv (columns
-model, dataset, rho, mse, source, note; the numbers of other papers, never measured
-here) with their note as a footnote; the human consistency; and, for every model with
+configuration (what differs from the protocol, as in the tables), with its notes; reported
+rows from OUT/literature.csv (columns model, dataset, rho, mse, source, note; the numbers
+of other papers, never measured here) with their note as a footnote; the human consistency; and, for every model with
 both a zero-shot and a fine-tuned run on the dataset, the paired bootstrap of
 `membench compare` on their common splits.
 """
