@@ -40,8 +40,9 @@ MEANINGS = {
     "init": "stage-1 initialisation other than ImageNet",
     "patience": "early-stopping patience other than the default 10 epochs",
     "precision=bf16": "bf16 autocast (output head and predictions in fp32)",
-    "frozen-train-cache": "frozen networks run once on K cached augmented views per training image "
-                          "(an approximation of the exact protocol)",
+    "frozen-train-cache": "the frozen networks run once on that many augmented views of each training image, "
+                          "which the epochs reuse in turn (an approximation of the exact protocol, which draws "
+                          "a fresh view every epoch)",
     "weights": "the authors' released weights (imported with `membench weights`), evaluated without training",
     "trained-on": "a checkpoint trained on another dataset, scored on this one (`membench evaluate`)",
     "eval-part=all": "scored on every image of the dataset, not on its test split",
