@@ -91,14 +91,15 @@ def label_offsets(pts) -> list[tuple[str, float, float, tuple[int, int], str]]:
     if not pts:
         return []
     xs, ys = [x for _, x, _ in pts], [y for _, _, y in pts]
-    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    x_lo, x_hi, y_lo, y_hi = min(xs), max(xs), min(ys), max(ys)
+    x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
     stacked: dict[tuple[int, int], int] = {}
     out = []
     for label, x, y in pts:
-        cell = (round((x - min(xs)) / x_span * 40), round((y - min(ys)) / y_span * 20))
+        cell = (round((x - x_lo) / x_span * 40), round((y - y_lo) / y_span * 20))
         n = stacked.get(cell, 0)
         stacked[cell] = n + 1
-        right_half = max(xs) > min(xs) and x > (min(xs) + max(xs)) / 2
+        right_half = x_hi > x_lo and x > (x_lo + x_hi) / 2
         out.append((label, x, y, (-4 if right_half else 4, 3 - 9 * n), "right" if right_half else "left"))
     return out
 

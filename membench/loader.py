@@ -56,11 +56,11 @@ class ImageDataset(Dataset):
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
         img = open_rgb(self.samples[index].path)
-        if epoch is not None:
-            seed = sample_seed(self.seed, epoch, f"name:{self.samples[index].name}" if self.seed_by == "name" else index)
         if epoch is None:
-            x = self.transform(img)
-        elif self._takes_generator:
+            return self.transform(img), self.scores[index].clone(), index
+        which = f"name:{self.samples[index].name}" if self.seed_by == "name" else index
+        seed = sample_seed(self.seed, epoch, which)
+        if self._takes_generator:
             x = self.transform(img, generator=torch.Generator().manual_seed(seed))
         else:  # a plain torchvision-style transform: seed the global RNG, then restore it
             with torch.random.fork_rng(devices=[]):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from membench import compare, grouping
@@ -135,8 +135,6 @@ def reported_for(reported, dataset: str):
     that a ρ or MSE published on another dataset never sits in a row measured on this one."""
     if reported is None or reported.covers(dataset):
         return reported
-    from dataclasses import replace
-
     return replace(reported, rho=None, mse=None, note="") if reported.params else None
 
 
