@@ -19,7 +19,7 @@ from membench.errors import MembenchError
 
 OPTION_TYPES = ("str", "int", "float", "bool", "path")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-# Names the configuration string uses for harness settings (membench.configuration):
+# Names the configuration string uses for harness settings (membench.results.configuration):
 # an option of the same name would make a configuration ambiguous.
 RESERVED = ("preset", "pretrained", "init", "patience", "precision", "train", "checkpoint",
             "frozen-train-cache", "frozen_train_cache", "seed")
@@ -172,3 +172,15 @@ def file_options(declared: tuple[Option, ...], values: dict[str, str]) -> dict[s
 def weights_option(what: str) -> Option:
     """The common `weights=PATH` option: a state_dict file loaded instead of the default weights."""
     return Option("weights", "path", help=f"load {what} from this file instead of the default weights")
+
+
+def key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    """`KEY=VALUE` pairs of a repeatable flag (`--model-option`, `--dataset-option`) as a dict;
+    a pair without `=` is a one-line error naming the flag."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MembenchError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out

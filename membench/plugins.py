@@ -14,17 +14,17 @@ from membench import hookspecs
 
 # Built-in model and dataset plugins: ordinary plugin modules under plugins/.
 DEFAULT_PLUGINS = (
-    "membench_plugins.resnet",
-    "membench_plugins.ours",
-    "membench_plugins.amnet",
-    "membench_plugins.memnet",
-    "membench_plugins.squalli",
-    "membench_plugins.resmem",
-    "membench_plugins.vitmem",
-    "membench_plugins.demo",
-    "membench_plugins.lamem",
-    "membench_plugins.lnsim",
-    "membench_plugins.csvdata",
+    "membench_plugins.models.resnet",
+    "membench_plugins.models.ours",
+    "membench_plugins.models.amnet",
+    "membench_plugins.models.memnet",
+    "membench_plugins.models.squalli",
+    "membench_plugins.models.resmem",
+    "membench_plugins.models.vitmem",
+    "membench_plugins.datasets.demo",
+    "membench_plugins.datasets.lamem",
+    "membench_plugins.datasets.lnsim",
+    "membench_plugins.datasets.csvdata",
 )
 
 pm = pluggy.PluginManager("membench")

@@ -122,7 +122,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class ReleasedWeights:
-    """Weights a model's authors published, declared as data. membench.released downloads
+    """Weights a model's authors published, declared as data. membench.weights.released downloads
     (or takes) the archive, checks it, converts it with `convert` and installs one
     checkpoint per split (`per_split`) or one for all splits, then `membench run --train
     none` evaluates with them (rows say "authors' weights").

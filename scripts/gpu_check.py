@@ -130,7 +130,7 @@ def ddp_one_process(args):
 
 
 def train_throughput(args, dtype: str, compile: bool, steps: int | None = None) -> dict:
-    from membench.bench import ModelBench, _timed
+    from membench.scale.bench import ModelBench, _timed
     from membench.registry import get_model
 
     spec = get_model("resnet50-lamem")
@@ -183,7 +183,7 @@ def concurrent(args):
 
 def worker(args):
     """Train for --seconds (after warm-up) and write images/s: one of `concurrent`'s jobs."""
-    from membench.bench import ModelBench
+    from membench.scale.bench import ModelBench
     from membench.registry import get_model
 
     spec = get_model("resnet50-lamem")
@@ -201,7 +201,7 @@ def worker(args):
 
 
 def loader(args):
-    from membench.bench import bench_loader, make_jpegs
+    from membench.scale.bench import bench_loader, make_jpegs
     from membench.spec import Preprocess
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +214,7 @@ def loader(args):
 
 
 def stage2(args):
-    from membench.bench import ModelBench, _timed
+    from membench.scale.bench import ModelBench, _timed
     from membench.registry import get_model
     from membench.spec import BuildContext
 

@@ -4,7 +4,7 @@ With ResMem's released weights (zero-shot, membench's evaluation path = the pack
 `transformer`), predictions stored as 6 decimals as the leaderboard stores them:
   1. LNSIM split 1: the effect of the torch resize membench used before issue 12 (max
      |diff| per image, rho of both paths);
-  2. Eq. 2 without tie correction (membench.metrics.spearman_eq2) minus scipy's Spearman,
+  2. Eq. 2 without tie correction (membench.results.metrics.spearman_eq2) minus scipy's Spearman,
      per split of LNSIM and of the demo data;
   3. LNSIM's 5 splits: the bootstrap interval of the mean rho over splits, union-drawn
      (membench) vs each split resampled independently (before issue 12).
@@ -47,7 +47,7 @@ def scores(model, spec, samples, cache: Path | None, name: str, transform=None) 
     path = cache / f"{name}.json" if cache else None
     if path and path.is_file():
         return json.loads(path.read_text())
-    from membench.transforms import eval_transform
+    from membench.data.transforms import eval_transform
 
     out: dict[str, float] = {}
 
@@ -70,7 +70,7 @@ class TorchResize:
         self.size, self.crop = size, crop
 
     def __call__(self, img, generator=None):
-        from membench.transforms import chw, resize, to_hwc
+        from membench.data.transforms import chw, resize, to_hwc
 
         x = resize(to_hwc(img), self.size)
         top, left = int(round((self.size[0] - self.crop) / 2)), int(round((self.size[1] - self.crop) / 2))
@@ -78,7 +78,7 @@ class TorchResize:
 
 
 def eq2_rows(label, splits, pred):
-    from membench.metrics import spearman, spearman_eq2
+    from membench.results.metrics import spearman, spearman_eq2
 
     for k, sp in splits.items():
         t = np.array([s.score for s in sp.test])
@@ -91,7 +91,8 @@ def eq2_rows(label, splits, pred):
 def lnsim(root: Path, cache: Path | None, n_boot: int, run_predictions: Path | None):
     from scipy.stats import spearmanr
 
-    from membench import compare, registry
+    from membench import registry
+    from membench.report import compare
 
     layout = registry.get_dataset("lnsim").opener()(root, {})
     splits = {k: layout.load_split(k) for k in layout.splits}

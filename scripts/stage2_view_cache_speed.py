@@ -41,9 +41,10 @@ def main() -> None:
 
     from membench import registry
     from membench.commands.common import open_dataset
-    from membench.runner import effective, hardware
+    from membench.engine.runner import effective, hardware
     from membench.spec import BuildContext, Split
-    from membench.train import resolve_device, train_stage
+    from membench.engine.device import resolve_device
+    from membench.engine.stage import train_stage
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet50-lamem-imagenet")

@@ -25,7 +25,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A small demo dataset (80 images, 5 splits) in the LaMem layout."""
-    from membench.demo import generate
+    from membench.data.demo import generate
 
     return generate(tmp_path_factory.mktemp("demo") / "demo", n_images=80, n_splits=5, seed=0)
 

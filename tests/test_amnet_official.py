@@ -18,7 +18,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from membench import registry, released
+from membench import registry
+from membench.weights import released
 from membench.errors import MembenchError
 
 RELEASE = "lamem_ResNet50FC_lstm3"
@@ -109,7 +110,7 @@ def write_archive(path, splits: dict[int, dict[int, OrderedDict]], logs: dict[in
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
     """Demo data in the LaMem layout with few test images (AMNet runs a ResNet50 at 224)."""
-    from membench.demo import generate
+    from membench.data.demo import generate
 
     return generate(tmp_path_factory.mktemp("demo") / "demo", n_images=24, n_splits=5, seed=1)
 
@@ -125,7 +126,7 @@ def states():
 def test_official_keys_map_exactly_onto_membench_amnet():
     """Every official key has a membench tensor of the same shape and nothing is left over
     (the only additions are num_batches_tracked counters, which PyTorch 0.2 lacked)."""
-    from membench_plugins.amnet import _official_keys
+    from membench_plugins.models.amnet import _official_keys
 
     with torch.device("meta"):
         official = OfficialAMemNetModel(OfficialResNet50FC()).state_dict()
@@ -137,7 +138,7 @@ def test_official_keys_map_exactly_onto_membench_amnet():
 
 
 def test_first_mismatch_is_named(tmp_path):
-    from membench_plugins.amnet import _official_keys
+    from membench_plugins.models.amnet import _official_keys
 
     with torch.device("meta"):
         official = dict(OfficialAMemNetModel(OfficialResNet50FC()).state_dict())
@@ -155,7 +156,7 @@ def test_first_mismatch_is_named(tmp_path):
 
 def test_checkpoint_choice_follows_the_official_evaluation(tmp_path):
     """One .pkl: that one; several: the best validation rho of train_log_0.csv; no log: the latest."""
-    from membench_plugins.amnet import _choose
+    from membench_plugins.models.amnet import _choose
 
     assert _choose({35: "a/weights_35.pkl"}, None) == "a/weights_35.pkl"
     log = ("train,1,100,0.5,0.3,[0.0001],None\nval,1,None,0.4,0.60,None,0.01\n"
@@ -171,7 +172,7 @@ def test_import_then_run_gives_the_predictions_of_the_tensors_loaded_by_hand(
     `membench run --train none`, and compare every prediction with membench's amnet built by
     hand with the same official tensors (keys renamed as documented), evaluated on the same
     images with the official test transform."""
-    from membench_plugins.amnet import _official_keys
+    from membench_plugins.models.amnet import _official_keys
 
     log = "val,7,None,0.4,0.61,None,0.01\nval,9,None,0.4,0.59,None,0.01\n"
     # split 2 holds two epochs: the log's best (7) must be the one installed
@@ -195,7 +196,8 @@ def test_import_then_run_gives_the_predictions_of_the_tensors_loaded_by_hand(
     assert all("authors' weights" in (r.get("configuration") or r["notes"]) for r in rows)
 
     from membench.spec import BuildContext
-    from membench.train import predict, resolve_device
+    from membench.engine.inference import predict
+    from membench.engine.device import resolve_device
 
     spec = registry.get_model("amnet")
     dataset = registry.get_dataset("lamem").opener()(small_demo, {})
@@ -271,7 +273,7 @@ def test_all_five_splits_from_the_official_archive(tmp_path, states, small_demo,
     """The issue's end-to-end check: a five-split archive in the official layout, then
     `membench run --model amnet --train none --splits all`; every split uses its own
     checkpoint and the report labels the rows as the authors' weights next to 0.677."""
-    from membench_plugins.amnet import _official_keys  # noqa: F401
+    from membench_plugins.models.amnet import _official_keys  # noqa: F401
 
     heads = {k: official_state(10 + k, head_only=True) for k in range(1, 6)}
     splits = {k: {30 + k: OrderedDict((key, v if key.startswith("core_cnn.") else heads[k][key])
@@ -310,7 +312,7 @@ def test_frozen_batchnorm_trains_only_when_the_stage_says_so(tmp_path, bn_train)
     in batches of 4 make 2 steps per epoch, not 3."""
     import torch.nn as nn
 
-    from membench.bench import make_jpegs
+    from membench.scale.bench import make_jpegs
     from membench.engine.device import Device
     from membench.engine.stage import train_stage
     from membench.spec import Preprocess, Sample, Stage

@@ -81,8 +81,8 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_the_graph_sees_lazy_imports():
     edges = graph()
-    assert "membench.engine.stage" in edges["membench.runner"]  # top-level import
-    assert "membench.params" in edges["membench.runner"]  # imported inside a function
+    assert "membench.engine.stage" in edges["membench.engine.runner"]  # top-level import
+    assert "membench.results.params" in edges["membench.engine.runner"]  # imported inside a function
 
 
 def test_no_import_cycles_in_membench_and_plugins():
@@ -116,7 +116,73 @@ def test_hooks_run_through_pluggy_wrappers_included(monkeypatch, hook_style):
     plugins._reset_for_tests()
     try:
         assert registry.get_model("wrapped-model").plugin == module.__name__
-        assert registry.get_model("resnet50-lamem").plugin == "membench_plugins.resnet"
+        assert registry.get_model("resnet50-lamem").plugin == "membench_plugins.models.resnet"
     finally:
         monkeypatch.undo()
         plugins._reset_for_tests()
+
+
+# --- the layout by concern -------------------------------------------------------------------
+# What may sit directly under membench/: the CLI entry, errors/output and the plugin API.
+TOP_LEVEL = {"__init__", "__main__", "cli", "errors", "output", "spec", "contract", "options", "hookspecs",
+             "registry", "plugins"}
+MAX_MODULES_PER_FOLDER = 12
+# A layer never imports the layers named here (lazy imports count): lower layers stay usable,
+# and testable, without the ones built on them.
+FORBIDDEN = {
+    "membench.util": ("membench.data", "membench.weights", "membench.engine", "membench.results",
+                      "membench.report", "membench.scale", "membench.commands", "membench.cli"),
+    "membench.data": ("membench.report", "membench.commands", "membench.cli", "membench.scale"),
+    "membench.weights": ("membench.report", "membench.commands", "membench.cli", "membench.scale"),
+    "membench.engine": ("membench.commands", "membench.cli", "membench.report", "membench.scale"),
+    "membench.results": ("membench.commands", "membench.cli", "membench.report", "membench.scale"),
+    "membench.report": ("membench.commands", "membench.cli"),
+    "membench.scale": ("membench.commands", "membench.cli"),
+    "membench_plugins": ("membench.commands", "membench.cli"),
+}
+
+
+def layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, targets in edges.items():
+        for layer, banned in FORBIDDEN.items():
+            if module == layer or module.startswith(layer + "."):
+                out += [f"{module} imports {t}" for t in sorted(targets)
+                        if any(t == b or t.startswith(b + ".") for b in banned)]
+    return out
+
+
+def test_the_layer_check_finds_a_planted_violation():
+    edges = {"membench.data.loader": {"membench.report.tables"}, "membench.engine.runner": {"membench.cli"},
+             "membench.report.tables": {"membench.data.loader"}}
+    assert layer_violations(edges) == ["membench.data.loader imports membench.report.tables",
+                                       "membench.engine.runner imports membench.cli"]
+
+
+def test_lower_layers_never_import_higher_ones():
+    assert layer_violations(graph()) == []
+
+
+def test_membench_is_grouped_by_concern():
+    top = sorted(p.stem for p in (ROOT / "membench").glob("*.py"))
+    assert set(top) <= TOP_LEVEL, f"modules directly under membench/ that belong in a subpackage: " \
+                                  f"{sorted(set(top) - TOP_LEVEL)}"
+    for package, folder in PACKAGES.items():
+        for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+            modules_here = [p for p in sub.glob("*.py") if p.name != "__init__.py"]
+            assert len(modules_here) <= MAX_MODULES_PER_FOLDER, f"{sub} holds {len(modules_here)} modules"
+
+
+def long_functions(max_lines: int = 60) -> list[str]:
+    out = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > max_lines:
+                    out.append(f"{name}.{node.name} ({length} lines)")
+    return out
+
+
+def test_no_function_is_over_60_lines():
+    assert long_functions() == []

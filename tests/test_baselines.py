@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from membench import registry
 from membench.errors import MembenchError
-from membench.params import build_meta, count
+from membench.results.params import build_meta, count
 from membench.spec import BuildContext
 
 MODELS = sorted(registry.models())
@@ -156,7 +156,7 @@ def test_memnet_without_offline_weights_says_what_to_do():
 # ----------------------------------------------------------------------------- Squalli
 
 def test_squalli_within_three_percent_of_reported():
-    import membench_plugins.squalli as squalli_plugin
+    import membench_plugins.models.squalli as squalli_plugin
 
     spec = registry.get_model("squalli")
     total = count(spec)["total"]
@@ -167,7 +167,7 @@ def test_squalli_within_three_percent_of_reported():
 # ----------------------------------------------------------------------------- ResMem
 
 def _demo_images(root, n=2):
-    from membench.images import open_rgb
+    from membench.data.images import open_rgb
 
     return [open_rgb(p) for p in sorted((root / "images").iterdir())[:n]]
 
@@ -197,7 +197,7 @@ def test_resmem_equals_the_package_forward(resmem_pair, demo_root):
 
 
 def test_resmem_preprocessing_matches_the_package(resmem_pair, demo_root):
-    from membench.transforms import Normalizer, eval_transform
+    from membench.data.transforms import Normalizer, eval_transform
 
     _, _, transformer = resmem_pair
     pre = registry.get_model("resmem").preprocess
@@ -210,7 +210,7 @@ def test_resmem_preprocessing_matches_the_package(resmem_pair, demo_root):
 
 
 def test_resmem_without_package_says_where_weights_come_from(monkeypatch):
-    import membench_plugins.resmem as plugin
+    import membench_plugins.models.resmem as plugin
 
     monkeypatch.setattr(plugin, "package_weights_file", lambda: None)
     with pytest.raises(MembenchError, match=r"membench\[resmem\].*--pretrained none"):
@@ -227,7 +227,7 @@ def test_resmem_spec_marks_licence_and_contamination():
 # ----------------------------------------------------------------------------- ViTMem, timm
 
 def test_vitmem_loads_its_checkpoint_layout(tmp_path, monkeypatch):
-    import membench_plugins.vitmem as plugin
+    import membench_plugins.models.vitmem as plugin
 
     monkeypatch.setattr(plugin, "VITMEM_ARCH", "vit_tiny_patch16_224")  # same layout, 1/15 the size
     spec = registry.get_model("vitmem")

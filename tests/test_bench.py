@@ -1,4 +1,4 @@
-"""`membench bench` and membench.bench: files, rows, ratios, errors (tiny sizes on CPU)."""
+"""`membench bench` and membench.scale.bench: files, rows, ratios, errors (tiny sizes on CPU)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from membench import bench
+from membench.scale import bench
 from membench.spec import Preprocess
 
 

@@ -1,4 +1,4 @@
-"""The bootstrap of membench.compare against a brute-force reference (issue 12).
+"""The bootstrap of membench.report.compare against a brute-force reference (issue 12).
 
 One replicate draws, with replacement, |U| images from the union U of all splits' test
 images and applies that one draw to every split; with several seeds it also draws seeds
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench import compare
+from membench.report import compare
 
 # 14 images, three splits that overlap (a, b, c are in every split; d..f in two)
 SPLITS = {

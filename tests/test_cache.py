@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from membench.bench import make_jpegs
-from membench.cache import FrozenCache, supports
+from membench.scale.bench import make_jpegs
+from membench.engine.cache import FrozenCache, supports
 from membench.spec import Preprocess, Sample
-from membench.train import Device, predict
+from membench.engine.device import Device
+from membench.engine.inference import predict
 
 
 class Toy(torch.nn.Module):
@@ -75,10 +76,11 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 
 from membench import BuildContext, ModelSpec, Preprocess as Pre, Stage, hookimpl  # noqa: E402
-from membench.cache import TrainViewCache  # noqa: E402
+from membench.engine.cache import TrainViewCache  # noqa: E402
 from membench.errors import MembenchError  # noqa: E402
-from membench.loader import make_loader  # noqa: E402
-from membench.train import epoch_seed, train_stage  # noqa: E402
+from membench.data.loader import make_loader  # noqa: E402
+from membench.engine.seeds import epoch_seed  # noqa: E402
+from membench.engine.stage import train_stage
 
 
 class TinyFrozen(torch.nn.Module):
@@ -165,7 +167,7 @@ def test_view_cache_over_the_memory_cap_is_refused_with_its_size(tmp_path):
 
 
 def build_tiny_frozen(ctx: BuildContext):
-    from membench.weights import load_state_dict
+    from membench.weights.resolve import load_state_dict
 
     with torch.device("meta") if ctx.meta else torch.device("cpu"):
         model = TinyFrozen()

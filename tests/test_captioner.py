@@ -13,7 +13,9 @@ import torch
 
 from membench.cli import main
 from membench.errors import MembenchError
-from membench_plugins import sat, sat_coco, sat_import
+from membench_plugins.captioner import sat
+from membench_plugins.captioner import sat_coco
+from membench_plugins.captioner import sat_import
 
 SMALL_VOCAB = 12  # 8 words + <unk> <start> <end> <pad>
 
@@ -489,7 +491,7 @@ def test_beam_of_width_one_is_greedy(captioner):
 def test_ours_decodes_with_beam_search_by_default():
     from membench import registry
     from membench.spec import BuildContext
-    from membench_plugins import ours
+    from membench_plugins.models import ours
 
     assert ours._check_options(BuildContext(options={})) == sat.BEAM_SIZE == 5
     assert ours._check_options(BuildContext(options={"decode": "greedy"})) == 1
@@ -499,7 +501,7 @@ def test_ours_decodes_with_beam_search_by_default():
     declared = {o.name: o for o in registry.get_model("ours").options}
     assert declared["decode"].default_text == "beam" and declared["beam"].default_text == "5"
     # both are recorded: a non-default decoding is part of the run's configuration label
-    from membench.configuration import from_settings
+    from membench.results.configuration import from_settings
 
     label = from_settings({"model_options": {"decode": "greedy"}}, registry.get_model("ours").options).label
     assert "decode=greedy" in label
@@ -508,7 +510,7 @@ def test_ours_decodes_with_beam_search_by_default():
 @pytest.mark.slow  # ~80 s here: three ResNets at 256x256; the captioner-level tests above run by default
 def test_ours_weights_its_8x8_features_with_the_pooled_map_of_a_14x14_captioner(imported):
     from membench.spec import BuildContext
-    from membench_plugins import ours
+    from membench_plugins.models import ours
 
     model = ours.build_ours(BuildContext(pretrained=False, options={"captioner": str(imported[0]),
                                                                      "decode": "greedy"})).eval()

@@ -90,7 +90,7 @@ def test_load_trained_refuses_other_frozen_parts():
 
 def test_killed_in_the_frugal_stage_then_resumed_gives_identical_metrics(tiny_plugin, demo_root, tmp_path,
                                                                           run_cli, monkeypatch):
-    from membench import testhooks
+    from membench.util import testhooks
 
     code, _, err = run_cli(*chain_args(demo_root, tmp_path / "ref"))
     assert code == 0, err
@@ -115,7 +115,7 @@ def test_killed_in_the_frugal_stage_then_resumed_gives_identical_metrics(tiny_pl
 
 def test_smoke_keeps_no_checkpoints_after_success_but_keeps_stage1_while_needed(tiny_plugin, demo_root, tmp_path,
                                                                                run_cli, monkeypatch):
-    import membench.runner as runner_module
+    import membench.engine.runner as runner_module
 
     seen = {}
     real = runner_module.Runner._chain
@@ -192,7 +192,7 @@ def test_runs_lists_status_and_size_and_cleans_finished_and_orphaned(tiny_plugin
 
 
 def test_runs_skips_a_running_job(tmp_path):
-    from membench import runs
+    from membench.results import runs
     from membench.engine.job import job_lock
 
     job = tmp_path / "work" / "m__demo__smoke__s0__0000000000" / "split1"

@@ -31,7 +31,7 @@ def test_models_lists_builtin_with_reported_numbers(run_cli):
     assert code == 0
     models = {m["model"]: m for m in json.loads(out)}
     assert models["resnet50-lamem"]["rho_reported"] == 0.680
-    assert models["resnet50-lamem"]["plugin"] == "membench_plugins.resnet"
+    assert models["resnet50-lamem"]["plugin"] == "membench_plugins.models.resnet"
 
 
 def test_params_json_and_csv(run_cli):
@@ -49,7 +49,8 @@ def test_params_json_and_csv(run_cli):
 def test_params_matches_torchvision_reference():
     from torchvision.models import resnet50
 
-    from membench import params, registry
+    from membench import registry
+    from membench.results import params
 
     ref = resnet50()
     expected = sum(p.numel() for p in ref.parameters()) - ref.fc.weight.numel() - ref.fc.bias.numel() + 2049

@@ -4,7 +4,7 @@ name the protocol configuration, else a one-line error listing them."""
 
 from __future__ import annotations
 
-from membench.leaderboard import read_rows
+from membench.results.leaderboard import read_rows
 
 
 def test_compare_respects_configurations(run_cli, tiny_plugin, demo_root, tmp_path):

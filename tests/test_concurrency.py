@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from membench import files, leaderboard
+from membench.util import files
+from membench.results import leaderboard
 from membench.errors import MembenchError
 
 WRITERS = 6
@@ -165,7 +166,7 @@ def test_stale_temporary_files_of_a_killed_writer_are_cleaned_up(tmp_path):
 def test_checkpoints_and_job_results_are_written_atomically(tmp_path, monkeypatch):
     import torch
 
-    from membench import train
+    from membench.engine import stage as train
 
     replaced = []
     real_replace = os.replace
@@ -177,7 +178,7 @@ def test_checkpoints_and_job_results_are_written_atomically(tmp_path, monkeypatc
 
 
 def hold_lock(job_dir: str, held, release) -> None:
-    from membench.runner import job_lock
+    from membench.engine.runner import job_lock
 
     with job_lock(Path(job_dir), wait=False):
         held.set()
@@ -185,7 +186,7 @@ def hold_lock(job_dir: str, held, release) -> None:
 
 
 def test_one_process_per_job_directory(tmp_path):
-    from membench.runner import job_lock
+    from membench.engine.runner import job_lock
 
     ctx = multiprocessing.get_context("spawn")
     job_dir = tmp_path / "work" / "job" / "split1"
@@ -212,7 +213,7 @@ def test_one_process_per_job_directory(tmp_path):
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     import signal
 
-    from membench.runner import job_lock
+    from membench.engine.runner import job_lock
 
     ctx = multiprocessing.get_context("spawn")
     job_dir = tmp_path / "job" / "split1"
@@ -228,9 +229,9 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_cli_refuses_a_job_another_process_is_running(tmp_path, run_cli):
     from membench import registry
-    from membench.demo import generate
-    from membench.runner import RunConfig, job_key, job_lock
-    from membench_plugins.lamem import open_lamem
+    from membench.data.demo import generate
+    from membench.engine.runner import RunConfig, job_key, job_lock
+    from membench_plugins.datasets.lamem import open_lamem
 
     data = generate(tmp_path / "data", n_images=20, n_splits=1)
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from membench.configuration import Configuration, from_row, from_settings
+from membench.results.configuration import Configuration, from_row, from_settings
 from membench.errors import MembenchError
 from membench.options import Option, check_options
 
@@ -67,7 +67,7 @@ def test_every_builtin_model_declares_the_options_its_plugin_reads():
     timm = registry.get_model("timm/resnet18")
     by_plugin.setdefault(timm.plugin, set()).update(o.name for o in timm.options)
     checked = 0
-    for path in sorted(PLUGINS.glob("*.py")):
+    for path in sorted(PLUGINS.rglob("*.py")):
         reads = _option_reads(path)
         if not reads:
             continue

@@ -116,7 +116,7 @@ def test_lnsim_split_sizes_disjoint_and_deterministic(tmp_path, monkeypatch):
 
 
 def test_lnsim_full_size_split_sizes(tmp_path):
-    from membench_plugins.lnsim import seeded_split
+    from membench_plugins.datasets.lnsim import seeded_split
 
     names = [f"{i:04d}.jpg" for i in range(1, 2633)]
     parts = seeded_split(names, seed=0, k=1)
@@ -124,7 +124,7 @@ def test_lnsim_full_size_split_sizes(tmp_path):
 
 
 def test_lnsim_missing_and_extra_images(tmp_path):
-    from membench.images import check_images
+    from membench.data.images import check_images
 
     make_lnsim(tmp_path / "lnsim")
     images = tmp_path / "lnsim" / "Image_data"
@@ -300,7 +300,7 @@ def test_csv_bad_options(tmp_path, option, message):
 
 
 def test_csv_missing_image_named_by_the_image_check(tmp_path):
-    from membench.images import check_images
+    from membench.data.images import check_images
 
     make_csv_dataset(tmp_path / "data")
     (tmp_path / "data" / "img004.jpg").unlink()
@@ -381,7 +381,7 @@ def tiny_model():
 
 def smoke_run(dataset, data, out, model):
     from membench.cli import main
-    from membench.leaderboard import read_rows
+    from membench.results.leaderboard import read_rows
 
     code = main(["run", "--model", model, "--dataset", dataset, "--data", str(data), "--splits", "1",
                  "--preset", "smoke", "--pretrained", "none", "--out", str(out)])

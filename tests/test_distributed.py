@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from membench.distributed import Dist, context, unwrap, wrap
+from membench.engine.distributed import Dist, context, unwrap, wrap
 from membench.errors import MembenchError
 
 
@@ -29,7 +29,7 @@ def _steps(rank, world, port, out):
     """Three Adam steps on a shared toy problem; each rank takes its shard of the batch."""
     import torch.distributed as dist
 
-    from membench.loader import EpochSampler
+    from membench.data.loader import EpochSampler
 
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -69,7 +69,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     mp.spawn(_steps, args=(2, port, tmp_path / "ddp.pt"), nprocs=2)
     two = torch.load(tmp_path / "ddp.pt")
 
-    from membench.loader import EpochSampler
+    from membench.data.loader import EpochSampler
 
     torch.manual_seed(0)
     x, y = torch.randn(12, 5), torch.randn(12)

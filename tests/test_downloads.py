@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from membench import download as dl
+from membench.data import download as dl
 from membench.errors import MembenchError
 
 
@@ -237,7 +237,7 @@ def test_data_download_offline_names_every_url(tmp_path, run_cli, monkeypatch):
 def test_weights_are_downloaded_into_the_hub_cache_and_hash_checked(server, tmp_path, monkeypatch):
     import torch
 
-    from membench import weights
+    from membench.weights import resolve as weights
 
     base, h = server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -258,7 +258,7 @@ def test_weights_are_downloaded_into_the_hub_cache_and_hash_checked(server, tmp_
 def test_imagenet_weights_offline_name_the_url_and_the_cache_in_one_line(tmp_path, monkeypatch):
     from torchvision.models import ResNet50_Weights
 
-    from membench import weights
+    from membench.weights import resolve as weights
     from membench.errors import WeightsUnavailable
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -274,7 +274,7 @@ def test_imagenet_weights_offline_name_the_url_and_the_cache_in_one_line(tmp_pat
 def test_data_download_lnsim_joins_the_split_zip_verifies_and_checks(server, tmp_path, run_cli, monkeypatch):
     from test_datasets import make_lnsim, write_jpeg
 
-    from membench.commands import data_download
+    from membench.commands.data import download as data_download
 
     base, h = server
     src = tmp_path / "release"

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from membench.bench import make_jpegs
+from membench.scale.bench import make_jpegs
 from membench.errors import MembenchError
-from membench.feature_store import FeatureStore, input_key, store_backed
+from membench.data.feature_store import FeatureStore, input_key, store_backed
 from membench.spec import Preprocess, Sample
-from membench.train import Device, predict
+from membench.engine.device import Device
+from membench.engine.inference import predict
 
 
 class PassThrough(torch.nn.Module):
@@ -140,8 +141,8 @@ def test_input_key_is_content():
 
 
 def test_caches_and_predict_use_the_active_store(tmp_path, images, monkeypatch):
-    from membench import feature_store
-    from membench.cache import FrozenCache, TrainViewCache
+    from membench.data import feature_store
+    from membench.engine.cache import FrozenCache, TrainViewCache
 
     monkeypatch.delenv(feature_store.ENV_VAR, raising=False)
     monkeypatch.setattr(feature_store, "_active", None)
@@ -171,8 +172,8 @@ def test_cached_views_are_the_same_in_every_split_so_the_store_computes_them_onc
     """An image's cached training views depend on (seed, stage, view, its name), not on its
     position in a split: a second split, holding some of the same images in another order,
     reads their views from the store and computes only its new images."""
-    from membench import feature_store
-    from membench.cache import TrainViewCache
+    from membench.data import feature_store
+    from membench.engine.cache import TrainViewCache
 
     monkeypatch.delenv(feature_store.ENV_VAR, raising=False)
     monkeypatch.setattr(feature_store, "_active", None)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from membench.spec import Preprocess
-from membench.transforms import Normalizer
+from membench.data.transforms import Normalizer
 
 pytestmark = pytest.mark.gpu
 
@@ -32,10 +32,10 @@ def test_normalizer_on_cuda_matches_cpu():
 
 
 def test_loader_pins_memory_on_cuda(tmp_path):
-    from membench.bench import make_jpegs
-    from membench.loader import make_loader
+    from membench.scale.bench import make_jpegs
+    from membench.data.loader import make_loader
     from membench.spec import Sample
-    from membench.transforms import train_transform
+    from membench.data.transforms import train_transform
 
     paths = make_jpegs(tmp_path, n=4, size=(64, 48))
     samples = [Sample(p.name, p, 0.5) for p in paths]

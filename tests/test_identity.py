@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from membench import report
-from membench.leaderboard import read_rows
+from membench.report import tables as report
+from membench.results.leaderboard import read_rows
 
 RUN = ("--dataset", "demo", "--splits", "1")
 
@@ -142,10 +142,11 @@ def test_evaluation_checkpoint_is_in_the_configuration_with_its_sha256(run_cli, 
 
 def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tiny_plugin, demo_root, tmp_path,
                                                                     capsys):
-    from membench import precision, registry
+    from membench import registry
     from membench.engine.device import Device
+    from membench.engine.device import resolve_precision as resolve_device_precision
     from membench.engine.job import RunConfig, job_key
-    from membench.runner import resolve_precision
+    from membench.engine.runner import resolve_precision
 
     code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, *RUN, "--out", tmp_path / "b",
                            "--device", "cpu", "--precision", "bf16")
@@ -156,7 +157,7 @@ def test_precision_is_recorded_keys_stay_and_bf16_on_cpu_is_refused(run_cli, tin
         run_cli("run", "--model", "tiny-cnn", "--data", demo_root, *RUN, "--out", tmp_path / "b", "--precision", "auto")
     assert exited.value.code == 2 and "invalid choice 'auto' (choose from fp32, bf16)" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    assert [precision.resolve_precision(p, d) for p, d in [("fp32", "cuda"), ("bf16", "cuda"), ("auto", "cuda")]] \
+    assert [resolve_device_precision(p, d) for p, d in [("fp32", "cuda"), ("bf16", "cuda"), ("auto", "cuda")]] \
         == ["fp32", "bf16", "fp32"]
     assert RunConfig(out=tmp_path, work_dir=tmp_path).precision == "fp32"
     assert RunConfig(out=tmp_path, work_dir=tmp_path, precision="auto").precision == "fp32"  # old saved configs
@@ -188,6 +189,7 @@ def test_predictions_under_bf16_autocast_are_fp32_and_not_quantised():
     import torch.nn as nn
 
     from membench.engine.device import Device
+    from membench.engine.device import resolve_precision as resolve_device_precision
 
     def model():
         torch.manual_seed(0)
@@ -230,7 +232,7 @@ def test_ours_run_json_recipe_shows_stage_1s_batch_and_learning_rate(run_cli, de
 def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin, demo_root, tmp_path, monkeypatch):
     """The commit and dirty flag are read when the run starts: a commit made (here: a git
     that answers otherwise) while the run trains is not recorded as the code that ran."""
-    from membench import identity
+    from membench.results import identity
     from membench.engine import provenance
 
     provenance.git_commit.cache_clear()
@@ -242,7 +244,7 @@ def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin,
         if "rev-parse" in args and started:
             return subprocess.CompletedProcess(args, 0, "feedfacecafe\n", "")
         if "status" in args and started:
-            return subprocess.CompletedProcess(args, 0, " M membench/runner.py\n", "")
+            return subprocess.CompletedProcess(args, 0, " M membench/engine/runner.py\n", "")
         return real_run(args, **kw)
 
     original = identity.pin_source_state
@@ -270,7 +272,7 @@ def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin,
 
 
 def test_dirty_means_the_code_changed_not_docs_or_an_in_repo_leaderboard(tmp_path):
-    from membench.identity import code_dirty
+    from membench.results.identity import code_dirty
 
     repo = tmp_path / "repo"
     for name in ("membench/core.py", "plugins/p.py", "pyproject.toml", "docs/a.md", "leaderboards/results.csv"):

@@ -3,7 +3,7 @@
 import pytest
 
 from membench.errors import MembenchError
-from membench.lamem import LamemLayout, parse_splits
+from membench.data.layout import LamemLayout, parse_splits
 
 
 def test_demo_is_in_lamem_layout_with_lamem_proportions(demo_root):
@@ -41,7 +41,7 @@ def test_demo_scores_depend_on_content(demo_root):
 
 
 def test_fingerprint_changes_with_split_content(tmp_path):
-    from membench.demo import generate
+    from membench.data.demo import generate
 
     root = generate(tmp_path / "d", n_images=30, n_splits=1)
     ds = LamemLayout(root)

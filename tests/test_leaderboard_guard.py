@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from membench import leaderboard
+from membench.results import leaderboard
 from membench.errors import MembenchError
-from membench.leaderboard import read_results
+from membench.results.leaderboard import read_results
 
 BOARD = Path(__file__).parent / "data" / "report" / "leaderboard"
 

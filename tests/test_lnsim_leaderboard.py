@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench.leaderboard import read_rows
+from membench.results.leaderboard import read_rows
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboards" / "lnsim"
 
@@ -49,7 +49,7 @@ def test_every_committed_rho_is_recomputed_from_the_predictions():
 
 
 def test_fine_tuned_vs_zero_shot_comparison_is_the_committed_one():
-    from membench import compare
+    from membench.report import compare
 
     rows = read_rows(BOARD / "compare_lnsim.csv")
     for r in rows:
@@ -78,10 +78,11 @@ def test_zero_shot_split1_reproduces_the_committed_predictions():
         pytest.skip("set MEMBENCH_LNSIM to the LNSIM release (Image_data/, Random_splits/) to rerun split 1")
     pytest.importorskip("resmem", reason="ResMem's weights come with the resmem package")
     from membench import registry
-    from membench.crosseval import preprocess_of
+    from membench.engine.crosseval import preprocess_of
     from membench.spec import BuildContext
-    from membench.train import predict, resolve_device
-    from membench_plugins.lnsim import open_lnsim
+    from membench.engine.inference import predict
+    from membench.engine.device import resolve_device
+    from membench_plugins.datasets.lnsim import open_lnsim
 
     run_id = _zero_shot_run()
     committed = {r["image"]: (float(r["score"]), float(r["pred"])) for r in predictions(run_id, 1)}

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from membench import registry, released
-from membench.caffemodel import parse_mean, parse_net
+from membench import registry
+from membench.weights import released
+from membench.weights.caffemodel import parse_mean, parse_net
 from membench.errors import MembenchError
 
 pytest.importorskip("google.protobuf")
@@ -143,13 +144,13 @@ def test_converted_memnet_equals_the_caffe_forward(caffe_files, demo_root, run_c
     model.load_state_dict(inst.state_dict(3))
     model.eval()
 
-    from membench.transforms import Normalizer, eval_transform
+    from membench.data.transforms import Normalizer, eval_transform
 
     pre = inst.release.preprocess
     assert (pre.size, pre.crop, pre.mean) == ((256, 256), 227, None)
     dataset = registry.get_dataset("lamem").opener()(demo_root, {})
     samples = dataset.load_split(1).test[:4]
-    from membench.images import open_rgb
+    from membench.data.images import open_rgb
 
     pixels = torch.stack([eval_transform(pre)(open_rgb(s.path)) for s in samples])  # uint8 RGB, 227x227
     with torch.no_grad():
@@ -190,8 +191,8 @@ def test_run_train_none_evaluates_the_caffe_model_with_its_own_transform(caffe_f
     with open(lb / "predictions" / row["run_id"] / "split2.csv") as f:
         got = {r["image"]: float(r["pred"]) for r in csv.DictReader(f)}
 
-    from membench.images import open_rgb
-    from membench.transforms import eval_transform
+    from membench.data.images import open_rgb
+    from membench.data.transforms import eval_transform
 
     spec = registry.get_model("memnet")
     test = registry.get_dataset("lamem").opener()(demo_root, {}).load_split(2).test[:5]

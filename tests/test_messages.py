@@ -54,7 +54,7 @@ def test_disk_full_names_the_file_and_keeps_the_old_version(tmp_path, monkeypatc
     import errno
     import os
 
-    from membench import files
+    from membench.util import files
     from membench.errors import MembenchError
 
     target = tmp_path / "results.csv"

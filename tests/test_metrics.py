@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench.metrics import mse, paper_poly_factor, spearman
+from membench.results.metrics import mse, paper_poly_factor, spearman
 
 
 def test_spearman_matches_scipy_with_ties():

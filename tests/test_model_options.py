@@ -8,7 +8,7 @@ import json
 import pytest
 
 from membench.errors import MembenchError
-from membench.leaderboard import read_rows
+from membench.results.leaderboard import read_rows
 from membench.options import Option, check_for_models
 
 WIDE = (Option("width", "int", default=8), Option("mode", choices=("a", "b"), default="a"))

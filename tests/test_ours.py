@@ -9,10 +9,11 @@ import torch
 from membench import registry
 from membench.cli import main
 from membench.errors import MembenchError
-from membench.params import count
+from membench.results.params import count
 from membench.spec import BuildContext
-from membench_plugins import ours, sat
-from membench_plugins.resnet import build_resnet50_lamem
+from membench_plugins.models import ours
+from membench_plugins.captioner import sat
+from membench_plugins.models.resnet import build_resnet50_lamem
 
 CAPTIONER = 62_984_019
 RESNET50_TRUNK = 23_508_032
@@ -230,11 +231,11 @@ def test_captioner_info_reports_exact_size_and_installation(tmp_path, monkeypatc
 
 
 def test_validation_cache_is_exact_for_ours():
-    """membench.cache runs only the trainable part on cached frozen outputs: same numbers."""
+    """membench.engine.cache runs only the trainable part on cached frozen outputs: same numbers."""
     import torch
 
     from membench import BuildContext, registry
-    from membench.cache import supports
+    from membench.engine.cache import supports
 
     torch.manual_seed(0)
     model = registry.get_model("resnet50-lamem-imagenet").builder()(BuildContext(pretrained=False)).eval()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from membench.errors import MembenchError
-from membench.parallel import Job, parse_gpus, plan, run_jobs
+from membench.scale.parallel import Job, parse_gpus, plan, run_jobs
 from membench.spec import ModelSpec, Stage
 
 
@@ -77,8 +77,8 @@ def test_run_jobs_slots_dependencies_and_failures(tmp_path):
 @pytest.mark.slow
 def test_grid_of_two_jobs_end_to_end(tmp_path, demo_root):
     from membench import registry
-    from membench.parallel import run_grid_on
-    from membench.runner import RunConfig
+    from membench.scale.parallel import run_grid_on
+    from membench.engine.runner import RunConfig
 
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False)
     t0 = time.time()
@@ -103,7 +103,7 @@ def test_cli_jobs_per_gpu_needs_a_gpu(run_cli):
 def test_compile_flag_reaches_the_model(monkeypatch):
     import torch
 
-    from membench.train import resolve_device
+    from membench.engine.device import resolve_device
 
     calls = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append(kw), raising=True)

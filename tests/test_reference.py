@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 
 from membench import registry
-from membench.images import open_rgb
+from membench.data.images import open_rgb
 from membench.spec import IMAGENET_MEAN, IMAGENET_STD, BuildContext
-from membench.transforms import Normalizer, eval_transform
+from membench.data.transforms import Normalizer, eval_transform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

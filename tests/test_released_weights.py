@@ -1,4 +1,4 @@
-"""The shared released-weights path (membench.released, `membench weights`), with a small
+"""The shared released-weights path (membench.weights.released, `membench weights`), with a small
 plugin model that declares per-split released weights in an "authors' layout" of its
 own: download from a local HTTP server (plain and through gdown), exact import, errors,
 listing, and `membench run --train none` evaluating the installed weights."""
@@ -17,7 +17,8 @@ import zipfile
 import pytest
 import torch
 
-from membench import BuildContext, ModelSpec, Preprocess, Stage, hookimpl, registry, released
+from membench import BuildContext, ModelSpec, Preprocess, Stage, hookimpl, registry
+from membench.weights import released
 from membench.errors import MembenchError
 from membench.spec import ReleasedWeights
 
@@ -121,7 +122,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    from membench import download
+    from membench.data import download
 
     monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
     _Handler.files = {}
@@ -235,7 +236,8 @@ def test_run_train_none_evaluates_the_installed_weights_per_split(toy, tmp_path,
     assert len(rows) == 2
     for row in rows:
         assert "authors' weights (toy_release)" in (row.get("configuration") or row["notes"])
-    from membench.train import predict, resolve_device
+    from membench.engine.inference import predict
+    from membench.engine.device import resolve_device
 
     spec = registry.get_model("toy-released")
     dataset = registry.get_dataset("lamem").opener()(demo_root, {})

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench import compare, figures, report
+from membench.report import compare
+from membench.report import figures
+from membench.report import tables as report
 from membench.cli import main
 from membench.errors import MembenchError
 from membench.spec import ModelSpec, Reported
@@ -251,7 +253,7 @@ def test_params_and_reported_reference_rows():
 
 def test_committed_reported_csv_matches_the_registry():
     from membench import registry
-    from membench.leaderboard import csv_text
+    from membench.results.leaderboard import csv_text
 
     path = Path(__file__).parents[1] / "leaderboards" / "reported.csv"
     if not path.is_file():
@@ -414,7 +416,7 @@ def test_cli_compare_with_no_common_split(tmp_path, capsys):
     shutil.copytree(BOARD, board)
     with open(board / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    from membench.leaderboard import RESULT_COLUMNS, csv_text
+    from membench.results.leaderboard import RESULT_COLUMNS, csv_text
 
     keep = [r for r in rows if r["run_id"] in ("r50-new", "amnet-1")]
     for r in keep:
@@ -472,7 +474,7 @@ def test_report_and_compare_do_not_import_torch_at_parse_time():
 
 
 def _add_run(out, model, run_id, noise, splits=(1, 2)):
-    from membench.leaderboard import RESULT_COLUMNS, add_result
+    from membench.results.leaderboard import RESULT_COLUMNS, add_result
 
     for k in splits:
         rng = np.random.default_rng([k, int(noise * 1000)])

@@ -4,7 +4,7 @@ predictions of an uninterrupted run with the same seed; a NaN loss stops the run
 stage, epoch and step and keeps the last good checkpoint.
 
 The killed runs are real `python -m membench` processes; they stop themselves at exact
-places through the MEMBENCH_TEST_KILL_AT hook (membench/testhooks.py). A tiny model
+places through the MEMBENCH_TEST_KILL_AT hook (membench/util/testhooks.py). A tiny model
 (registered by a plugin written here, found through its entry point) keeps it fast.
 """
 
@@ -35,7 +35,7 @@ PLUGIN = textwrap.dedent('''
         import torch.nn as nn
         import torch.nn.functional as F
 
-        from membench.weights import load_state_dict
+        from membench.weights.resolve import load_state_dict
 
         class Tiny(nn.Module):
             def __init__(self):
@@ -210,7 +210,7 @@ def test_sigkill_at_successive_points_then_resume_matches_uninterrupted(
 def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resume_matches(reference, data, plugin_dir, tmp_path, capsys):
     """Ctrl-C as a terminal sends it: to the whole process group, data loader workers
     included. The resumed run uses no workers: the numbers must not depend on that."""
-    from membench.train import load_checkpoint
+    from membench.engine.stage import load_checkpoint
 
     args = run_args(data, tmp_path)
     proc = spawn([*args, "--workers", "2"], plugin_dir, tmp_path / "home", MEMBENCH_TEST_KILL_AT="step:fit:2:3",
@@ -235,7 +235,7 @@ def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resume_matches(reference, data,
 
 
 def test_nan_loss_stops_naming_stage_epoch_step_and_keeps_last_checkpoint(tiny_models, data, tmp_path, capsys):
-    from membench.train import load_checkpoint
+    from membench.engine.stage import load_checkpoint
 
     # 16 training images in batches of 4: the 6th loss is epoch 2, step 2.
     code, out, err = cli(run_args(data, tmp_path, "tiny-one", "1", "--model-option", "nan_at=6"), capsys)

@@ -28,7 +28,7 @@ def test_run_all_splits_writes_rows_summary_predictions_provenance(tiny_plugin, 
             preds = list(csv.DictReader(f))
         assert len(preds) == int(r["n_test"])
         # the row's metrics are exactly the metrics of the stored predictions
-        from membench.metrics import mse, spearman
+        from membench.results.metrics import mse, spearman
 
         p = [float(x["pred"]) for x in preds]
         t = [float(x["score"]) for x in preds]

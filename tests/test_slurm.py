@@ -4,7 +4,7 @@ through submitit keeps every property of a local run.
 The local-submitit jobs are real subprocesses started by submitit's LocalExecutor, which
 requeues a job the way Slurm does when it is warned (SIGUSR2) before a time limit or a
 preemption. The job sends itself that signal at an exact training step through the
-MEMBENCH_TEST_KILL_AT hook (membench/testhooks.py), once. The Slurm path runs against
+MEMBENCH_TEST_KILL_AT hook (membench/util/testhooks.py), once. The Slurm path runs against
 fake `sbatch`/`srun` commands that record the submitted scripts. Models: the tiny CNN of
 tests/tiny_plugin.py (32x32 inputs), found by the jobs through an entry point.
 """
@@ -197,7 +197,7 @@ def test_failures_collected_from_submitit_are_one_line_naming_job_and_log(tmp_pa
     from submitit.local.local import LocalJob
 
     from membench.errors import MembenchError
-    from membench.launch import ClusterJob, Submitted, collect
+    from membench.scale.launch import ClusterJob, Submitted, collect
 
     try:
         raise MembenchError("cannot read image", "/data/images/00000007.jpg")
@@ -263,7 +263,7 @@ def test_slurm_submits_one_array_per_model_chained_task_by_task(tiny, fake_slurm
     assert not (tmp_path / "lb" / "results.csv").exists()  # nothing ran here
 
     # each array task holds its (model, split) job: always resuming, the key's settings kept
-    from membench.launch import ClusterJob
+    from membench.scale.launch import ClusterJob
 
     with open(tmp_path / "work" / "logs" / "submitit" / "1002_1" / "1002_1_submitted.pkl", "rb") as f:
         job = pickle.load(f).function
@@ -334,8 +334,8 @@ def test_the_warning_signal_outside_submitit_saves_and_asks_for_resume(tiny, dem
     """The job object run directly (not by submitit): the signal still stops training at
     a step boundary with a checkpoint, and the message says how to continue."""
     from membench.errors import MembenchError
-    from membench.launch import ClusterJob
-    from membench.parallel import _config_to_json
+    from membench.scale.launch import ClusterJob
+    from membench.scale.parallel import _config_to_json
     from membench.engine.job import RunConfig
 
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,
@@ -380,9 +380,9 @@ def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(sigint, tiny, dem
     from membench.commands.common import open_dataset
     from membench.engine.job import RunConfig, job_key, job_lock
     from membench.errors import MembenchError
-    from membench.launch import ClusterJob
-    from membench.parallel import _config_to_json
-    import membench.runner  # noqa: F401  (imported before the warning: an import it cuts short breaks torch)
+    from membench.scale.launch import ClusterJob
+    from membench.scale.parallel import _config_to_json
+    import membench.engine.runner  # noqa: F401  (imported before the warning: an import it cuts short breaks torch)
     import torch  # noqa: F401
 
     data = {"data": str(demo_root), "dataset": None, "dataset_option": []}

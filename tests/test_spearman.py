@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench.metrics import spearman, spearman_eq2
+from membench.results.metrics import spearman, spearman_eq2
 
 
 def test_eq2_equals_scipy_without_ties():

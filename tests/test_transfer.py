@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from scipy.stats import spearmanr
 
-from membench.demo import generate
-from membench.leaderboard import read_rows
+from membench.data.demo import generate
+from membench.results.leaderboard import read_rows
 
 pytestmark = pytest.mark.usefixtures("tiny_plugin")
 

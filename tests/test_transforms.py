@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from membench.loader import EpochSampler, ImageDataset, make_loader
+from membench.data.loader import EpochSampler, ImageDataset, make_loader
 from membench.spec import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Sample
-from membench.transforms import (
+from membench.data.transforms import (
     CropTransform,
     Normalizer,
     PaperLiteral,
@@ -305,7 +305,7 @@ def test_sampler_shards_for_ddp(n, world, drop):
 def test_train_size_is_the_resize_before_the_random_crop():
     """AMNet: Resize(264,264) -> RandomResizedCrop(224); evaluation Resize(224,224)."""
     from membench.spec import Preprocess
-    from membench.transforms import ResizedCropTransform, eval_transform, train_transform
+    from membench.data.transforms import ResizedCropTransform, eval_transform, train_transform
 
     pre = Preprocess(size=(224, 224), train_size=(264, 264), crop=224, train="resized-crop")
     t = train_transform(pre)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from membench import images
+from membench.data import images
 from membench.errors import MembenchError
-from membench.lamem import LamemLayout, read_split_file
+from membench.data.layout import LamemLayout, read_split_file
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_a_bom_in_the_middle_is_still_an_error_naming_the_line(tmp_path):
 
 
 def test_csv_with_bom_and_crlf(tmp_path, decoding):
-    from membench_plugins.csvdata import open_csv
+    from membench_plugins.datasets.csvdata import open_csv
 
     rng = np.random.default_rng(0)
     lines = ["Image,Score"]

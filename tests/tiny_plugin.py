@@ -7,7 +7,7 @@ def build_tiny(ctx: BuildContext):
     import torch
     import torch.nn as nn
 
-    from membench.weights import load_state_dict
+    from membench.weights.resolve import load_state_dict
 
     width = int(ctx.options.get("width", 8))  # declared by tiny-cnn: --model-option width=16
 

@@ -53,7 +53,8 @@ def cmd_bench(args) -> int:
     import torch
     from rich.console import Console
 
-    from membench import bench, registry
+    from membench import registry
+    from membench.scale import bench
     from membench.commands.common import membench_home, model_options
     from membench.errors import MembenchError
     from membench.options import applicable

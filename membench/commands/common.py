@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from membench.data.datasets import open_named
 from membench.errors import MembenchError
+from membench.options import key_values  # noqa: F401  (commands import it from here)
+from membench.util.files import membench_home  # noqa: F401  (commands import it from here)
 
 
 def add_data_options(p, splits: bool = True) -> None:
@@ -20,7 +20,7 @@ def add_data_options(p, splits: bool = True) -> None:
 
 
 def add_image_options(p) -> None:
-    """How images are decoded (see membench/images.py); set for workers by apply_image_options."""
+    """How images are decoded (see membench/data/images.py); set for workers by apply_image_options."""
     p.add_argument("--exif-orientation", choices=("ignore", "apply"), default="ignore",
                    help="EXIF rotation tags: ignore them as the reference pipelines do (default), or "
                         "apply them (recorded in the configuration)")
@@ -30,19 +30,9 @@ def add_image_options(p) -> None:
 
 
 def apply_image_options(args) -> None:
-    from membench.images import set_decoding
+    from membench.data.images import set_decoding
 
     set_decoding(getattr(args, "exif_orientation", None), getattr(args, "max_image_pixels", None))
-
-
-def key_values(pairs: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise MembenchError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def model_options(pairs: list[str], specs) -> dict[str, str]:
@@ -62,25 +52,6 @@ def model_options(pairs: list[str], specs) -> dict[str, str]:
 
 
 def open_dataset(args):
-    """The dataset object named by --dataset/--data (see DatasetSpec)."""
-    from membench import registry
+    """The dataset object named by --dataset/--data/--dataset-option (see DatasetSpec)."""
+    return open_named(args.dataset, args.data, key_values(args.dataset_option, "--dataset-option"))
 
-    name = args.dataset or ("demo" if args.data == "demo" else "lamem")
-    spec = registry.get_dataset(name)
-    options = key_values(args.dataset_option, "--dataset-option")
-    if spec.needs_path:
-        if args.data == "demo":
-            raise MembenchError(f"dataset {name!r} needs --data DIR")
-        root = Path(args.data).expanduser()
-        if not root.exists():
-            from membench.lamem import LAYOUT_HINT
-
-            raise MembenchError(f"data directory does not exist; {LAYOUT_HINT}", root)
-        if not os.access(root, os.R_OK | os.X_OK):
-            raise MembenchError("data directory is not readable", root)
-        return spec.opener()(root, options)
-    root = None if args.data == "demo" else Path(args.data).expanduser()
-    return spec.opener()(root, options)
-
-
-from membench.files import membench_home  # noqa: E402,F401  (commands import it from here)

@@ -39,7 +39,9 @@ def add_parser(sub) -> None:
 def cmd_compare(args) -> int:
     from pathlib import Path
 
-    from membench import compare, registry, report
+    from membench import registry
+    from membench.report import compare
+    from membench.report import tables as report
     from membench.errors import MembenchError
 
     runs = report.load_runs(Path(args.leaderboard))

@@ -87,7 +87,8 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from membench import params, registry
+    from membench import registry
+    from membench.results import params
     from membench.commands.common import key_values
     from membench.options import check_for_models
 

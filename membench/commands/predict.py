@@ -44,7 +44,7 @@ def cmd_predict(args) -> int:
     import sys
 
     from membench import registry
-    from membench.checkpoint_check import frozen_sources, load_into
+    from membench.weights.checkpoint_check import frozen_sources, load_into
     from membench.commands.predict_inputs import expand, usable
     from membench.engine.device import resolve_device
     from membench.engine.inference import predict
@@ -61,7 +61,7 @@ def cmd_predict(args) -> int:
     paths = expand(args.images, args.recursive)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in paths), args.on_bad_image)
     device = resolve_device(args.device)
-    from membench.precision import resolve_precision
+    from membench.engine.device import resolve_precision
 
     device.precision = resolve_precision(args.precision, device.type)  # bf16 on the CPU: a one-line refusal
     # A whole checkpoint replaces every weight, so ImageNet or published weights would only be

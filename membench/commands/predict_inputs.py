@@ -33,7 +33,7 @@ def expand(paths: list[Path], recursive: bool) -> list[Path]:
 def usable(samples, on_bad_image: str):
     """Decode every image once; `fail` stops at the first bad one with predict's advice,
     `skip` leaves bad ones out (named on stderr) and refuses when none is left."""
-    from membench.images import apply_policy, check_images
+    from membench.data.images import apply_policy, check_images
 
     check = check_images(samples)
     apply_policy(check, on_bad_image, missing="image not found",

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from membench import report
+    from membench.report import tables as report
     from membench.errors import MembenchError
 
     if args.n_boot < 0:

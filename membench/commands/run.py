@@ -70,7 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus", default=None, metavar="all|K|0,2",
                    help="GPUs for --jobs-per-gpu (default: all visible)")
     add_image_options(p)
-    from membench.launch import add_launcher_options
+    from membench.scale.launch import add_launcher_options
 
     add_launcher_options(p)
     p.set_defaults(func=cmd_run)
@@ -94,15 +94,15 @@ def cmd_run(args) -> int:
     from rich.console import Console
 
     from membench import registry
-    from membench.lamem import parse_splits
+    from membench.data.layout import parse_splits
     from membench.output import emit
     from membench.engine.job import RunConfig
-    from membench.runner import resolve_precision, run_all
+    from membench.engine.runner import resolve_precision, run_all
 
     specs = registry.select_models(args.model)
     apply_image_options(args)  # before any job key or worker: decoding is part of both
     if args.feature_store:
-        from membench.feature_store import activate
+        from membench.data.feature_store import activate
 
         activate(args.feature_store)
     cfg = RunConfig(
@@ -114,10 +114,10 @@ def cmd_run(args) -> int:
         frozen_train_cache=args.frozen_train_cache, keep_last=args.keep_last,
         keep_checkpoints=args.keep_checkpoints, precision=args.precision,
         dataset_options=key_values(args.dataset_option, "--dataset-option"))
-    from membench.launch import launch, options_from_args
+    from membench.scale.launch import launch, options_from_args
 
     cluster = options_from_args(args)
-    if cluster is None:  # a cluster's jobs get --precision for the nodes' device (membench.launch)
+    if cluster is None:  # a cluster's jobs get --precision for the nodes' device (membench.scale.launch)
         cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
@@ -128,7 +128,7 @@ def cmd_run(args) -> int:
         if rows is None:
             return 0
     elif args.jobs_per_gpu is not None or args.gpus is not None:
-        from membench.parallel import run_grid
+        from membench.scale.parallel import run_grid
 
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         run_grid(specs, splits, cfg, data, gpus=args.gpus, jobs_per_gpu=args.jobs_per_gpu or 1, say=console.print)
@@ -160,7 +160,7 @@ PLUMBING_ONLY = {
 
 
 def _summary(rows: list[dict]) -> list[dict]:
-    from membench.leaderboard import summarise
+    from membench.results.leaderboard import summarise
 
     out = []
     for s in summarise(rows):

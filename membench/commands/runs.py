@@ -31,8 +31,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_runs(args) -> int:
-    from membench import runs
-    from membench.files import membench_home
+    from membench.results import runs
+    from membench.util.files import membench_home
     from membench.output import emit
 
     work_dir = args.work_dir or membench_home() / "runs"

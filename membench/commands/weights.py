@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_list(args) -> int:
-    from membench import registry, released
+    from membench import registry
+    from membench.weights import released
 
     rows = []
     for spec in registry.select_models("all"):
@@ -61,7 +62,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from membench import registry, released
+    from membench import registry
+    from membench.weights import released
 
     spec = registry.get_model(args.model)
     rw = released.find_release(spec, args.release)
@@ -80,7 +82,7 @@ def cmd_import(args) -> int:
 def _install(spec, archive: Path, release: str | None) -> int:
     from rich.console import Console
 
-    from membench import released
+    from membench.weights import released
 
     console = Console(stderr=True)
     with console.status(f"checking and converting {archive.name} ..."):

@@ -6,7 +6,7 @@ A batch source serves each epoch's batches and runs the model's forward on one o
                       (`--frozen-train-cache K`, an approximation recorded as such).
 A validator gives the validation predictions after each epoch:
   PredictValidator    the evaluation transform through the whole model, or
-  membench.cache.FrozenCache   frozen outputs computed once, then only the trainable part
+  membench.engine.cache.FrozenCache   frozen outputs computed once, then only the trainable part
                       (exact: the same computation).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Protocol
 
-from membench.cache import FrozenCache, TrainViewCache, supports
+from membench.engine.cache import FrozenCache, TrainViewCache, supports
 from membench.engine.device import Device
 from membench.engine.inference import predict
 from membench.engine.seeds import epoch_seed
@@ -41,8 +41,8 @@ class LoaderBatches:
 
     def __init__(self, net, samples, pre: Preprocess, device: Device, *, batch: int, seed: int, start: int, dist,
                  drop_last: bool = False):
-        from membench.loader import make_loader
-        from membench.transforms import train_transform
+        from membench.data.loader import make_loader
+        from membench.data.transforms import train_transform
 
         self.net, self.device, self.normalizer = net, device, device.normalizer(pre)
         self.loader = make_loader(samples, train_transform(pre), batch_size=dist.local_batch(batch), shuffle=True,

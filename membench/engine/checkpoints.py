@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from membench.errors import MembenchError
-from membench.files import atomic_write_json
+from membench.util.files import atomic_write_json
 
 STAGE_DONE = "stage.json"
 
@@ -52,7 +52,7 @@ class Frugal:
     `reference` describes. `names` empty: the whole state_dict."""
 
     def __init__(self, model, prefixes, sources: dict[str, Path] | None = None, model_name: str | None = None):
-        from membench.identity import sha256_file
+        from membench.results.identity import sha256_file
 
         self.model_name = model_name  # recorded, so a checkpoint given to the wrong model is named
         self.names = frozen_names(model, prefixes)

@@ -28,10 +28,10 @@ def infer(forward, samples: tuple[Sample, ...], transform, pre: Preprocess, devi
     transform), every batch of `samples` in order: `on_batch(epoch, idx, forward(x))` with x
     normalised on the device, under inference mode, autocast and `module` in eval mode.
     `on_batch` returning True stops early; returns False when it did, else True. `seed_by`:
-    see membench.loader (what an augmentation is seeded by besides `seed` and the epoch)."""
+    see membench.data.loader (what an augmentation is seeded by besides `seed` and the epoch)."""
     import torch
 
-    from membench.loader import make_loader
+    from membench.data.loader import make_loader
 
     loader = make_loader(samples, transform, batch_size=batch_size, shuffle=False, workers=device.workers,
                          seed=seed, device_type=device.type, seed_by=seed_by)
@@ -53,14 +53,14 @@ def predict(model, samples: tuple[Sample, ...], pre: Preprocess, device: Device,
     """Scores for `samples` in order (evaluation transform, no augmentation)."""
     import numpy as np
 
-    from membench.transforms import eval_transform
+    from membench.data.transforms import eval_transform
 
     out = np.empty(len(samples), dtype=np.float64)
 
     def keep(_epoch, idx, pred):
         out[idx.numpy()] = pred.float().reshape(-1).cpu().numpy()
 
-    from membench.feature_store import active, store_backed
+    from membench.data.feature_store import active, store_backed
 
     # with a feature store (--feature-store), the frozen part's outputs come from it
     infer(store_backed(model, active()), samples, eval_transform(pre), pre, device, batch_size=batch_size,

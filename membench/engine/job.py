@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from membench.errors import MembenchError
-from membench.files import file_lock
+from membench.util.files import file_lock
 from membench.spec import ModelSpec, Preprocess, Split, Stage
 
 DEFAULT_PATIENCE = 10
@@ -175,7 +175,7 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
 
 
 def _decoding_settings() -> dict:
-    from membench.images import decoding_settings
+    from membench.data.images import decoding_settings
 
     return decoding_settings()
 
@@ -183,7 +183,7 @@ def _decoding_settings() -> dict:
 def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
     """An evaluation of the authors' released weights is keyed by what was imported (absent
     otherwise: other keys stay)."""
-    from membench import released
+    from membench.weights import released
 
     inst = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
     return {"released": inst.identity} if inst else {}
@@ -192,7 +192,7 @@ def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
 def file_material(spec: ModelSpec, cfg: RunConfig) -> dict:
     """The content (sha256) of files named by --checkpoint or a file-valued model option:
     the same path holding other weights is another job (absent without such files)."""
-    from membench.files_loaded import sha256_file
+    from membench.weights.files_loaded import sha256_file
     from membench.options import file_options
 
     named = dict(file_options(spec.options, cfg.options))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from membench import __version__
 from membench.engine.job import PRESETS
-from membench.identity import git_commit  # noqa: F401  (re-exported: provenance is where results read it)
+from membench.results.identity import git_commit  # noqa: F401  (re-exported: provenance is where results read it)
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pillow")
 FROZEN_TRAIN_CACHE_MEANING = ("0: exact protocol (frozen nets on every augmented image); K: K cached augmented "
@@ -58,7 +58,7 @@ def environment(device_type: str) -> dict:
 
 def run_provenance(spec, dataset, cfg, key: str, stages, pre, outcomes: dict, device_type: str) -> dict:
     """OUT/runs/<run_id>.json: everything needed to say what a row measured."""
-    from membench.feature_store import describe
+    from membench.data.feature_store import describe
 
     return {
         "run_id": key, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,

@@ -16,17 +16,17 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from membench import distributed
+from membench.engine import distributed
 from membench.contract import training_loss
 from membench.engine.batches import training_batches, validator
 from membench.engine.checkpoints import Frugal, done_outcome, load_trained, mark_done
 from membench.engine.device import Device
 from membench.engine.seeds import epoch_seed, get_rng, set_rng
 from membench.errors import MembenchError, StopRequested
-from membench.files import atomic_write_bytes, remove_stale_temp_files
-from membench.metrics import mse, paper_poly_factor, spearman
+from membench.util.files import atomic_write_bytes, remove_stale_temp_files
+from membench.results.metrics import mse, paper_poly_factor, spearman
 from membench.spec import Preprocess, Sample, Stage
-from membench.testhooks import kill_point
+from membench.util.testhooks import kill_point
 
 OPTIMIZERS = {  # Stage.optimizer -> (trainable parameters, stage) -> torch optimizer
     "adam": lambda params, s: _torch().optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
@@ -128,7 +128,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 frozen_sources: dict | None = None, frugal_best: bool = True,
                 model_name: str | None = None, view_seed: int | None = None) -> StageOutcome:
     """Train `model` in place for one stage; on return it holds the best epoch's weights.
-    frozen_train_cache=K > 0: train on K cached views per image (membench.cache.TrainViewCache),
+    frozen_train_cache=K > 0: train on K cached views per image (membench.engine.cache.TrainViewCache),
     drawn from `view_seed` (default `seed`; the runner passes the run's seed, not the split's,
     so that an image's views are the same in every split).
     Checkpoints hold the trained part; `frozen_sources` ({name: file}) are the files the

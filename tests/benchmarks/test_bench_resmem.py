@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 def setup(tmp_path_factory):
     pytest.importorskip("resmem", reason="the optional `resmem` package is not installed "
                                          "(pip install 'membench[resmem]')")
-    from membench.demo import generate
-    from membench.images import open_rgb
+    from membench.data.demo import generate
+    from membench.data.images import open_rgb
     from membench.registry import get_model
     from membench.spec import BuildContext
 
@@ -61,7 +61,7 @@ def test_forward(benchmark, setup, impl):
 @pytest.mark.benchmark(group="resmem-images")
 @pytest.mark.parametrize("impl", ["membench", "package"])
 def test_images_to_scores(benchmark, setup, impl):
-    from membench.transforms import Normalizer, eval_transform
+    from membench.data.transforms import Normalizer, eval_transform
 
     images = setup["images"]
     if impl == "membench":

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from membench.leaderboard import csv_text
+from membench.results.leaderboard import csv_text
 
 HERE = Path(__file__).parent / "leaderboard"
 IMAGES = [f"img{i:03d}.jpg" for i in range(1, 31)]

@@ -1,0 +1,215 @@
+"""`membench data download lamem|lnsim|coco --to DIR`: fetch a dataset from its public
+source (resumable, verified where the source publishes checksums), unpack it into the
+layout membench reads, then run `data check` (or the captioner's equivalent for COCO).
+
+What each one is, and where it comes from:
+- lamem: LaMem (Khosla et al., ICCV 2015), 60,000 images with memorability scores and the
+  5 official train/val/test splits; one tarball from memorability.csail.mit.edu. The site
+  publishes no checksum.
+- lnsim: LNSIM (Lu et al., IEEE TIP 2020), 2,632 outdoor natural-scene images and the
+  participants' split-half scores; from the authors' GitHub repository at a pinned commit,
+  every file checked against the git object id that commit publishes. The images come as
+  a split zip (images.z01 + images.zip), joined here as `zip -s-` would.
+- coco: MS COCO 2014 train (about 13 GB) and val (about 6 GB) images, their caption
+  annotations, and Karpathy's split file dataset_coco.json (Stanford); used only to train
+  the captioner of `ours`. COCO publishes no checksums.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from membench.errors import MembenchError
+
+LNSIM_REPO = "JiaxinLu-home/Natural-Scene-Memorability-Dataset"
+LNSIM_COMMIT = "3795c0ba0c1193238e78a5ae14d537156bb2c861"  # images as images.z01 + images.zip
+_LNSIM_RAW = f"https://raw.githubusercontent.com/{LNSIM_REPO}/{LNSIM_COMMIT}/"
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    git_blob_sha1: str | None = None
+    sha256: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
+    "lamem": ("LaMem: 60,000 images, scores and the 5 official splits (Khosla et al., ICCV 2015)",
+              (Source("http://memorability.csail.mit.edu/lamem.tar.gz"),)),
+    "lnsim": ("LNSIM: 2,632 outdoor natural scenes with split-half scores (Lu et al., IEEE TIP 2020)",
+              (Source(_LNSIM_RAW + "Image_data/images.z01", "a0bd99d58383ca0999ee709ea988dc26ea671e33"),
+               Source(_LNSIM_RAW + "Image_data/images.zip", "da2b9054aa6a26edf97939ab9b5732821bc726af"),
+               Source(_LNSIM_RAW + "Random_splits/subject_hrs1.mat", "3ca4fb17596c8057955f0655734ba2e962cf88b1"),
+               Source(_LNSIM_RAW + "Random_splits/subject_hrs2.mat", "65cc69bc63e147f65f265a018604147144b23233"))),
+    "coco": ("MS COCO 2014 images + captions and Karpathy's split, for training the captioner (~20 GB)",
+             (Source("http://images.cocodataset.org/zips/train2014.zip"),
+              Source("http://images.cocodataset.org/zips/val2014.zip"),
+              Source("http://images.cocodataset.org/annotations/annotations_trainval2014.zip"),
+              Source("https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"))),
+}
+MARKER = ".membench-download.json"
+
+
+def add_parser(dsub) -> None:
+    lines = "\n".join(f"  {name:6s} {what}" for name, (what, _) in SOURCES.items())
+    import argparse
+
+    d = dsub.add_parser(
+        "download", help="download a dataset (lamem, lnsim, coco), unpack it and check it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Download a dataset from its public source, resumably (run the same command again "
+                    "after an interruption), verified where the source publishes checksums, unpacked "
+                    "into the layout membench reads, then checked.\n\n" + lines,
+        epilog="example: membench data download lnsim --to /data/lnsim")
+    d.add_argument("name", choices=sorted(SOURCES), metavar="NAME", help="one of: " + ", ".join(sorted(SOURCES)))
+    d.add_argument("--to", required=True, type=Path, metavar="DIR", help="directory to install into")
+    d.add_argument("--mirror", metavar="URL",
+                   help="fetch the same file names from this base URL instead (a local mirror)")
+    d.add_argument("--keep-archives", action="store_true",
+                   help="keep the downloaded archives in DIR/.downloads (default: removed once unpacked)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_download)
+
+
+def cmd_download(args) -> int:
+    from membench.data.download import download
+
+    name, to = args.name, args.to.expanduser()
+    marker = to / MARKER
+    if marker.is_file():
+        print(f"{name} is already installed in {to} (delete {marker} to install it again)")
+        return _check(name, to)
+    downloads = to / ".downloads"
+    files = []
+    try:
+        for src in SOURCES[name][1]:
+            url = f"{args.mirror.rstrip('/')}/{src.file_name}" if args.mirror else src.url
+            files.append(download(url, downloads / src.file_name, sha256=src.sha256, progress=not args.no_progress,
+                                  git_blob_sha1=src.git_blob_sha1))
+    except KeyboardInterrupt:  # the bytes so far stay in DIR/.downloads/*.part
+        import sys
+
+        print(f"membench: interrupted; run the same command again to resume the download ({downloads})",
+              file=sys.stderr)
+        return 130
+    print(f"unpacking into {to}")
+    INSTALLERS[name](files, to, downloads)
+    if not args.keep_archives:
+        shutil.rmtree(downloads, ignore_errors=True)
+    from membench.results.leaderboard import atomic_write_json
+
+    atomic_write_json(marker, {"dataset": name, "sources": [s.url for s in SOURCES[name][1]],
+                               "mirror": args.mirror})
+    return _check(name, to)
+
+
+# ---- unpacking into the layout each reader expects --------------------------------------------
+
+def _install_lamem(files: list[Path], to: Path, downloads: Path) -> None:
+    """ROOT/images/*.jpg and ROOT/splits/*.txt, whatever directory the tarball wraps them in."""
+    from membench.data.download import extract
+
+    staging = extract(files[0], downloads / "unpacked")
+    root = _find_dir(staging, lambda d: (d / "images").is_dir() and (d / "splits").is_dir())
+    if root is None:
+        raise MembenchError("the archive holds no images/ and splits/ directories (has the source "
+                            "changed?); unpack it by hand into the LaMem layout", files[0])
+    _move_children(root, to)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_lnsim(files: list[Path], to: Path, downloads: Path) -> None:
+    """ROOT/Image_data/0001.jpg... and ROOT/Random_splits/subject_hrs{1,2}.mat."""
+    from membench.data.download import extract, join_split_zip
+
+    z01, zip_, *mats = files
+    joined = join_split_zip([z01, zip_], downloads / "images_all.zip")
+    staging = extract(joined, downloads / "unpacked")
+    images = to / "Image_data"
+    images.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for p in sorted(staging.rglob("*")):
+        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith("."):
+            os.replace(p, images / p.name)
+            moved += 1
+    if not moved:
+        raise MembenchError("the joined archive holds no images (has the source changed?)", joined)
+    (to / "Random_splits").mkdir(exist_ok=True)
+    for m in mats:
+        shutil.copyfile(m, to / "Random_splits" / m.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_coco(files: list[Path], to: Path, downloads: Path) -> None:
+    """ROOT/train2014/, ROOT/val2014/, ROOT/annotations/captions_*2014.json and
+    ROOT/dataset_coco.json (Karpathy's split, file paths relative to ROOT)."""
+    from membench.data.download import extract
+
+    for f in files:
+        extract(f, to)
+
+
+INSTALLERS = {"lamem": _install_lamem, "lnsim": _install_lnsim, "coco": _install_coco}
+
+
+def _find_dir(top: Path, wanted, depth: int = 3) -> Path | None:
+    if wanted(top):
+        return top
+    if depth == 0:
+        return None
+    for d in sorted(p for p in top.iterdir() if p.is_dir()):
+        found = _find_dir(d, wanted, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _move_children(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        target = dst / child.name
+        if target.exists():
+            raise MembenchError(f"{target} already exists; install into an empty directory", dst)
+        os.replace(child, target)
+
+
+# ---- the check at the end -------------------------------------------------------------------
+
+def _check(name: str, to: Path) -> int:
+    if name == "coco":
+        return _check_coco(to)
+    import argparse
+
+    from membench.commands.data.check import cmd_check
+
+    dataset = None if name == "lamem" else name
+    code = cmd_check(argparse.Namespace(data=str(to), dataset=dataset, dataset_option=[], splits="all"))
+    flag = "" if dataset is None else f" --dataset {dataset}"
+    print(f"next: membench run --model ours --splits all --data {to}{flag}")
+    return code
+
+
+def _check_coco(to: Path) -> int:
+    karpathy = to / "dataset_coco.json"
+    problems = [f"missing {p}" for p in (to / "train2014", to / "val2014", karpathy) if not p.exists()]
+    if not problems:
+        try:
+            images = json.loads(karpathy.read_text())["images"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise MembenchError(f"cannot read Karpathy's split file ({exc})", karpathy) from None
+        missing = [i for i in images if not (to / i["filepath"] / i["filename"]).is_file()]
+        print(f"{len(images) - len(missing):,} of {len(images):,} images of Karpathy's split found")
+        problems += [f"missing image {to / i['filepath'] / i['filename']}" for i in missing[:10]]
+    for line in problems:
+        print(f"problem: {line}")
+    print(f"{len(problems)} problem(s) found" if problems else "no problems found")
+    print(f"next: membench captioner train --coco {to} --karpathy {karpathy}")
+    return 1 if problems else 0

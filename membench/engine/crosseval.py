@@ -1,0 +1,263 @@
+"""Cross-dataset evaluation: the checkpoints of a finished run, scored on another dataset.
+
+A finished run leaves WORK/<run_id>/split<k>/result.json per split (its leaderboard row,
+its checkpoint and its provenance). `evaluate_run` rebuilds the model of each split with
+the run's own options and preprocessing, loads that split's checkpoint (or, for a
+`--train none` run, the same released weights) and scores either
+
+  - part "test": the test images of split k of the evaluation dataset (checkpoint k on
+    test split k, so in-domain and transfer numbers use the same protocol), or
+  - part "all": every scored image of the evaluation dataset (the union of all parts of
+    all its splits), once per checkpoint.
+
+Each split becomes one leaderboard row whose `dataset` is the evaluation dataset and whose
+`trained_on` is the dataset the checkpoint was trained on ("" for released weights that
+membench did not train), with per-image predictions and provenance naming the source run.
+The rows are also kept as WORK/<eval run_id>/split<k>/result.json, as `membench run` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from membench.errors import MembenchError
+
+PARTS = ("test", "all")
+
+
+def trained_on(row: dict) -> str:
+    """The dataset a row's model was trained on: the `trained_on` column when present,
+    else the row's dataset for a trained run and "" (released weights) for `--train none`."""
+    value = row.get("trained_on")
+    if value not in (None, ""):
+        return str(value)
+    return str(row.get("dataset", "")) if row.get("train_mode") == "full" else ""
+
+
+def find_run(ref: str, work_dir: Path) -> Path:
+    """RUN as a job directory (WORK/<run_id>) or a run id under `work_dir`."""
+    path = Path(ref).expanduser()
+    candidates = [path] if path.is_dir() else [Path(work_dir) / ref]
+    for c in candidates:
+        if c.is_dir() and any(c.glob("split*/result.json")):
+            return c
+    where = candidates[0]
+    if not where.is_dir():
+        raise MembenchError(f"no finished run {ref!r}: give a run directory (WORK/<run_id>, see `membench "
+                            "run --work-dir`) or a run id under --work-dir", where)
+    raise MembenchError("no finished job here (split<k>/result.json); finish the run first (`membench run "
+                        "... --resume`)", where)
+
+
+def read_jobs(run_dir: Path) -> dict[int, dict]:
+    jobs = {}
+    for path in sorted(run_dir.glob("split*/result.json")):
+        k = path.parent.name[len("split"):]
+        if not k.isdigit():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+            saved["row"], saved["provenance"]  # noqa: B018  (both must be there)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MembenchError(f"cannot read a finished job's result ({type(exc).__name__}: {exc})", path) from None
+        jobs[int(k)] = saved
+    return jobs
+
+
+def preprocess_of(provenance: dict, where: Path):
+    """The Preprocess the run used (its provenance), lists back to tuples."""
+    from membench.spec import Preprocess
+
+    saved = provenance.get("preprocess")
+    if not isinstance(saved, dict):
+        raise MembenchError("the run's provenance has no preprocessing", where)
+    known = {f.name for f in fields(Preprocess)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise MembenchError(f"the run used preprocessing fields this membench does not know ({', '.join(unknown)}); "
+                            "evaluate with the membench version that ran it", where)
+    return Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def evaluation_samples(dataset, part: str, k: int):
+    """The images checkpoint k is scored on."""
+    if part == "test":
+        if k not in dataset.splits:
+            raise MembenchError(f"the evaluation dataset has no split {k} (splits: "
+                                f"{', '.join(map(str, dataset.splits)) or 'none'}); use --eval-part all or --splits",
+                                dataset.root)
+        return dataset.load_split(k).test
+    every = {}
+    for j in dataset.splits:
+        for samples in dataset.load_split(j).parts().values():
+            for s in samples:
+                every.setdefault(s.name, s)
+    return tuple(every[n] for n in sorted(every))
+
+
+def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
+    digest = hashlib.sha256(json.dumps([source_run, dataset.name, dataset.fingerprint(), part, on_bad_image])
+                            .encode()).hexdigest()[:8]
+    return f"{source_run}__on__{dataset.name}-{part}__{digest}"
+
+
+def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path):
+    from membench import registry
+    from membench.weights.checkpoint_check import load_into
+    from membench.engine.checkpoints import is_frugal, sources_of
+    from membench.spec import BuildContext
+
+    spec = registry.get_model(row["model"])
+    config = provenance.get("config", {})
+    ctx = BuildContext(pretrained=bool(config.get("pretrained", True)), init=config.get("init", "imagenet"),
+                       options=dict(config.get("options") or {}), device="cpu")
+    if checkpoint and not Path(checkpoint).is_file():
+        raise MembenchError("the run's checkpoint is gone (smoke and quick runs delete theirs unless run with "
+                            "--keep-checkpoints); rerun the job to evaluate it", Path(checkpoint))
+    if checkpoint and is_frugal(Path(checkpoint)):  # its frozen parts come from the files it names
+        ctx.upstream.update(sources_of(Path(checkpoint)))
+    model = spec.builder()(ctx)
+    if checkpoint:  # as `membench run --train none --checkpoint` loads one (frugal or whole, strictly)
+        load_into(model, spec.name, Path(checkpoint))
+    elif row.get("train_mode") == "full":
+        raise MembenchError("this trained job kept no checkpoint", where)
+    return spec, model
+
+
+def _git_dirty():
+    from membench.results.identity import git_dirty
+
+    dirty = git_dirty()
+    return "" if dirty is None else dirty
+
+
+def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int] | None = None, out: Path,
+                 work_dir: Path, device: str = "auto", batch_size: int = 32, on_bad_image: str = "fail",
+                 say=print, progress=None) -> list[dict]:
+    """Score every (selected) split's checkpoint of the run in `run_dir` on `dataset`;
+    rows go to the leaderboard `out`. Returns the rows."""
+    from membench.util.files import atomic_write_json, check_writable
+    from membench.results.leaderboard import add_result, valid_rows
+    from membench.engine.device import resolve_device
+
+    from membench.results.identity import pin_source_state
+
+    pin_source_state()  # the commit the code was loaded from, not the one when a row is written
+    if part not in PARTS:
+        raise MembenchError(f"--eval-part must be one of {', '.join(PARTS)}, not {part!r}")
+    if batch_size < 1:
+        raise MembenchError("--batch-size must be positive")
+    jobs = read_jobs(run_dir)
+    chosen = sorted(jobs) if splits is None else splits
+    missing = [k for k in chosen if k not in jobs]
+    if missing:
+        raise MembenchError(f"the run has no finished split {', '.join(map(str, missing))} (finished: "
+                            f"{', '.join(map(str, sorted(jobs)))})", run_dir)
+    check_writable(out)
+    valid_rows(Path(out) / "results.csv")
+    source_run = jobs[chosen[0]]["row"]["run_id"]
+    run_id = eval_run_id(source_run, dataset, part, on_bad_image)
+    samples_of = _usable_samples(dataset, part, chosen, on_bad_image, say)
+    dev = resolve_device(device)
+    rows = []
+    for k in chosen:
+        job = _SplitJob(run_dir, jobs, k, chosen, source_run, run_id, dataset, part, on_bad_image, batch_size)
+        row, predictions, provenance = job.evaluate(samples_of[k], dev, say, progress)
+        atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
+                          {"row": row, "checkpoint": jobs[k].get("checkpoint"), "predictions": predictions,
+                           "provenance": provenance})
+        add_result(out, row, predictions, provenance)
+        rows.append(row)
+    return rows
+
+
+def _usable_samples(dataset, part: str, chosen: list[int], on_bad_image: str, say) -> dict:
+    """Every image decoded once before any model runs: a bad file stops now (or is skipped)."""
+    from membench.data.images import apply_policy, check_images
+
+    samples_of = {k: evaluation_samples(dataset, part, k) for k in chosen}
+    check = check_images([s for k in chosen for s in samples_of[k]])
+    apply_policy(check, on_bad_image)
+    if check.bad:
+        say(f"skipping {len(check.bad)} missing or corrupt images (--on-bad-image skip)")
+        samples_of = {k: tuple(s for s in v if str(s.path) not in check.bad) for k, v in samples_of.items()}
+    return samples_of
+
+
+class _SplitJob:
+    """Checkpoint k of the source run scored on its evaluation images: one row."""
+
+    def __init__(self, run_dir, jobs, k, chosen, source_run, run_id, dataset, part, on_bad_image, batch_size):
+        self.run_dir, self.jobs, self.k, self.chosen = run_dir, jobs, k, chosen
+        self.source_run, self.run_id, self.dataset, self.part = source_run, run_id, dataset, part
+        self.on_bad_image, self.batch_size = on_bad_image, batch_size
+        self.saved = jobs[k]
+
+    def evaluate(self, samples, dev, say, progress):
+        from membench.results.metrics import mse, spearman
+        from membench.engine.inference import predict
+
+        started = time.time()
+        k, dataset, part = self.k, self.dataset, self.part
+        src_row, src_prov = self.saved["row"], self.saved["provenance"]
+        where = self.run_dir / f"split{k}" / "result.json"
+        pre = preprocess_of(src_prov, where)
+        spec, model = build_model(src_row, src_prov, self.saved.get("checkpoint"), where)
+        if len(samples) < 2:
+            raise MembenchError(f"split {k}: fewer than 2 usable evaluation images", dataset.root)
+        say(f"{spec.name} (split {k} of {self.source_run}) on {dataset.name}: {len(samples)} {part} images")
+        scored = dev.prepare(model)  # predict reads the active feature store, if any
+        task = progress.add_task(f"split {k}: {dataset.name} {part}", total=len(samples)) if progress else None
+        preds = predict(scored, samples, pre, dev, batch_size=self.batch_size,
+                        progress=(lambda n: progress.advance(task, n)) if progress else None)
+        if progress:
+            progress.remove_task(task)
+        truth = [s.score for s in samples]
+        row = self.row(src_row, dev, len(samples), spearman(preds, truth), mse(preds, truth),
+                       round(time.time() - started, 2))
+        predictions = [(s.name, s.score, float(p)) for s, p in zip(samples, preds)]
+        return row, predictions, self.provenance(spec, src_prov, dev)
+
+    def row(self, src_row: dict, dev, n: int, rho: float, err: float, seconds: float) -> dict:
+        from membench import __version__
+        from membench.engine.provenance import git_commit, hardware
+
+        k, dataset = self.k, self.dataset
+        source_trained_on = trained_on(src_row)
+        scored_on = f"test split {k} of {dataset.name}" if self.part == "test" else f"all {n} images of {dataset.name}"
+        note = (f"cross-dataset: checkpoint of run {self.source_run} split {k} "
+                f"(trained on {source_trained_on or 'its released weights'}), scored on {scored_on}")
+        return {  # the trained model's own columns (its configuration too), then the evaluation's
+            **{c: src_row.get(c) for c in ("model", "params_total", "params_used", "params_trainable", "preset",
+                                           "configuration", "config_id", "precision", "train_mode", "init",
+                                           "pretrained", "epochs_run", "best_epoch", "best_val_rho", "seed")},
+            "run_id": self.run_id, "dataset": dataset.name, "trained_on": source_trained_on, "split": k,
+            "rho": rho, "mse": err, "n_test": n,
+            "device": dev.type, "hardware": hardware(dev.type), "seconds": seconds,
+            "git_commit": git_commit(), "git_dirty": _git_dirty(), "membench_version": __version__,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data_fingerprint": dataset.fingerprint(),
+            "notes": "; ".join(x for x in (note, src_row.get("notes") or "") if x),
+        }
+
+    def provenance(self, spec, src_prov: dict, dev) -> dict:
+        from membench.engine.provenance import environment
+        from membench.data.feature_store import describe
+
+        dataset = self.dataset
+        return {
+            "run_id": self.run_id, "model": spec.name, "plugin": spec.plugin, "citation": spec.citation,
+            "evaluated_from": {"run_id": self.source_run, "run_dir": str(self.run_dir),
+                               "trained_on": trained_on(self.saved["row"]),
+                               "checkpoints": {str(j): self.jobs[j].get("checkpoint") for j in self.chosen},
+                               "source_provenance": src_prov},
+            "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+                        "human_consistency": getattr(dataset, "human_consistency", None)},
+            "eval_part": self.part, "on_bad_image": self.on_bad_image, "batch_size": self.batch_size,
+            "preprocess": src_prov.get("preprocess"), "feature_store": describe(),
+            "environment": environment(dev.type),
+        }

@@ -1,0 +1,130 @@
+"""Files membench writes: atomic replacement, one lock helper, and where its own data lives.
+
+Every result file is replaced atomically (write a temporary file, fsync, rename, fsync the
+directory), so a reader or a killed writer never sees half a file. Read-modify-write and
+job directories are guarded by `file_lock`, an flock that the kernel drops when its holder
+dies (even by SIGKILL), so no stale lock outlives a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from membench.errors import MembenchError
+from membench.util.testhooks import kill_point
+
+TMP_SUFFIX = ".tmp"
+
+
+def membench_home() -> Path:
+    """$MEMBENCH_HOME, or ~/.cache/membench: runs, captioner, converted datasets."""
+    return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        os.fchmod(fd, _file_mode())  # mkstemp's 0600 would hide shared leaderboards from others
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # The OSError of a failed write names no file; the user needs to know which one.
+            raise MembenchError(f"disk full while writing this file ({exc.strerror}); its previous version, "
+                                "if any, is intact: free space, then run the same command again (with --resume "
+                                "for a run)", path) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _file_mode() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut must not bring the old file back)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    """Temporary files left by a process killed mid-write. Only call this where no other
+    process can be writing (under the leaderboard lock, or in a locked job directory)."""
+    for p in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before any training if DIRECTORY cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise MembenchError(f"output directory is not writable ({exc.strerror})", directory) from None
+
+
+@contextlib.contextmanager
+def file_lock(lock_file: Path, *, wait: bool = True, on_busy=None):
+    """Exclusive flock on LOCK_FILE for the block. Busy: with `wait`, call `on_busy()` (if
+    given, e.g. to say that we wait) and block; without, `on_busy()` must raise."""
+    import fcntl
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_busy is not None:
+                on_busy()
+            if not wait:
+                raise
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def safe_name(text: str) -> str:
+    """A dataset or model name as a file-name stem (tables, figures)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)

@@ -1,0 +1,317 @@
+"""Authors' released weights: fetch or take the archive, convert it exactly, install it,
+and find it when `membench run --train none` evaluates.
+
+A plugin declares what its authors published as data (`ModelSpec.released_weights`, a
+tuple of `spec.ReleasedWeights`); everything else is shared and lives here:
+
+    $MEMBENCH_HOME/weights/<model>/<release>/
+        manifest.json      archive name, sha256 and URL, licence, citation, one entry per
+                           installed checkpoint with its sha256 and the archive member it came from
+        split<k>.pt        one state_dict per split (per-split releases), or
+        all.pt             one for every split
+
+Import is all or nothing: the checkpoints are written into a temporary folder which
+replaces the release folder only once every tensor has been checked against the model
+(built on the meta device: no memory, no weights): no key missing, none unexpected,
+every shape equal. The first difference is a one-line error naming the archive member.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from membench.errors import MembenchError, WeightsUnavailable
+from membench.spec import ModelSpec, ReleasedWeights
+
+MANIFEST = "manifest.json"
+LABEL = "authors' weights"
+
+
+def weights_root() -> Path:
+    from membench.util.files import membench_home
+
+    return membench_home() / "weights"
+
+
+def release_dir(spec: ModelSpec, rw: ReleasedWeights) -> Path:
+    return weights_root() / spec.name.replace("/", "_") / rw.name
+
+
+def find_release(spec: ModelSpec, name: str | None = None) -> ReleasedWeights:
+    """The declared release `name` (default: the first one, the paper's model)."""
+    if not spec.released_weights:
+        raise MembenchError(f"model {spec.name} declares no released weights (`membench weights list` "
+                            "shows the models that do)")
+    if name is None:
+        return spec.released_weights[0]
+    for rw in spec.released_weights:
+        if rw.name == name:
+            return rw
+    raise MembenchError(f"model {spec.name} has no release {name!r}; it has: "
+                        + ", ".join(rw.name for rw in spec.released_weights))
+
+
+# ------------------------------------------------------------------------------ fetch
+
+def is_google_drive(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname in ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
+
+
+def drive_file_id(url: str) -> str | None:
+    """The file id of a Google Drive share link (/file/d/<id>/view or ?id=<id>)."""
+    import re
+    from urllib.parse import parse_qs, urlparse
+
+    if not is_google_drive(url):
+        return None
+    parsed = urlparse(url)
+    match = re.match(r"^/file/(?:u/\d+/)?d/([-\w]+)", parsed.path)
+    if match:
+        return match.group(1)
+    ids = parse_qs(parsed.query).get("id")
+    return ids[0] if ids else None
+
+
+def fetch(spec: ModelSpec, rw: ReleasedWeights, dest_dir: Path, url: str | None = None,
+          progress: bool = True) -> Path:
+    """Download the release archive into `dest_dir` (kept there, so a second run downloads
+    nothing). Google Drive links go through gdown (Drive asks to confirm large files);
+    any other URL through membench.data.download (resumable, sha256-checked)."""
+    url = url or rw.url
+    name = rw.archive or Path(url).name or f"{rw.name}.zip"
+    dest = Path(dest_dir) / name
+    if not url:
+        where = f" from {rw.source}" if rw.source else ""
+        raise MembenchError(f"the authors of {spec.name} give no direct download for {rw.name}: get "
+                            f"{rw.archive or 'the archive'}{where}, then run `membench weights import "
+                            f"{spec.name} FILE`")
+    if is_google_drive(url):
+        return _fetch_drive(url, dest, rw.sha256, progress)
+    from membench.data.download import download
+
+    return download(url, dest, sha256=rw.sha256, progress=progress)
+
+
+def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Path:
+    from membench.data.download import by_hand, file_sha256, offline
+
+    if dest.is_file():
+        if sha256 and not file_sha256(dest).startswith(sha256.lower()):
+            raise MembenchError(f"already exists but its sha256 is not {sha256}; delete it and run "
+                                "again", dest)
+        return dest
+    if offline():
+        raise WeightsUnavailable(f"offline (MEMBENCH_OFFLINE is set): {by_hand(url, dest)}, then run this command again")
+    try:
+        import gdown
+    except ImportError:
+        raise MembenchError("Google Drive downloads need gdown: pip install 'membench[weights]' "
+                            f"(or {by_hand(url, dest)} and run this command again)") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    file_id = drive_file_id(url)
+    source = {"id": file_id} if file_id else {"url": url}  # `id` reads the same in gdown 5 and 6
+    try:  # gdown resumes a partial file itself (resume=True) and handles Drive's confirmation page
+        got = gdown.download(output=str(part), quiet=not progress, resume=True, **source)
+    except Exception as exc:
+        raise MembenchError(f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                            f"{by_hand(url, dest)}, then run this command again") from None
+    if not got or not part.is_file():
+        raise MembenchError(f"cannot download {url} (Google Drive refused or changed its page); "
+                            f"{by_hand(url, dest)}, then run this command again")
+    if sha256 and not file_sha256(part).startswith(sha256.lower()):
+        part.unlink()
+        raise MembenchError(f"download of {url} refused: its sha256 is not {sha256}")
+    os.replace(part, dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------ import
+
+def expected_state(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Every key of the model's state_dict with its shape (built on the meta device)."""
+    from membench.results.params import build_meta
+
+    return {k: tuple(v.shape) for k, v in build_meta(spec).state_dict().items()}
+
+
+def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, model: str) -> None:
+    """No key missing, none unexpected, every shape equal: else a one-line error naming
+    the first difference (in the model's order) and where the tensors came from."""
+    for key, shape in expected.items():
+        if key not in state:
+            raise MembenchError(f"{key} {list(shape)} of {model} is missing from the converted weights", where)
+        got = tuple(getattr(state[key], "shape", ()))
+        if got != shape:
+            raise MembenchError(f"{key} has shape {list(got)}, {model} needs {list(shape)}", where)
+    for key in state:
+        if key not in expected:
+            raise MembenchError(f"unexpected tensor {key} (not part of {model})", where)
+
+
+def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, say=None) -> dict:
+    """Convert `archive` (the downloaded file, or a folder holding its unpacked content)
+    and install it; returns the manifest."""
+    import torch
+
+    from membench.data.download import file_sha256
+
+    say = say or (lambda text: None)
+    rw = find_release(spec, release)
+    archive = Path(archive).expanduser()
+    if not archive.exists():
+        raise MembenchError("archive not found", archive)
+    digest = file_sha256(archive) if archive.is_file() else None
+    if rw.sha256 and digest and not digest.startswith(rw.sha256.lower()):
+        raise MembenchError(f"sha256 is {digest}, the published {rw.name} archive has {rw.sha256}", archive)
+    expected = expected_state(spec)
+    target = release_dir(spec, rw)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{rw.name}.import."))
+    entries: dict[str, dict] = {}
+    try:
+        for split, state, member in rw.converter()(archive):
+            where = f"{archive}:{member}" if member else str(archive)
+            if rw.per_split and not (isinstance(split, int) and split >= 1):
+                raise MembenchError(f"{rw.name} is per split but no split number was found for {member}", archive)
+            key = str(split) if rw.per_split else "all"
+            if key in entries:
+                raise MembenchError(f"two checkpoints for split {key} ({entries[key]['member']} and {member})", archive)
+            check_exact(expected, state, where, spec.name)
+            name = f"split{split}.pt" if rw.per_split else "all.pt"
+            # plain writes: the folder only replaces the installed one once complete
+            torch.save({k: state[k].contiguous() for k in expected}, tmp / name)
+            del state
+            entries[key] = {"file": name, "member": member, "sha256": file_sha256(tmp / name)}
+            say(f"{spec.name}: {member or archive.name} -> {name} ({'split ' + key if rw.per_split else 'all splits'})")
+        if not entries:
+            raise MembenchError(f"no checkpoint of {rw.name} found ({rw.layout or 'see docs/models.md'})", archive)
+        manifest = {
+            "model": spec.name, "release": rw.name, "per_split": rw.per_split,
+            "archive": {"name": archive.name, "sha256": digest, "url": rw.url, "published_sha256": rw.sha256},
+            "checkpoints": dict(sorted(entries.items())), "license": rw.license, "citation": rw.citation,
+            "dataset": rw.dataset, "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        old = None
+        if target.exists():
+            old = target.with_name(f".{rw.name}.old.{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+# ------------------------------------------------------------------------------ use
+
+@dataclass(frozen=True)
+class Installed:
+    spec: ModelSpec
+    release: ReleasedWeights
+    directory: Path
+    manifest: dict
+
+    @property
+    def label(self) -> str:
+        """What rows say about their weights, e.g. "authors' weights (lamem_ResNet50FC_lstm3)"."""
+        return f"{LABEL} ({self.release.name})"
+
+    @property
+    def identity(self) -> dict:
+        """What makes an evaluation with these weights a different job from another import."""
+        return {"release": self.release.name, "archive_sha256": self.manifest["archive"].get("sha256"),
+                "checkpoints": {k: v["sha256"] for k, v in self.manifest["checkpoints"].items()}}
+
+    def splits(self) -> list[int] | None:
+        """Splits with a checkpoint; None when one checkpoint serves every split."""
+        if not self.manifest["per_split"]:
+            return None
+        return sorted(int(k) for k in self.manifest["checkpoints"])
+
+    def checkpoint(self, split: int) -> tuple[Path, dict]:
+        entries = self.manifest["checkpoints"]
+        key = str(split) if self.manifest["per_split"] else "all"
+        if key not in entries:
+            raise MembenchError(f"the installed {self.release.name} weights of {self.spec.name} have no "
+                                f"checkpoint for split {split} (they cover splits "
+                                f"{', '.join(sorted(entries))})", self.directory)
+        return self.directory / entries[key]["file"], entries[key]
+
+    def state_dict(self, split: int) -> dict:
+        """The checked state_dict for `split` (its sha256 is verified against the manifest)."""
+        from membench.data.download import file_sha256
+        from membench.weights.resolve import load_state_dict
+
+        path, entry = self.checkpoint(split)
+        if not path.is_file():
+            raise MembenchError(f"installed checkpoint is missing; run `membench weights import "
+                                f"{self.spec.name} ARCHIVE` again", path)
+        if file_sha256(path) != entry["sha256"]:
+            raise MembenchError(f"installed checkpoint is damaged (sha256 differs from {MANIFEST}); run "
+                                f"`membench weights import {self.spec.name} ARCHIVE` again", path)
+        return load_state_dict(path)
+
+    def provenance(self, split: int) -> dict:
+        path, entry = self.checkpoint(split)
+        return {"label": self.label, "release": self.release.name, "checkpoint": str(path),
+                "sha256": entry["sha256"], "archive_member": entry["member"],
+                "archive": self.manifest["archive"], "license": self.manifest.get("license"),
+                "citation": self.manifest.get("citation")}
+
+
+def installed(spec: ModelSpec) -> Installed | None:
+    """The first declared release that is installed, or None."""
+    for rw in spec.released_weights:
+        directory = release_dir(spec, rw)
+        path = directory / MANIFEST
+        if path.is_file():
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise MembenchError(f"cannot read ({exc}); run `membench weights import` again", path) from None
+            return Installed(spec, rw, directory, manifest)
+    return None
+
+
+def for_evaluation(spec: ModelSpec) -> Installed | None:
+    """What `--train none` (without --checkpoint) evaluates for a model that declares
+    released weights: the installed ones, or an error saying how to install them (its
+    own initial weights would be an untrained head). None for models that declare none."""
+    if not spec.released_weights:
+        return None
+    found = installed(spec)
+    if found is None:
+        rw = spec.released_weights[0]
+        how = (f"`membench weights fetch {spec.name}`" if rw.url else
+               f"get {rw.archive or 'the archive'} from {rw.source or 'its authors'}")
+        raise WeightsUnavailable(
+            f"--train none evaluates the authors' released weights of {spec.name}, which are not installed: "
+            f"run {how} (or `membench weights import {spec.name} ARCHIVE` with a copy you have), "
+            "or pass --checkpoint FILE")
+    return found
+
+
+def uses_released(spec: ModelSpec, train: str, checkpoint) -> Installed | None:
+    """The installed release an evaluation-only job evaluates (`--train none`, no
+    --checkpoint), or None; raises like `for_evaluation` when it is declared but missing."""
+    if train != "none" or checkpoint:
+        return None
+    return for_evaluation(spec)
+
+
+def configuration_extra(spec: ModelSpec, train: str, checkpoint) -> dict[str, str]:
+    """What a job's configuration adds for released weights: {"weights": "authors'
+    weights (RELEASE)"} (membench.results.configuration MEANINGS["weights"]), else {}."""
+    inst = uses_released(spec, train, checkpoint)
+    return {"weights": inst.label} if inst else {}

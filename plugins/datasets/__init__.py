@@ -1,0 +1,1 @@
+"""Built-in dataset plugins: lamem, lnsim, csv and the synthetic demo."""
