@@ -178,3 +178,22 @@ def test_cpu_preset_trains_every_image_at_64x64_for_12_epochs_and_is_labelled(ti
     code, _, err = run_cli("run", "--model", "resnet50-lamem-imagenet", "--data", demo_root, "--dataset", "demo",
                            "--splits", "1", "--out", tmp_path / "lb2", "--preset", "cpu", "--pretrained", "none")
     assert code == 2 and "the cpu preset (64x64)" in err
+
+
+def test_a_split_is_loaded_once_and_options_checked_once(tiny_plugin, demo_root, tmp_path, run_cli, monkeypatch):
+    """The run path, straightened: each split file is read once per invocation (not again per
+    job or per chained stage), and --model-option is checked in one place, before any work."""
+    from membench import options
+    from membench.data.layout import LamemLayout  # the demo dataset reads through it
+
+    loads, checks = [], []
+
+    real_load, real_check = LamemLayout.load_split, options.check_options
+    monkeypatch.setattr(LamemLayout, "load_split", lambda self, k: (loads.append(k), real_load(self, k))[1])
+    monkeypatch.setattr(options, "check_options", lambda *a: (checks.append(a[0]), real_check(*a))[1])
+    code, _, err = run_cli("run", "--model", "tiny-chain,tiny-cnn", "--data", demo_root, "--dataset", "demo",
+                           "--splits", "1,2", "--preset", "smoke", "--out", tmp_path / "lb",
+                           "--model-option", "width=8")
+    assert code == 0, err
+    assert sorted(loads) == [1, 2]  # 4 jobs (+ 2 chained stages), each split read once
+    assert sorted(checks) == ["tiny-chain", "tiny-cnn"]  # once per selected model that takes options

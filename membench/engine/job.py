@@ -96,7 +96,7 @@ class RunConfig:
     train: str = "full"  # "none": evaluate only, with --checkpoint or the model's own weights
     checkpoint: Path | None = None
     on_bad_image: str = "fail"
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # --model-option, checked and canonical
     compile: bool = False  # torch.compile the model (speed only: not part of the job key)
     frozen_train_cache: int = 0  # K > 0: K cached views per training image in frozen stages (approximation)
     keep_last: bool = False  # keep a finished stage's last.pt (disk only: not part of the job key)
@@ -122,10 +122,11 @@ class RunConfig:
 
     def for_model(self, spec: ModelSpec) -> "RunConfig":
         """This configuration as `spec` receives it: only the --model-option values it declares
-        (with several models, an option goes to the models that declare it)."""
-        from membench.options import applicable
-
-        options = applicable(spec.name, spec.options, self.options)
+        (with several models, an option goes to the models that declare it). Selection only:
+        `options` were checked, and made canonical, once before any work
+        (membench.commands.common.model_options)."""
+        declared = {o.name for o in spec.options}
+        options = {k: v for k, v in self.options.items() if k in declared}
         return self if options == self.options else replace(self, options=options)
 
     def upstream(self) -> "RunConfig":

@@ -45,7 +45,6 @@ from membench.util.files import atomic_write_json, check_writable
 from membench.data.images import apply_policy, check_images
 from membench.results.leaderboard import add_result, valid_rows
 from membench.results.metrics import mse, spearman
-from membench.options import check_for_models
 from membench.spec import BuildContext, ModelSpec, Split
 from membench.util.testhooks import kill_point
 
@@ -55,6 +54,18 @@ class JobResult:
     row: dict
     checkpoint: Path | None
     provenance: dict | None = None  # the run JSON (a chained stage records its upstream's recipe from it)
+
+
+def usable(split: Split, bad: set, root) -> Split:
+    """`split` without the images the check found bad (--on-bad-image skip); every part must
+    keep at least 2 images."""
+    if bad:
+        keep = lambda part: tuple(s for s in part if str(s.path) not in bad)  # noqa: E731
+        split = Split(split.index, keep(split.train), keep(split.val), keep(split.test))
+    for part, samples in split.parts().items():
+        if len(samples) < 2:
+            raise MembenchError(f"split {split.index} has fewer than 2 usable {part} images", root)
+    return split
 
 
 class Runner:
@@ -70,7 +81,7 @@ class Runner:
                                      precision="fp32" if cfg.precision == "fp32" else "bf16")
         self.dist = distributed.init(self.device.type)  # torchrun: one job over several processes
         self.done: dict[str, JobResult] = {}
-        self._checked: dict[int, set] = {}
+        self._splits: dict[int, Split] = {}  # loaded, subset and checked once (prepare)
         self.finished_dirs: dict[str, Path] = {}  # job memo -> directory, until its checkpoints are released
 
     def say(self, text: str) -> None:
@@ -80,12 +91,13 @@ class Runner:
     # -- data -------------------------------------------------------------------------
     def prepare(self, splits: list[int]) -> None:
         """Read every requested split file and decode every image they list (each image
-        once) before anything trains: a bad file stops the run now, not after hours."""
-        splits = [k for k in splits if k not in self._checked]
+        once) before anything trains: a bad file stops the run now, not after hours. Each
+        split is loaded and checked here once; its jobs and their stages reuse it."""
+        splits = [k for k in splits if k not in self._splits]
         if not splits:
             return
-        every = [s for k in splits for part in subset(self.dataset.load_split(k), self.cfg.preset).parts().values()
-                 for s in part]
+        loaded = {k: subset(self.dataset.load_split(k), self.cfg.preset) for k in splits}
+        every = [s for split in loaded.values() for part in split.parts().values() for s in part]
         task = self.progress.add_task(f"checking images of split(s) {', '.join(map(str, splits))}",
                                       total=len({s.path for s in every}))
         check = check_images(every, progress=lambda n: self.progress.advance(task, n))
@@ -97,23 +109,13 @@ class Runner:
 
         for note in check.notes():  # conversions to RGB, EXIF rotation tags (each image named once)
             self.say(escape(note))
-        for k in splits:
-            self._checked[k] = check.bad
-        for k in splits:
-            self.split(k)  # enough usable images in every part
+        for k, split in loaded.items():
+            self._splits[k] = usable(split, check.bad, self.dataset.root)
 
     def split(self, k: int) -> Split:
-        if k not in self._checked:
+        if k not in self._splits:
             self.prepare([k])
-        split = subset(self.dataset.load_split(k), self.cfg.preset)
-        bad = self._checked[k]
-        if bad:
-            keep = lambda part: tuple(s for s in part if str(s.path) not in bad)  # noqa: E731
-            split = Split(k, keep(split.train), keep(split.val), keep(split.test))
-        for part, samples in split.parts().items():
-            if len(samples) < 2:
-                raise MembenchError(f"split {k} has fewer than 2 usable {part} images", self.dataset.root)
-        return split
+        return self._splits[k]
 
     # -- jobs -------------------------------------------------------------------------
     def run(self, spec: ModelSpec, k: int, reuse_finished: bool = False, cfg: RunConfig | None = None) -> JobResult:
@@ -375,8 +377,6 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
     The smoke and quick presets only check plumbing: there, weights that are not on this
     machine mean random initialisation instead (warned, and recorded as pretrained=False
     in every row). The paper preset never falls back."""
-    # a misspelt option: one line, before anything is built; each model gets the ones it declares
-    check_for_models([(spec.name, spec.options) for spec in specs], cfg.options)
     for spec in specs:
         if PRESETS[cfg.preset].small_inputs:
             _check_small_input(spec, cfg.preset)
