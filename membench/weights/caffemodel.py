@@ -76,13 +76,16 @@ class Layer:
 def blob_array(blob, where: str):
     import numpy as np
 
+    import math
+
     if len(blob.shape.dim):
         shape = tuple(int(d) for d in blob.shape.dim)
     else:  # legacy 4-D shape (files written before BlobShape existed)
         shape = (blob.num, blob.channels, blob.height, blob.width)
     values = np.asarray(blob.data, dtype=np.float32) if len(blob.data) else \
         np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
-    if int(np.prod(shape)) != values.size:
+    # exact integers: numpy's product of huge dimensions overflows (and may then "match")
+    if any(d < 0 for d in shape) or math.prod(shape) != values.size or any(d > 2**31 for d in shape):
         raise MembenchError(f"a blob of shape {list(shape)} holds {values.size} values", where)
     return values.reshape(shape)
 
@@ -130,21 +133,60 @@ def parse_mean(data: bytes, where: str):
 
 def read_files(archive: Path, suffixes: tuple[str, ...]) -> dict[str, bytes]:
     """{member name: bytes} of the files ending in `suffixes` inside a folder, .zip, .tar(.gz)
-    or the file itself."""
+    or the file itself. A damaged archive (bad CRC, truncated) is one line naming it; members
+    may hold at most membench.data.archives' unpack limit (no zip bombs in memory)."""
     import tarfile
     import zipfile
+    import zlib
 
     archive = Path(archive)
     if archive.is_dir():
         return {p.relative_to(archive).as_posix(): p.read_bytes()
                 for p in sorted(archive.rglob("*")) if p.is_file() and p.name.lower().endswith(suffixes)}
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            return {n: z.read(n) for n in z.namelist() if n.lower().endswith(suffixes)}
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            return {m.name: t.extractfile(m).read() for m in t.getmembers()
-                    if m.isfile() and m.name.lower().endswith(suffixes)}
+    try:
+        if zipfile.is_zipfile(archive):
+            return _read_zip(archive, suffixes)
+        if tarfile.is_tarfile(archive):
+            return _read_tar(archive, suffixes)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        name = getattr(exc, "member", None)
+        raise MembenchError(f"cannot read ({exc}); a damaged or incomplete copy of the archive?",
+                            f"{archive}:{name}" if name else archive) from None
     if archive.name.lower().endswith(suffixes):
         return {archive.name: archive.read_bytes()}
     raise MembenchError("expected a folder, a .zip or .tar(.gz) archive, or the file itself", archive)
+
+
+def _read_zip(archive: Path, suffixes) -> dict[str, bytes]:
+    import zipfile
+
+    from membench.data.archives import unpack_budget
+
+    out = {}
+    with zipfile.ZipFile(archive) as z:
+        budget = unpack_budget(archive)
+        infos = [i for i in z.infolist() if i.filename.lower().endswith(suffixes)]
+        for info in infos:
+            budget.add(info.file_size)
+        for info in infos:
+            try:
+                out[info.filename] = z.read(info)
+            except Exception as exc:
+                exc.member = info.filename  # for the message: which member is damaged
+                raise
+    return out
+
+
+def _read_tar(archive: Path, suffixes) -> dict[str, bytes]:
+    import tarfile
+
+    from membench.data.archives import unpack_budget
+
+    out = {}
+    budget = unpack_budget(archive)
+    with tarfile.open(archive) as t:
+        for m in t:
+            if m.isfile() and m.name.lower().endswith(suffixes):
+                budget.add(m.size)
+                out[m.name] = t.extractfile(m).read()
+    return out
