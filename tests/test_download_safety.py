@@ -7,7 +7,6 @@ the file, and nothing of the user's is overwritten or deleted."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import tarfile
@@ -20,86 +19,7 @@ import pytest
 
 from membench.data import download as dl
 from membench.errors import MembenchError
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves `files` with Range support; per path, `chunked` sends Transfer-Encoding:
-    chunked, `cut` drops the connection after that many body bytes (once), `trickle` sends
-    (bytes, pause) pieces, `html` answers with a web page."""
-
-    protocol_version = "HTTP/1.1"
-    files: dict[str, bytes] = {}
-    chunked: set[str] = set()
-    cut: dict[str, int] = {}
-    trickle: dict[str, tuple[int, float]] = {}
-    requests: list[tuple[str, str | None]] = []
-
-    def do_GET(self):  # noqa: N802
-        rng = self.headers.get("Range")
-        type(self).requests.append((self.path, rng))
-        data = self.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-        self.send_response(206 if rng else 200)
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        body = data[start:]
-        chunked = self.path in self.chunked
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "text/html" if body.lstrip()[:1] == b"<" else "application/octet-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        cut = type(self).cut.pop(self.path, None)
-        if chunked:
-            pieces = [body[i:i + 4096] for i in range(0, len(body), 4096)]
-            wire = b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
-            # a cut counts body bytes: find where that many have been sent, inside a chunk
-            if cut is not None:
-                sent, i, pos = 0, 0, 0
-                while sent + len(pieces[i]) <= cut:
-                    sent += len(pieces[i])
-                    pos += len(b"%x\r\n" % len(pieces[i])) + len(pieces[i]) + 2
-                    i += 1
-                wire = wire[:pos + len(b"%x\r\n" % len(pieces[i])) + (cut - sent)]
-            self.wfile.write(wire)
-        elif path_trickle := self.trickle.get(self.path):
-            step, pause = path_trickle
-            for i in range(0, len(body), step):
-                try:
-                    self.wfile.write(body[i:i + step])
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(pause)
-        else:
-            self.wfile.write(body if cut is None else body[:cut])
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    monkeypatch.delenv(dl.OFFLINE_ENV, raising=False)
-
-
-@pytest.fixture
-def server():
-    _Handler.files, _Handler.chunked, _Handler.cut, _Handler.trickle, _Handler.requests = {}, set(), {}, {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
-    httpd.shutdown()
-    httpd.server_close()
-
+from test_downloads import online, server  # noqa: F401 (fixtures: a local HTTP server, no offline flag)
 
 PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -118,7 +38,7 @@ def test_a_chunked_transfer_cut_off_keeps_its_bytes_and_says_a_rerun_resumes(ser
     base, h = server
     h.files["/a.bin"] = PAYLOAD
     h.chunked.add("/a.bin")
-    h.cut["/a.bin"] = 50_000  # inside the 13th chunk
+    h.cut_after["/a.bin"] = 50_000  # inside the 13th chunk
     url = f"{base}/a.bin"
     with pytest.raises(dl.DownloadError) as err:
         dl.download(url, tmp_path / "a.bin", sha256=SHA, progress=False, retries=0)
@@ -134,7 +54,7 @@ def test_a_chunked_transfer_cut_off_is_resumed_within_one_call(server, tmp_path)
     base, h = server
     h.files["/a.bin"] = PAYLOAD
     h.chunked.add("/a.bin")
-    h.cut["/a.bin"] = 10_000
+    h.cut_after["/a.bin"] = 10_000
     assert dl.download(f"{base}/a.bin", tmp_path / "a.bin", sha256=SHA, progress=False).read_bytes() == PAYLOAD
     assert [r for _, r in h.requests] == [None, "bytes=10000-"]
 
@@ -313,12 +233,7 @@ def test_extract_refuses_an_archive_larger_than_the_free_disk(tmp_path, monkeypa
 def coco_zips(h, images):
     import json
 
-    def zipped(members: dict[str, bytes]) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name, data in members.items():
-                z.writestr(name, data)
-        return buf.getvalue()
+    from test_downloads import zipped
 
     h.files["/train2014.zip"] = zipped({f"{im['filepath']}/{im['filename']}": b"jpg" for im in images
                                         if im["filepath"] == "train2014"})
@@ -365,16 +280,32 @@ def test_data_download_keeps_an_archive_put_in_place_by_hand(server, tmp_path, d
     assert h.requests == [] and by_hand.is_file() and (to / "images").is_dir()
 
 
-def test_two_data_downloads_into_one_directory_do_not_collide(tmp_path, run_cli):
-    from membench.util.files import file_lock
+def test_two_data_downloads_into_one_directory_do_not_collide(server, tmp_path, demo_root, run_cli):
+    """A second `data download` into the same --to, while the first (another process) is
+    still downloading, refuses in one line; the first completes."""
+    import subprocess
+    import sys
 
+    from test_downloads import _lamem_tarball
+
+    base, h = server
+    data = _lamem_tarball(demo_root)
+    h.files["/lamem.tar.gz"] = data
+    h.trickle["/lamem.tar.gz"] = (len(data) // 20 + 1, 0.1)  # about 2 s
     to = tmp_path / "lamem"
-    to.mkdir()
-    from membench.commands.data.download import LOCK
-
-    with file_lock(to / LOCK, wait=False, on_busy=lambda: None):
-        code, out, err = run_cli("data", "download", "lamem", "--to", to, "--mirror", "http://127.0.0.1:9")
+    env = {k: v for k, v in os.environ.items() if k != dl.OFFLINE_ENV}
+    first = subprocess.Popen([sys.executable, "-m", "membench.cli", "data", "download", "lamem", "--to", str(to),
+                              "--mirror", base, "--no-progress"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not h.requests and time.monotonic() < deadline:  # the first holds the directory now
+        time.sleep(0.05)
+    code, out, err = run_cli("data", "download", "lamem", "--to", to, "--mirror", base, "--no-progress")
     assert code == 2 and err.count("\n") == 1 and "another membench" in err and str(to) in err
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert len(h.requests) == 1 and "no problems found" in out
+    assert len(list((to / "images").iterdir())) == len(list((demo_root / "images").iterdir()))
 
 
 def test_google_drive_downloads_stop_a_trickling_server_too(server, tmp_path, monkeypatch):

@@ -88,7 +88,7 @@ def test_fetch_keeps_an_archive_the_user_put_there(toy, server, run_cli, tmp_pat
     (torch.zeros(1, 4, dtype=torch.int8), "head.weight is int8, toy-released needs floating point"),
     (torch.zeros(1, 4, dtype=torch.bool), "head.weight is bool"),
     (torch.zeros(1, 4, dtype=torch.complex64), "head.weight is complex64"),
-])
+], ids=["int8", "bool", "complex"])
 def test_non_float_tensors_are_refused(toy, tmp_path, run_cli, value, message):
     state = authors_state(1)
     state["net.head.weight"] = value
@@ -171,7 +171,7 @@ def int64s(values) -> bytes:
     (blob(np.ones(6, np.float32)), "l0 weights have shape [6]"),  # flattened
     (field(7, field(1, int64s([-2, -3]))) + field(5, np.ones(6, "<f4").tobytes()), "shape [-2, -3]"),
     (field(7, field(1, int64s([2**40, 2**40, 0]))), "shape [1099511627776, 1099511627776, 0]"),
-])
+], ids=["flattened", "negative", "huge"])
 def test_memnet_odd_blob_shapes_are_one_line(tmp_path, run_cli, conv1, message):
     folder = write_memnet(tmp_path / "m", tiny_memnet(conv1))
     code, out, err = run_cli("weights", "import", "memnet", folder)
@@ -183,7 +183,7 @@ def test_memnet_odd_blob_shapes_are_one_line(tmp_path, run_cli, conv1, message):
     (npy(GOOD_MEAN)[:-1000], "cannot read"),
     (npy(GOOD_MEAN.astype(np.int8)), "int8"),
     (npy(np.array([{"a": 1}], dtype=object)), "cannot read"),
-])
+], ids=["garbage", "truncated", "int8", "pickled"])
 def test_memnet_a_bad_mean_npy_is_one_line_naming_it(tmp_path, run_cli, mean, message):
     folder = write_memnet(tmp_path / "m", tiny_memnet(), mean=mean)
     code, out, err = run_cli("weights", "import", "memnet", folder)

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from membench.data.archives import extract, join_split_zip  # noqa: F401 (public here since 0.x)
+from membench.data.archives import extract, join_split_zip  # noqa: F401 (public API here too)
 from membench.errors import MembenchError
 
 OFFLINE_ENV = "MEMBENCH_OFFLINE"
