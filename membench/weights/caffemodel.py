@@ -16,6 +16,9 @@ and field numbers, and parses them with the maintained `protobuf` package (the
 
 from __future__ import annotations
 
+import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -74,9 +77,9 @@ class Layer:
 
 
 def blob_array(blob, where: str):
-    import numpy as np
-
     import math
+
+    import numpy as np
 
     if len(blob.shape.dim):
         shape = tuple(int(d) for d in blob.shape.dim)
@@ -85,7 +88,7 @@ def blob_array(blob, where: str):
     values = np.asarray(blob.data, dtype=np.float32) if len(blob.data) else \
         np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
     # exact integers: numpy's product of huge dimensions overflows (and may then "match")
-    if any(d < 0 for d in shape) or math.prod(shape) != values.size or any(d > 2**31 for d in shape):
+    if any(d < 0 or d > 2**31 for d in shape) or math.prod(shape) != values.size:
         raise MembenchError(f"a blob of shape {list(shape)} holds {values.size} values", where)
     return values.reshape(shape)
 
@@ -135,10 +138,6 @@ def read_files(archive: Path, suffixes: tuple[str, ...]) -> dict[str, bytes]:
     """{member name: bytes} of the files ending in `suffixes` inside a folder, .zip, .tar(.gz)
     or the file itself. A damaged archive (bad CRC, truncated) is one line naming it; members
     may hold at most membench.data.archives' unpack limit (no zip bombs in memory)."""
-    import tarfile
-    import zipfile
-    import zlib
-
     archive = Path(archive)
     if archive.is_dir():
         return {p.relative_to(archive).as_posix(): p.read_bytes()
@@ -148,18 +147,18 @@ def read_files(archive: Path, suffixes: tuple[str, ...]) -> dict[str, bytes]:
             return _read_zip(archive, suffixes)
         if tarfile.is_tarfile(archive):
             return _read_tar(archive, suffixes)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
-        name = getattr(exc, "member", None)
-        raise MembenchError(f"cannot read ({exc}); a damaged or incomplete copy of the archive?",
-                            f"{archive}:{name}" if name else archive) from None
+    except _DAMAGED as exc:
+        raise MembenchError(f"cannot read ({exc}); a damaged or incomplete copy of the archive?", archive) from None
     if archive.name.lower().endswith(suffixes):
         return {archive.name: archive.read_bytes()}
     raise MembenchError("expected a folder, a .zip or .tar(.gz) archive, or the file itself", archive)
 
 
-def _read_zip(archive: Path, suffixes) -> dict[str, bytes]:
-    import zipfile
+# a damaged archive; NotImplementedError: unsupported compression; RuntimeError: encrypted
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError)
 
+
+def _read_zip(archive: Path, suffixes) -> dict[str, bytes]:
     from membench.data.archives import unpack_budget
 
     out = {}
@@ -171,15 +170,13 @@ def _read_zip(archive: Path, suffixes) -> dict[str, bytes]:
         for info in infos:
             try:
                 out[info.filename] = z.read(info)
-            except Exception as exc:
-                exc.member = info.filename  # for the message: which member is damaged
-                raise
+            except _DAMAGED as exc:  # name the member: a bad CRC is one file's
+                raise MembenchError(f"cannot read ({exc}); a damaged copy of the archive?",
+                                    f"{archive}:{info.filename}") from None
     return out
 
 
 def _read_tar(archive: Path, suffixes) -> dict[str, bytes]:
-    import tarfile
-
     from membench.data.archives import unpack_budget
 
     out = {}
