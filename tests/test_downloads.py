@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -22,8 +23,14 @@ from membench.errors import MembenchError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `files` with Range support. Per path: `cut_after` sends only that many body
+    bytes, once, then drops the connection; `chunked` sends Transfer-Encoding: chunked;
+    `trickle` sends (bytes, pause) pieces."""
+
     files: dict[str, bytes] = {}
-    cut_after: dict[str, int] = {}  # path -> send only this many bytes, once, then drop
+    cut_after: dict[str, int] = {}
+    chunked: set[str] = set()
+    trickle: dict[str, tuple[int, float]] = {}
     requests: list[tuple[str, str | None]] = []
     ignore_range = False
 
@@ -47,15 +54,41 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if self.path in self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         cut = type(self).cut_after.pop(self.path, None)
-        if cut is not None:
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
+        if self.path in self.chunked:
+            self._send_chunked(body, cut)
+        elif self.path in self.trickle:
+            self._send_slowly(body, *self.trickle[self.path])
+        else:
+            self.wfile.write(body if cut is None else body[:cut])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _send_chunked(self, body: bytes, cut: int | None):
+        """4 KiB chunks; a cut falls inside a chunk, after `cut` body bytes."""
+        wire, sent = b"", 0
+        for i in range(0, len(body), 4096):
+            piece = body[i:i + 4096]
+            if cut is not None and sent + len(piece) > cut:
+                self.wfile.write(wire + b"%x\r\n" % len(piece) + piece[:cut - sent])
+                return
+            wire += b"%x\r\n" % len(piece) + piece + b"\r\n"
+            sent += len(piece)
+        self.wfile.write(wire + b"0\r\n\r\n")
+
+    def _send_slowly(self, body: bytes, step: int, pause: float):
+        for i in range(0, len(body), step):
+            try:
+                self.wfile.write(body[i:i + step])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(pause)
 
     def log_message(self, *args):
         pass
@@ -69,8 +102,9 @@ def online(monkeypatch):
 @pytest.fixture
 def server():
     _Handler.files, _Handler.cut_after, _Handler.requests = {}, {}, []
-    _Handler.ignore_range = False
+    _Handler.chunked, _Handler.trickle, _Handler.ignore_range = set(), {}, False
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True  # a trickling response must not hold up the end of the test
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -129,7 +163,7 @@ def test_checksum_mismatch_is_refused_and_nothing_corrupt_is_kept(server, tmp_pa
     with pytest.raises(dl.DownloadError) as err:
         dl.download(f"{base}/a.bin", tmp_path / "a.bin", sha256=SHA, progress=False)
     assert "refused" in str(err.value) and SHA in str(err.value) and "\n" not in str(err.value)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [dl.LOCK]  # only the (empty) lock of the folder
 
 
 def test_git_blob_ids_are_checked(server, tmp_path):
@@ -325,7 +359,7 @@ def test_ctrl_c_during_a_download_says_how_to_resume(server, tmp_path, demo_root
     h.files["/lamem.tar.gz"] = _lamem_tarball(demo_root)
     real = dl._fetch
 
-    def interrupted(url, part, progress, timeout):
+    def interrupted(url, part, progress, limits):
         part.parent.mkdir(parents=True, exist_ok=True)
         part.write_bytes(h.files["/lamem.tar.gz"][:5000])
         raise KeyboardInterrupt
@@ -339,18 +373,18 @@ def test_ctrl_c_during_a_download_says_how_to_resume(server, tmp_path, demo_root
     assert h.requests == [("/lamem.tar.gz", "bytes=5000-")]
 
 
+def zipped(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 def test_data_download_coco_unpacks_the_captioner_layout_and_checks_karpathy(server, tmp_path, run_cli):
     import json
 
     base, h = server
-
-    def zipped(members: dict[str, bytes]) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name, data in members.items():
-                z.writestr(name, data)
-        return buf.getvalue()
-
     images = [{"filepath": part, "filename": f"COCO_{part}_{i:012d}.jpg", "split": split}
               for part, split in (("train2014", "train"), ("val2014", "val")) for i in range(3)]
     h.files["/train2014.zip"] = zipped({f"train2014/{im['filename']}": b"jpg" for im in images[:3]})

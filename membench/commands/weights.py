@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from membench.errors import MembenchError
 from membench.output import FORMATS, emit
 
 
@@ -70,7 +71,15 @@ def cmd_fetch(args) -> int:
     home = released.weights_root().parent
     archive = released.fetch(spec, rw, args.dir or home / "downloads", url=args.url)
     print(f"downloaded {archive}")
-    return _install(spec, archive, rw.name)
+    try:
+        return _install(spec, archive, rw.name)
+    except MembenchError as exc:
+        from membench.data.download import discard
+
+        if not discard(archive):  # not membench's own download: the user's file stays
+            raise
+        raise MembenchError(f"{exc.message} (the downloaded {archive.name} was removed: run again, or pass --url "
+                            "with another address)", exc.path, exc.line) from None
 
 
 def cmd_import(args) -> int:

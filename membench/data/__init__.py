@@ -6,7 +6,8 @@
     transforms     the augmentation and evaluation transforms; normalisation on the device
     loader         seeded epoch order, workers, uint8 batches
     demo           the synthetic demo dataset, in the LaMem layout
-    download       resumable, hash-checked downloads and safe archive extraction
+    download       resumable, hash-checked downloads (what membench fetched, recorded per folder)
+    archives       safe unpacking (no links, no bombs) and installing without overwriting
     feature_store  a persistent store of frozen outputs shared by splits, runs and commands
 """
 

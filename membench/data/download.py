@@ -3,15 +3,29 @@
     from membench.data.download import download
     path = download(url, dest, sha256="...", progress=True)   # -> Path of the finished file
 
-- Resume: the bytes arrive in `dest.part`; an interrupted download (connection lost,
-  Ctrl-C, a killed process) continues from there with an HTTP Range request the next
-  time, and within one call after a lost connection (`retries`).
-- Checksum: with `sha256` (or `git_blob_sha1`, the object id git and GitHub publish for
-  every file of a commit) the finished file is verified; a mismatch removes the partial
-  file and is an error, so nothing corrupt is ever left at `dest`.
+- Resume: the bytes arrive in `dest.part`; an interrupted download (connection lost or
+  cut off mid-chunk, Ctrl-C, a killed process) continues from there with an HTTP Range
+  request the next time, and within one call after a lost connection (`retries`).
+- Checks: with `sha256` (or `git_blob_sha1`, the object id git and GitHub publish for
+  every file of a commit) the finished file is verified; a web page where a file was
+  expected (a sign-in, quota or error page) is refused too. A file that fails is removed,
+  so nothing corrupt is ever left at `dest`.
+- Reuse: an existing `dest` is used when it passes those checks. What this module
+  downloads is recorded in the folder's `.membench-downloads.json`; such a file is
+  downloaded again when it fails a check, or (without a checksum) when another URL is
+  asked for; a file membench did not download is never removed or overwritten.
+  `discard(path)` removes a download that a later check (e.g. an import) refused.
+- Slow servers: `timeout` seconds without a byte, or less than `min_rate` bytes/s over
+  `rate_window` seconds, stop the transfer (the bytes so far are kept for a resume).
+- Two processes: downloads into one folder take turns (a lock in that folder); the second
+  then finds the file done.
 - Offline (no network, or MEMBENCH_OFFLINE=1): a one-line error naming the URL and the
   path where the file can be put by hand.
 - Progress: a rich bar on stderr (size, speed, time left) when `progress` is true.
+- Other transports: `transfer(url, part, progress)` fills `part` instead of HTTP (Google
+  Drive through gdown); every rule above still applies.
+
+Unpacking lives in membench.data.archives (`extract`, `join_split_zip`, re-exported here).
 """
 
 from __future__ import annotations
@@ -19,18 +33,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import struct
-import tarfile
-import tempfile
-import zipfile
+import stat
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from membench.data.archives import extract, join_split_zip  # noqa: F401 (public API here too)
 from membench.errors import MembenchError
 
 OFFLINE_ENV = "MEMBENCH_OFFLINE"
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"
+LEDGER = ".membench-downloads.json"  # per folder: what download() put there, from which URL
+LOCK = ".membench-downloads.lock"
+MIN_RATE = 1024  # bytes/s, averaged over RATE_WINDOW: below that a server only trickles
+RATE_WINDOW = 60.0
+_WEB_PAGE_SUFFIXES = (".html", ".htm")
 
 
 class DownloadError(MembenchError):
@@ -42,99 +61,249 @@ def offline() -> bool:
 
 
 def by_hand(url: str, dest: Path) -> str:
+    """The way out when a download fails; messages name `url` themselves."""
     return f"download it by hand and put it at {dest}"
 
 
-def download(url: str, dest, sha256: str | None = None, progress: bool = True, *,
-             git_blob_sha1: str | None = None, retries: int = 3, timeout: float = 30.0) -> Path:
-    """Fetch `url` to `dest` (resumable, verified); returns `dest`.
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float
+    min_rate: float
+    rate_window: float
 
-    An existing `dest` is kept when it passes the checksum (or when there is none), so
-    running the same command twice downloads nothing twice.
+
+def download(url: str, dest, sha256: str | None = None, progress: bool = True, *,
+             git_blob_sha1: str | None = None, retries: int = 3, timeout: float = 30.0,
+             min_rate: float = MIN_RATE, rate_window: float = RATE_WINDOW, transfer=None) -> Path:
+    """Fetch `url` to `dest` (resumable, verified; the module's rules); returns `dest`.
+
+    Running the same call twice downloads nothing twice. `transfer(url, part, progress)`
+    replaces the HTTP transfer (it must leave the whole file at `part` or raise).
     """
     dest = Path(dest).expanduser()
-    if dest.is_file():
-        problem = _checksum_problem(dest, sha256, git_blob_sha1)
-        if problem is None:
-            return dest
-        raise MembenchError(f"already exists but {problem}; delete it to download {url} again", dest)
-    if offline():
+    if offline() and not os.path.lexists(dest):
         raise DownloadError(f"cannot download {url} (offline: {OFFLINE_ENV} is set); {by_hand(url, dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + PART_SUFFIX)
-    attempt = 0
-    while True:
-        try:
-            _fetch(url, part, progress, timeout)
-            break
-        except _CutOff as exc:
-            attempt += 1
-            if attempt > retries:
-                raise DownloadError(f"download of {url} stopped after {exc.have:,} of "
-                                    f"{exc.total or '?'} bytes ({exc.reason}); run the same command "
-                                    "again to resume", part) from None
-    problem = _checksum_problem(part, sha256, git_blob_sha1)
-    if problem is not None:
-        part.unlink()
-        raise DownloadError(f"download of {url} refused: {problem} (the file was removed; run again, "
-                            f"or {by_hand(url, dest)} if the source changed)")
-    os.replace(part, dest)
+    with _folder_lock(dest.parent):
+        if _reusable(url, dest, sha256, git_blob_sha1):
+            return dest
+        if offline():
+            raise DownloadError(f"cannot download {url} (offline: {OFFLINE_ENV} is set); {by_hand(url, dest)}")
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        if transfer is not None:
+            transfer(url, part, progress)
+        else:
+            _transfer_http(url, part, progress, retries, _Limits(timeout, min_rate, rate_window))
+        problem = _problem(part, dest, sha256, git_blob_sha1)
+        if problem is not None:
+            part.unlink()
+            raise DownloadError(f"download of {url} refused: {problem} (the file was removed; run again, "
+                                f"or {by_hand(url, dest)} if the source changed)")
+        os.replace(part, dest)
+        _remember(dest, url)
     return dest
 
 
+def _reusable(url: str, dest: Path, sha256: str | None, git_blob_sha1: str | None) -> bool:
+    """True: use `dest` as it is. False: nothing there (any download of ours that failed a
+    check, or came from another URL without a checksum to vouch for it, was removed)."""
+    if not os.path.lexists(dest):
+        return False
+    ours = _recorded(dest)
+    problem = _problem(dest, dest, sha256, git_blob_sha1) if dest.is_file() else "it is not a file"
+    if ours is None:
+        if problem is None:
+            return True
+        raise MembenchError(f"already exists but {problem}, and membench did not download it: move it "
+                            f"away to download {url} again", dest)
+    if problem is None and (sha256 or git_blob_sha1 or ours.get("url") == url):
+        return True
+    dest.unlink()
+    _record(dest, None)
+    return False
+
+
+def discard(path) -> bool:
+    """Remove `path` if download() put it there (and it is unchanged since), so the next
+    call downloads it again: for a file a later check refused (an archive that does not
+    import). False, and nothing removed, for any other file."""
+    path = Path(path)
+    with _folder_lock(path.parent):
+        if _recorded(path) is None:
+            return False
+        path.unlink()
+        _record(path, None)
+    return True
+
+
+def remove_downloaded(folder) -> list[Path]:
+    """Remove what download() put in `folder` and its bookkeeping, then the folder if
+    empty; returns the files left (not downloaded by membench, e.g. put there by hand).
+    Only when nothing else downloads into `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    for name in list(_ledger(folder)):
+        discard(folder / name)
+    for name in (LEDGER, LOCK):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    left = sorted(p for p in folder.iterdir())
+    if not left:
+        folder.rmdir()
+    return left
+
+
+# ---- the record of what membench downloaded ------------------------------------------------
+
+def _ledger(folder: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads((folder / LEDGER).read_text())
+    except (OSError, ValueError):  # none yet, or damaged: then nothing here is provably ours
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _identity(path: Path) -> dict | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _recorded(path: Path) -> dict | None:
+    """The ledger's entry for `path` if the file there is still the one download() wrote."""
+    entry = _ledger(path.parent).get(path.name)
+    now = _identity(path)
+    if not isinstance(entry, dict) or now is None:
+        return None
+    return entry if all(entry.get(k) == v for k, v in now.items()) else None
+
+
+def _remember(dest: Path, url: str) -> None:
+    _record(dest, {"url": url, **_identity(dest)})
+
+
+def _record(path: Path, entry: dict | None) -> None:
+    from membench.util.files import atomic_write_json
+
+    ledger = _ledger(path.parent)
+    if entry is None and path.name not in ledger:
+        return
+    if entry is None:
+        del ledger[path.name]
+    else:
+        ledger[path.name] = entry
+    atomic_write_json(path.parent / LEDGER, ledger)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    from membench.util.files import file_lock
+
+    def say():
+        print(f"membench: waiting for another download into {folder} to finish", file=sys.stderr)
+
+    with file_lock(folder / LOCK, wait=True, on_busy=say):
+        yield
+
+
+# ---- HTTP ------------------------------------------------------------------------------------
+
 class _CutOff(Exception):
-    def __init__(self, have: int, total: int | None, reason: str):
+    def __init__(self, have: int, total: int | None, reason: str, retry: bool = True):
         super().__init__(reason)
-        self.have, self.total, self.reason = have, total, reason
+        self.have, self.total, self.reason, self.retry = have, total, reason, retry
 
 
-def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
+def _transfer_http(url: str, part: Path, progress: bool, retries: int, limits: _Limits) -> None:
+    attempt = 0
+    while True:
+        try:
+            return _fetch(url, part, progress, limits)
+        except _CutOff as exc:
+            attempt += 1
+            if attempt > retries or not exc.retry:
+                of = f" of {exc.total:,}" if exc.total else ""
+                raise DownloadError(f"download of {url} stopped after {exc.have:,}{of} bytes ({exc.reason}); "
+                                    "run the same command again to resume", part) from None
+
+
+def _fetch(url: str, part: Path, progress: bool, limits: _Limits) -> None:
     """One HTTP request appending to `part` (Range from its size); _CutOff when the
     transfer stops early, DownloadError when it cannot start."""
+    have = part.stat().st_size if part.is_file() else 0
+    response = _open(url, part, have, limits.timeout)
+    if response is None:  # nothing left to send: the part is already complete
+        return
+    with response:
+        if response.status == 206:
+            if _range_start(response.headers.get("Content-Range")) != have:  # another range: start again
+                response.close()
+                part.unlink()
+                return _fetch(url, part, progress, limits)
+            mode = "ab"
+        else:  # 200: the server ignored Range (or there was nothing yet)
+            have, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else None
+        with open(part, mode) as f, _bar(progress, _dest_of(part).name, total, have) as advance:
+            got = _copy(response, f, have, total, advance, limits)
+    if total is not None and got < total:
+        raise _CutOff(got, total, "connection closed early")
+
+
+def _open(url: str, part: Path, have: int, timeout: float):
     import urllib.error
     import urllib.request
 
     from membench import __version__
 
-    have = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": f"membench/{__version__}"})
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to send: the part is already complete
-            return
+        if exc.code == 416 and have:
+            return None
         raise DownloadError(f"cannot download {url} (HTTP {exc.code} {exc.reason}); "
                             f"{by_hand(url, _dest_of(part))}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise DownloadError(f"cannot download {url} ({reason}); "
-                            f"{by_hand(url, _dest_of(part))}") from None
-    with response:
-        length = response.headers.get("Content-Length")
-        if response.status == 206:
-            start = _range_start(response.headers.get("Content-Range"))
-            if start != have:  # a server that answers another range: start again
-                response.close()
-                part.unlink()
-                return _fetch(url, part, progress, timeout)
-            mode = "ab"
-        else:  # 200: the server ignored Range (or there was nothing yet)
-            have, mode = 0, "wb"
-        total = have + int(length) if length and length.isdigit() else None
-        with open(part, mode) as f, _bar(progress, _dest_of(part).name, total, have) as advance:
-            got = have
-            try:
-                while chunk := response.read(CHUNK):
-                    f.write(chunk)
-                    got += len(chunk)
-                    advance(len(chunk))
-            except (OSError, TimeoutError) as exc:  # connection reset, timeout, IncompleteRead
-                f.flush()
-                raise _CutOff(got, total, type(exc).__name__) from None
-    if total is not None and got < total:
-        raise _CutOff(got, total, "connection closed early")
+        raise DownloadError(f"cannot download {url} ({reason}); {by_hand(url, _dest_of(part))}") from None
+
+
+def _copy(response, f, got: int, total: int | None, advance, limits: _Limits) -> int:
+    """Copy the body to `f` as it arrives; _CutOff (with every byte received written) when
+    the connection drops, goes silent for `timeout`, or trickles below `min_rate`."""
+    import http.client
+
+    window_start, window_from = time.monotonic(), got
+    while True:
+        try:
+            chunk = response.read1(CHUNK)  # what has arrived, not a full CHUNK
+        except http.client.IncompleteRead as exc:  # a chunked transfer cut off
+            f.write(exc.partial)
+            raise _CutOff(got + len(exc.partial), total, "connection closed early") from None
+        except (OSError, http.client.HTTPException) as exc:  # reset, timeout
+            raise _CutOff(got, total, type(exc).__name__) from None
+        if not chunk:
+            return got
+        f.write(chunk)
+        got += len(chunk)
+        advance(len(chunk))
+        elapsed = time.monotonic() - window_start
+        if elapsed >= limits.rate_window:
+            if got - window_from < limits.min_rate * elapsed:
+                raise _CutOff(got, total, f"slower than {limits.min_rate:,.0f} bytes/s for {elapsed:.0f} s",
+                              retry=False)
+            window_start, window_from = time.monotonic(), got
 
 
 def _dest_of(part: Path) -> Path:
@@ -164,6 +333,8 @@ def _bar(show: bool, name: str, total: int | None, done: int):
         yield lambda n: bar.advance(task, n)
 
 
+# ---- checks ----------------------------------------------------------------------------------
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -181,7 +352,10 @@ def git_blob_id(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksum_problem(path: Path, sha256: str | None, git_blob_sha1: str | None) -> str | None:
+def _problem(path: Path, dest: Path, sha256: str | None, git_blob_sha1: str | None) -> str | None:
+    """Why the file at `path` (to become `dest`) is not the one expected, or None."""
+    if not dest.name.lower().endswith(_WEB_PAGE_SUFFIXES) and _is_web_page(path):
+        return "it is a web page, not the file (a sign-in, quota or error page?)"
     if sha256:
         got = file_sha256(path)
         # torch hub file names carry only a prefix of the sha256 (resnet50-0676ba61.pth)
@@ -194,104 +368,9 @@ def _checksum_problem(path: Path, sha256: str | None, git_blob_sha1: str | None)
     return None
 
 
-# ---- unpacking ---------------------------------------------------------------------------
-
-def extract(archive: Path, into: Path) -> Path:
-    """Unpack a .zip or .tar(.gz) into `into`, refusing members that would land outside it.
-    Unpacks into a temporary directory next to `into` first, so a killed extraction leaves
-    no half-filled target."""
-    archive, into = Path(archive), Path(into)
-    into.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=into.parent, prefix=f".{into.name}.unpack."))
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                for name in z.namelist():
-                    _inside(tmp, name, archive)
-                z.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:  # one streaming pass (a .tar.gz has no index)
-                for member in t:
-                    _inside(tmp, member.name, archive)
-                    if member.issym() or member.islnk():
-                        _inside(tmp, str(Path(member.name).parent / member.linkname), archive)
-                    t.extract(member, tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        else:
-            raise MembenchError("not a zip or tar archive (damaged download? delete it and run again)", archive)
-        into.mkdir(parents=True, exist_ok=True)
-        _merge(tmp, into)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise MembenchError(f"cannot unpack ({exc}); delete it and run again", archive) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return into
 
 
-def _merge(src: Path, dst: Path) -> None:
-    """Move the tree under src into dst, merging folders that exist in both."""
-    for child in src.iterdir():
-        target = dst / child.name
-        if target.is_dir() and child.is_dir():
-            _merge(child, target)
-        else:
-            os.replace(child, target)
-
-
-def _inside(root: Path, name: str, archive: Path) -> None:
-    target = (root / name).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise MembenchError(f"refusing archive member {name!r}: it would be written outside the target", archive)
-
-
-# ---- split ("spanned") zip archives: images.z01 + images.zip ---------------------------------
-
-_SPAN_MARKER = b"PK\x07\x08"
-_EOCD = b"PK\x05\x06"
-_CDH = b"PK\x01\x02"
-
-
-def join_split_zip(segments: list[Path], out: Path) -> Path:
-    """Join a split zip (segments in order: name.z01, name.z02, ..., name.zip) into one
-    ordinary zip at `out`, as `zip -s- name.zip -O out.zip` does: the segments are
-    concatenated and the central directory's per-segment offsets made absolute."""
-    segments = [Path(s) for s in segments]
-    sizes = [s.stat().st_size for s in segments]
-    with open(segments[0], "rb") as f:
-        marker = len(_SPAN_MARKER) if f.read(4) == _SPAN_MARKER else 0
-    starts = [sum(sizes[:i]) - marker for i in range(len(sizes))]  # segment start in `out`
-    manual = f"join it by hand: zip -s- {segments[-1].name} -O {out.name}"
-    last = segments[-1].read_bytes()[-(22 + 0xFFFF):]
-    at = last.rfind(_EOCD)
-    if at < 0:
-        raise MembenchError(f"no zip directory at the end of the last segment; {manual}", segments[-1])
-    (_, _, cd_disk, _, n_total, cd_size, cd_offset, comment_len) = struct.unpack("<4sHHHHIIH", last[at:at + 22])
-    if 0xFFFF in (cd_disk, n_total) or 0xFFFFFFFF in (cd_size, cd_offset):
-        raise MembenchError(f"a zip64 split archive is not supported here; {manual}", segments[-1])
-    cd_start = starts[cd_disk] + cd_offset
-    tmp = out.with_name(out.name + PART_SUFFIX)
-    with open(tmp, "wb") as w:
-        for i, seg in enumerate(segments):
-            with open(seg, "rb") as r:
-                if i == 0:
-                    r.seek(marker)
-                shutil.copyfileobj(r, w, CHUNK)
-    with open(tmp, "r+b") as f:
-        f.seek(cd_start)
-        cd = bytearray(f.read(cd_size))
-        pos = 0
-        for _ in range(n_total):
-            if cd[pos:pos + 4] != _CDH:
-                raise MembenchError(f"damaged zip directory; {manual}", segments[-1])
-            name_len, extra_len, comment, disk = struct.unpack_from("<HHHH", cd, pos + 28)
-            (offset,) = struct.unpack_from("<I", cd, pos + 42)
-            if disk == 0xFFFF or offset == 0xFFFFFFFF or disk >= len(starts):
-                raise MembenchError(f"a zip64 split archive is not supported here; {manual}", segments[-1])
-            struct.pack_into("<H", cd, pos + 34, 0)
-            struct.pack_into("<I", cd, pos + 42, starts[disk] + offset)
-            pos += 46 + name_len + extra_len + comment
-        f.seek(cd_start)
-        f.write(cd)
-        f.write(struct.pack("<4sHHHHIIH", _EOCD, 0, 0, n_total, n_total, cd_size, cd_start, 0))
-        f.truncate()
-    os.replace(tmp, out)
-    return out
+def _is_web_page(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))

@@ -16,6 +16,9 @@ and field numbers, and parses them with the maintained `protobuf` package (the
 
 from __future__ import annotations
 
+import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -74,6 +77,8 @@ class Layer:
 
 
 def blob_array(blob, where: str):
+    import math
+
     import numpy as np
 
     if len(blob.shape.dim):
@@ -82,7 +87,8 @@ def blob_array(blob, where: str):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     values = np.asarray(blob.data, dtype=np.float32) if len(blob.data) else \
         np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
-    if int(np.prod(shape)) != values.size:
+    # exact integers: numpy's product of huge dimensions overflows (and may then "match")
+    if any(d < 0 or d > 2**31 for d in shape) or math.prod(shape) != values.size:
         raise MembenchError(f"a blob of shape {list(shape)} holds {values.size} values", where)
     return values.reshape(shape)
 
@@ -130,21 +136,54 @@ def parse_mean(data: bytes, where: str):
 
 def read_files(archive: Path, suffixes: tuple[str, ...]) -> dict[str, bytes]:
     """{member name: bytes} of the files ending in `suffixes` inside a folder, .zip, .tar(.gz)
-    or the file itself."""
-    import tarfile
-    import zipfile
-
+    or the file itself. A damaged archive (bad CRC, truncated) is one line naming it; members
+    may hold at most membench.data.archives' unpack limit (no zip bombs in memory)."""
     archive = Path(archive)
     if archive.is_dir():
         return {p.relative_to(archive).as_posix(): p.read_bytes()
                 for p in sorted(archive.rglob("*")) if p.is_file() and p.name.lower().endswith(suffixes)}
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            return {n: z.read(n) for n in z.namelist() if n.lower().endswith(suffixes)}
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            return {m.name: t.extractfile(m).read() for m in t.getmembers()
-                    if m.isfile() and m.name.lower().endswith(suffixes)}
+    try:
+        if zipfile.is_zipfile(archive):
+            return _read_zip(archive, suffixes)
+        if tarfile.is_tarfile(archive):
+            return _read_tar(archive, suffixes)
+    except _DAMAGED as exc:
+        raise MembenchError(f"cannot read ({exc}); a damaged or incomplete copy of the archive?", archive) from None
     if archive.name.lower().endswith(suffixes):
         return {archive.name: archive.read_bytes()}
     raise MembenchError("expected a folder, a .zip or .tar(.gz) archive, or the file itself", archive)
+
+
+# a damaged archive; NotImplementedError: unsupported compression; RuntimeError: encrypted
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError)
+
+
+def _read_zip(archive: Path, suffixes) -> dict[str, bytes]:
+    from membench.data.archives import unpack_budget
+
+    out = {}
+    with zipfile.ZipFile(archive) as z:
+        budget = unpack_budget(archive)
+        infos = [i for i in z.infolist() if i.filename.lower().endswith(suffixes)]
+        for info in infos:
+            budget.add(info.file_size)
+        for info in infos:
+            try:
+                out[info.filename] = z.read(info)
+            except _DAMAGED as exc:  # name the member: a bad CRC is one file's
+                raise MembenchError(f"cannot read ({exc}); a damaged copy of the archive?",
+                                    f"{archive}:{info.filename}") from None
+    return out
+
+
+def _read_tar(archive: Path, suffixes) -> dict[str, bytes]:
+    from membench.data.archives import unpack_budget
+
+    out = {}
+    budget = unpack_budget(archive)
+    with tarfile.open(archive) as t:
+        for m in t:
+            if m.isfile() and m.name.lower().endswith(suffixes):
+                budget.add(m.size)
+                out[m.name] = t.extractfile(m).read()
+    return out

@@ -83,8 +83,8 @@ def drive_file_id(url: str) -> str | None:
 def fetch(spec: ModelSpec, rw: ReleasedWeights, dest_dir: Path, url: str | None = None,
           progress: bool = True) -> Path:
     """Download the release archive into `dest_dir` (kept there, so a second run downloads
-    nothing). Google Drive links go through gdown (Drive asks to confirm large files);
-    any other URL through membench.data.download (resumable, sha256-checked)."""
+    nothing) with membench.data.download (resumable, checked; a download from another URL
+    starts over). Google Drive links go through gdown (Drive asks to confirm large files)."""
     url = url or rw.url
     name = rw.archive or Path(url).name or f"{rw.name}.zip"
     dest = Path(dest_dir) / name
@@ -93,68 +93,138 @@ def fetch(spec: ModelSpec, rw: ReleasedWeights, dest_dir: Path, url: str | None 
         raise MembenchError(f"the authors of {spec.name} give no direct download for {rw.name}: get "
                             f"{rw.archive or 'the archive'}{where}, then run `membench weights import "
                             f"{spec.name} FILE`")
-    if is_google_drive(url):
-        return _fetch_drive(url, dest, rw.sha256, progress)
+    return _fetch_drive(url, dest, rw.sha256, progress) if is_google_drive(url) else \
+        _download(url, dest, rw.sha256, progress)
+
+
+def _download(url: str, dest: Path, sha256: str | None, progress: bool, transfer=None) -> Path:
     from membench.data.download import download
 
-    return download(url, dest, sha256=rw.sha256, progress=progress)
+    return download(url, dest, sha256=sha256, progress=progress, transfer=transfer)
 
 
 def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Path:
-    from membench.data.download import by_hand, file_sha256, offline
+    return _download(url, dest, sha256, progress, transfer=_drive_transfer)
 
-    if dest.is_file():
-        if sha256 and not file_sha256(dest).startswith(sha256.lower()):
-            raise MembenchError(f"already exists but its sha256 is not {sha256}; delete it and run "
-                                "again", dest)
-        return dest
-    if offline():
-        raise WeightsUnavailable(f"offline (MEMBENCH_OFFLINE is set): {by_hand(url, dest)}, then run this command again")
+
+def _drive_transfer(url: str, part: Path, progress: bool) -> None:
+    """gdown fills `part` (it resumes its own partial file and handles Drive's confirmation
+    page); a server that goes silent or trickles is stopped as membench's own downloads are."""
+    import threading
+
+    from membench.data.download import DownloadError, by_hand
+
+    dest = part.with_name(part.name.removesuffix(".part"))
+    again = f"{by_hand(url, dest)}, then run this command again"
     try:
         import gdown
     except ImportError:
-        raise MembenchError("Google Drive downloads need gdown: pip install 'membench[weights]' "
-                            f"(or {by_hand(url, dest)} and run this command again)") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+        raise MembenchError(f"downloading {url} from Google Drive needs gdown: pip install 'membench[weights]' "
+                            f"(or {again})") from None
+    watch = _RateWatch()
     file_id = drive_file_id(url)
-    source = {"id": file_id} if file_id else {"url": url}  # `id` reads the same in gdown 5 and 6
-    try:  # gdown resumes a partial file itself (resume=True) and handles Drive's confirmation page
-        got = gdown.download(output=str(part), quiet=not progress, resume=True, **source)
-    except Exception as exc:
-        raise MembenchError(f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                            f"{by_hand(url, dest)}, then run this command again") from None
+    source = {"id": file_id} if file_id else {"url": url}
+    timer = threading.Thread(target=watch.run, daemon=True)
+    timer.start()
+    try:
+        got = gdown.download(output=str(part), quiet=not progress, resume=True, timeout=30, progress=watch.progress,
+                             cancel=watch.cancel, **source)
+    except Exception as exc:  # gdown raises its own types and requests'
+        first = watch.reason or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise DownloadError(f"cannot download {url} ({first}); run the same command again to resume, or "
+                            f"{again}") from None
+    finally:
+        watch.finished.set()
+        timer.join()
     if not got or not part.is_file():
-        raise MembenchError(f"cannot download {url} (Google Drive refused or changed its page); "
-                            f"{by_hand(url, dest)}, then run this command again")
-    if sha256 and not file_sha256(part).startswith(sha256.lower()):
-        part.unlink()
-        raise MembenchError(f"download of {url} refused: its sha256 is not {sha256}")
-    os.replace(part, dest)
-    return dest
+        raise DownloadError(f"cannot download {url} (Google Drive refused or changed its page); {again}")
+
+
+class _RateWatch:
+    """membench.data.download's minimum rate for gdown, which reports bytes only per chunk
+    (512 KiB): checked at each report, and by a timer that stops a chunk taking longer than
+    the minimum rate allows (gdown's `cancel` event)."""
+
+    def __init__(self):
+        import sys
+        import threading
+        import time
+
+        from membench.data.download import MIN_RATE, RATE_WINDOW
+
+        self.cancel, self.finished = threading.Event(), threading.Event()
+        self.min_rate, self.window, self.reason = MIN_RATE, RATE_WINDOW, None
+        chunk = getattr(sys.modules.get("gdown.download"), "CHUNK_SIZE", 512 << 10)
+        self.silence = max(RATE_WINDOW, chunk / MIN_RATE)
+        self.start = self.last = time.monotonic()
+        self.start_bytes = 0
+
+    def progress(self, done: int, total: int | None) -> None:
+        import time
+
+        self.last = now = time.monotonic()
+        if now - self.start >= self.window:
+            if done - self.start_bytes < self.min_rate * (now - self.start):
+                self.stop(now - self.start)
+            self.start, self.start_bytes = now, done
+
+    def run(self) -> None:
+        import time
+
+        while not self.finished.wait(min(1.0, self.silence / 8)):
+            if time.monotonic() - self.last > self.silence:
+                self.stop(time.monotonic() - self.last)
+
+    def stop(self, seconds: float) -> None:
+        self.reason = self.reason or f"slower than {self.min_rate:,.0f} bytes/s for {seconds:.0f} s"
+        self.cancel.set()
 
 
 # ------------------------------------------------------------------------------ import
 
 def expected_state(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Every key of the model's state_dict with its shape (built on the meta device)."""
+    return {k: tuple(v.shape) for k, v in _meta_state(spec).items()}
+
+
+def _meta_state(spec: ModelSpec) -> dict:
     from membench.results.params import build_meta
 
-    return {k: tuple(v.shape) for k, v in build_meta(spec).state_dict().items()}
+    return build_meta(spec).state_dict()
 
 
-def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, model: str) -> None:
-    """No key missing, none unexpected, every shape equal: else a one-line error naming
-    the first difference (in the model's order) and where the tensors came from."""
+def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, model: str,
+                floating: set[str] | None = None) -> None:
+    """No key missing, none unexpected, every value a tensor of the same shape and kind
+    (floating point where `floating` says so, else an integer): else a one-line error
+    naming the first difference (in the model's order) and where the tensors came from."""
+    import torch
+
     for key, shape in expected.items():
         if key not in state:
             raise MembenchError(f"{key} {list(shape)} of {model} is missing from the converted weights", where)
-        got = tuple(getattr(state[key], "shape", ()))
-        if got != shape:
-            raise MembenchError(f"{key} has shape {list(got)}, {model} needs {list(shape)}", where)
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise MembenchError(f"{key} is a {type(value).__name__}, not a tensor", where)
+        if tuple(value.shape) != shape:
+            raise MembenchError(f"{key} has shape {list(value.shape)}, {model} needs {list(shape)}", where)
+        if floating is not None:
+            _check_kind(key, value, key in floating, where, model)
     for key in state:
         if key not in expected:
             raise MembenchError(f"unexpected tensor {key} (not part of {model})", where)
+
+
+def _check_kind(key: str, value, floating: bool, where: str, model: str) -> None:
+    """Loading copies values into the model's own dtype: int8 weights would become
+    quantised garbage without a word, a float step counter a silently rounded one."""
+    import torch
+
+    kind = str(value.dtype).removeprefix("torch.")
+    if floating and not value.is_floating_point():
+        raise MembenchError(f"{key} is {kind}, {model} needs floating point", where)
+    if not floating and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise MembenchError(f"{key} is {kind}, {model} needs an integer", where)
 
 
 def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, say=None) -> dict:
@@ -172,20 +242,22 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
     digest = file_sha256(archive) if archive.is_file() else None
     if rw.sha256 and digest and not digest.startswith(rw.sha256.lower()):
         raise MembenchError(f"sha256 is {digest}, the published {rw.name} archive has {rw.sha256}", archive)
-    expected = expected_state(spec)
+    meta = _meta_state(spec)
+    expected = {k: tuple(v.shape) for k, v in meta.items()}
+    floating = {k for k, v in meta.items() if v.is_floating_point()}
     target = release_dir(spec, rw)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{rw.name}.import."))
     entries: dict[str, dict] = {}
     try:
-        for split, state, member in rw.converter()(archive):
+        for split, state, member in _converted(rw, archive):
             where = f"{archive}:{member}" if member else str(archive)
             if rw.per_split and not (isinstance(split, int) and split >= 1):
                 raise MembenchError(f"{rw.name} is per split but no split number was found for {member}", archive)
             key = str(split) if rw.per_split else "all"
             if key in entries:
                 raise MembenchError(f"two checkpoints for split {key} ({entries[key]['member']} and {member})", archive)
-            check_exact(expected, state, where, spec.name)
+            check_exact(expected, state, where, spec.name, floating)
             name = f"split{split}.pt" if rw.per_split else "all.pt"
             # plain writes: the folder only replaces the installed one once complete
             torch.save({k: state[k].contiguous() for k in expected}, tmp / name)
@@ -211,6 +283,21 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _converted(rw: ReleasedWeights, archive: Path):
+    """The converter's (split, state_dict, member) triples; a damaged archive (bad CRC,
+    truncated, not text where text was expected) is one line naming it, whichever plugin
+    reads it."""
+    import tarfile
+    import zipfile
+    import zlib
+
+    try:
+        yield from rw.converter()(archive)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise MembenchError(f"cannot read the archive ({type(exc).__name__}: {exc}); a damaged or "
+                            "incomplete copy?", archive) from None
 
 
 # ------------------------------------------------------------------------------ use

@@ -113,7 +113,10 @@ def official_checkpoints(archive):
         read = lambda name: (archive / name).read_bytes()  # noqa: E731
         zf = None
     elif zipfile.is_zipfile(archive):
-        zf = zipfile.ZipFile(archive)
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise MembenchError(f"cannot read the zip archive ({exc})", archive) from None
         names = zf.namelist()
         read = zf.read
     else:
@@ -129,11 +132,35 @@ def official_checkpoints(archive):
             elif m := log_pattern.search(name):
                 logs[int(m["k"])] = name
         for k in sorted(per_split):
-            member = _choose(per_split[k], read(logs[k]).decode() if k in logs else None)
-            yield k, _official_keys(_read_official(read(member), f"{archive}:{member}")), member
+            log = _text(_member(read, logs[k], archive), f"{archive}:{logs[k]}") if k in logs else None
+            member = _choose(per_split[k], log)
+            yield k, _official_keys(_read_official(_member(read, member, archive), f"{archive}:{member}")), member
     finally:
         if zf is not None:
             zf.close()
+
+
+def _member(read, name: str, archive) -> bytes:
+    """A member's bytes; a damaged one (bad CRC, cut short) is one line naming it."""
+    import zipfile
+    import zlib
+
+    from membench.errors import MembenchError
+
+    try:
+        return read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise MembenchError(f"cannot read ({exc}); a damaged copy of the archive?", f"{archive}:{name}") from None
+
+
+def _text(data: bytes, where: str) -> str:
+    from membench.errors import MembenchError
+
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MembenchError(f"not a UTF-8 text log (byte {exc.start} is {data[exc.start]:#04x}); a damaged "
+                            "copy of the archive?", where) from None
 
 
 def _choose(epochs: dict[int, str], log: str | None) -> str:

@@ -128,9 +128,7 @@ def caffe_checkpoint(archive):
                             "and bias); found " + ", ".join(f"{l.name} ({l.type}, {len(l.blobs)} blobs)"
                                                             for l in layers), f"{archive}:{member}")
     if mean_name.lower().endswith(".npy"):
-        import io
-
-        mean = np.load(io.BytesIO(mean_data), allow_pickle=False).astype(np.float32)
+        mean = _read_npy(mean_data, f"{archive}:{mean_name}")
     else:
         mean = parse_mean(mean_data, f"{archive}:{mean_name}")
     if mean.shape != (3, CAFFE_SIZE, CAFFE_SIZE):
@@ -142,11 +140,33 @@ def caffe_checkpoint(archive):
             state[f"{prefix}.{suffix}"] = torch.from_numpy(_drop_leading_ones(blob, 4 if suffix == "weight" and
                                                                                layer.type == "Convolution" else
                                                                                (2 if suffix == "weight" else 1)))
-    state["features.0.weight"] = state["features.0.weight"].flip(1) * 255.0  # BGR 0..255 -> RGB 0..1
+    conv1 = state["features.0.weight"]
+    if conv1.ndim != 4 or conv1.shape[1] != 3:  # the flip below needs its 3 input channels
+        raise MembenchError(f"{layers[0].name} weights have shape {list(conv1.shape)}, MemNet's conv1 takes 3 "
+                            "input channels: [96, 3, 11, 11]", f"{archive}:{member}")
+    state["features.0.weight"] = conv1.flip(1) * 255.0  # BGR 0..255 -> RGB 0..1
     top = (CAFFE_SIZE - CROP) // 2  # Caffe's centre crop offset (integer division)
     crop = mean[::-1, top:top + CROP, top:top + CROP] / 255.0
     state["input_mean"] = torch.from_numpy(np.ascontiguousarray(crop))
     yield None, state, f"{member} + {mean_name}"
+
+
+def _read_npy(data: bytes, where: str):
+    """The mean image of a .npy (no pickles), as float32; one line naming it otherwise."""
+    import io
+
+    import numpy as np
+
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MembenchError(f"cannot read the mean image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                            where) from None
+    if not isinstance(array, np.ndarray):  # an .npz archive of arrays
+        raise MembenchError("cannot read the mean image: an .npz archive, not one .npy array", where)
+    if array.dtype.kind != "f":
+        raise MembenchError(f"the mean image is {array.dtype}, not floating point", where)
+    return array.astype(np.float32)
 
 
 def _drop_leading_ones(array, ndim: int):

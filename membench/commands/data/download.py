@@ -18,7 +18,6 @@ What each one is, and where it comes from:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
               Source("https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"))),
 }
 MARKER = ".membench-download.json"
+LOCK = ".membench-download.lock"  # one install into a directory at a time
 
 
 def add_parser(dsub) -> None:
@@ -80,10 +80,22 @@ def add_parser(dsub) -> None:
 
 
 def cmd_download(args) -> int:
-    from membench.data.download import download
+    from membench.util.files import file_lock
 
-    name, to = args.name, args.to.expanduser()
-    marker = to / MARKER
+    to = args.to.expanduser()
+
+    def busy():
+        raise MembenchError("another membench is installing a dataset into this directory: wait for it to "
+                            "finish (or stop it), then run the same command again", to)
+
+    with file_lock(to / LOCK, wait=False, on_busy=busy):
+        return _download(args, to)
+
+
+def _download(args, to: Path) -> int:
+    from membench.data.download import download, remove_downloaded
+
+    name, marker = args.name, to / MARKER
     if marker.is_file():
         print(f"{name} is already installed in {to} (delete {marker} to install it again)")
         return _check(name, to)
@@ -101,57 +113,67 @@ def cmd_download(args) -> int:
               file=sys.stderr)
         return 130
     print(f"unpacking into {to}")
-    INSTALLERS[name](files, to, downloads)
+    _install(name, files, to, downloads)
+    shutil.rmtree(downloads / "unpacked", ignore_errors=True)  # membench's staging folder
     if not args.keep_archives:
-        shutil.rmtree(downloads, ignore_errors=True)
-    from membench.results.leaderboard import atomic_write_json
+        for kept in remove_downloaded(downloads):
+            print(f"kept {kept} (not downloaded by membench)")
+    from membench.util.files import atomic_write_json
 
     atomic_write_json(marker, {"dataset": name, "sources": [s.url for s in SOURCES[name][1]],
                                "mirror": args.mirror})
     return _check(name, to)
 
 
+def _install(name: str, files: list[Path], to: Path, downloads: Path) -> None:
+    """Unpack; an archive of membench's own that turns out damaged or unexpected is removed,
+    so that the next run downloads it again instead of failing on it forever."""
+    from membench.data.download import discard
+
+    try:
+        INSTALLERS[name](files, to, downloads)
+    except MembenchError as exc:
+        bad = next((f for f in files if exc.path == str(f)), None)
+        if bad is not None and discard(bad):
+            raise MembenchError(f"{exc.message} (the download was removed: run the same command again to "
+                                "fetch it anew)", exc.path, exc.line) from None
+        raise
+
+
 # ---- unpacking into the layout each reader expects --------------------------------------------
 
 def _install_lamem(files: list[Path], to: Path, downloads: Path) -> None:
     """ROOT/images/*.jpg and ROOT/splits/*.txt, whatever directory the tarball wraps them in."""
-    from membench.data.download import extract
+    from membench.data.archives import extract, move_tree
 
     staging = extract(files[0], downloads / "unpacked")
     root = _find_dir(staging, lambda d: (d / "images").is_dir() and (d / "splits").is_dir())
     if root is None:
         raise MembenchError("the archive holds no images/ and splits/ directories (has the source "
                             "changed?); unpack it by hand into the LaMem layout", files[0])
-    _move_children(root, to)
-    shutil.rmtree(staging, ignore_errors=True)
+    move_tree(root, to)
 
 
 def _install_lnsim(files: list[Path], to: Path, downloads: Path) -> None:
     """ROOT/Image_data/0001.jpg... and ROOT/Random_splits/subject_hrs{1,2}.mat."""
-    from membench.data.download import extract, join_split_zip
+    from membench.data.archives import extract, install_files, join_split_zip
 
     z01, zip_, *mats = files
     joined = join_split_zip([z01, zip_], downloads / "images_all.zip")
     staging = extract(joined, downloads / "unpacked")
-    images = to / "Image_data"
-    images.mkdir(parents=True, exist_ok=True)
-    moved = 0
-    for p in sorted(staging.rglob("*")):
-        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith("."):
-            os.replace(p, images / p.name)
-            moved += 1
-    if not moved:
-        raise MembenchError("the joined archive holds no images (has the source changed?)", joined)
-    (to / "Random_splits").mkdir(exist_ok=True)
-    for m in mats:
-        shutil.copyfile(m, to / "Random_splits" / m.name)
-    shutil.rmtree(staging, ignore_errors=True)
+    joined.unlink()
+    images = [(p, to / "Image_data" / p.name) for p in sorted(staging.rglob("*"))
+              if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith(".")]
+    if not images:
+        raise MembenchError("the joined archive holds no images (has the source changed?)", zip_)
+    install_files(images, to)
+    install_files([(m, to / "Random_splits" / m.name) for m in mats], to, copy=True)
 
 
 def _install_coco(files: list[Path], to: Path, downloads: Path) -> None:
     """ROOT/train2014/, ROOT/val2014/, ROOT/annotations/captions_*2014.json and
     ROOT/dataset_coco.json (Karpathy's split, file paths relative to ROOT)."""
-    from membench.data.download import extract
+    from membench.data.archives import extract
 
     for f in files:
         extract(f, to)
@@ -165,20 +187,11 @@ def _find_dir(top: Path, wanted, depth: int = 3) -> Path | None:
         return top
     if depth == 0:
         return None
-    for d in sorted(p for p in top.iterdir() if p.is_dir()):
+    for d in sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink()):
         found = _find_dir(d, wanted, depth - 1)
         if found is not None:
             return found
     return None
-
-
-def _move_children(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for child in src.iterdir():
-        target = dst / child.name
-        if target.exists():
-            raise MembenchError(f"{target} already exists; install into an empty directory", dst)
-        os.replace(child, target)
 
 
 # ---- the check at the end -------------------------------------------------------------------
