@@ -136,17 +136,21 @@ def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Pa
 
 # ------------------------------------------------------------------------------ import
 
-def expected_state(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Every key of the model's state_dict with its shape (built on the meta device)."""
+def expected_state(spec: ModelSpec) -> dict:
+    """Every tensor of the model's state_dict, built on the meta device (shape and dtype)."""
     from membench.results.params import build_meta
 
-    return {k: tuple(v.shape) for k, v in build_meta(spec).state_dict().items()}
+    return dict(build_meta(spec).state_dict())
 
 
-def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, model: str) -> None:
-    """No key missing, none unexpected, every shape equal: else a one-line error naming
-    the first difference (in the model's order) and where the tensors came from."""
-    for key, shape in expected.items():
+def check_exact(expected: dict, state: dict, where: str, model: str) -> None:
+    """No key missing, none unexpected, every shape equal, floating where the model's are,
+    every value finite: else a one-line error naming the first difference (in the model's
+    order) and where the tensors came from."""
+    from membench.weights.safe_load import check_values
+
+    for key, want in expected.items():
+        shape = tuple(want.shape)
         if key not in state:
             raise MembenchError(f"{key} {list(shape)} of {model} is missing from the converted weights", where)
         got = tuple(getattr(state[key], "shape", ()))
@@ -155,6 +159,7 @@ def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, m
     for key in state:
         if key not in expected:
             raise MembenchError(f"unexpected tensor {key} (not part of {model})", where)
+    check_values(state, where, like=expected)
 
 
 def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, say=None) -> dict:

@@ -128,9 +128,9 @@ def caffe_checkpoint(archive):
                             "and bias); found " + ", ".join(f"{l.name} ({l.type}, {len(l.blobs)} blobs)"
                                                             for l in layers), f"{archive}:{member}")
     if mean_name.lower().endswith(".npy"):
-        import io
+        from membench.weights.safe_load import load_npy
 
-        mean = np.load(io.BytesIO(mean_data), allow_pickle=False).astype(np.float32)
+        mean = load_npy(mean_data, f"{archive}:{mean_name}").astype(np.float32)
     else:
         mean = parse_mean(mean_data, f"{archive}:{mean_name}")
     if mean.shape != (3, CAFFE_SIZE, CAFFE_SIZE):
