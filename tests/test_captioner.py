@@ -214,10 +214,20 @@ def _reference_classes():
     return Encoder, Attention, DecoderWithAttention
 
 
+class ThnnBackend:
+    """Pickles as PyTorch 0.4's module `_backend` did: a call of _get_thnn_function_backend."""
+
+    def __reduce__(self):
+        from torch.nn.backends import thnn
+
+        return thnn._get_thnn_function_backend, ()
+
+
 def make_shared_checkpoint(tmp_path, legacy: bool):
     """A checkpoint in the shared format, saved while a module `models` existed; the fake
     module is removed again so the import cannot rely on it. `legacy` imitates the shared
-    file itself: the pre-1.6 serialisation and no BatchNorm num_batches_tracked buffers."""
+    file itself: the pre-1.6 serialisation (module classes as persistent records), no
+    BatchNorm num_batches_tracked buffers, and PyTorch 0.4's `_backend` on every module."""
     Encoder, Attention, DecoderWithAttention = _reference_classes()
     fake = types.ModuleType("models")
     fake.Encoder, fake.Attention, fake.DecoderWithAttention = Encoder, Attention, DecoderWithAttention
@@ -227,6 +237,8 @@ def make_shared_checkpoint(tmp_path, legacy: bool):
     if legacy:
         for m in enc.modules():
             m._buffers.pop("num_batches_tracked", None)
+        for m in (*enc.modules(), *dec.modules()):
+            m._backend = ThnnBackend()
     path = tmp_path / "BEST_checkpoint_coco_5_cap_per_img_5_min_word_freq.pth.tar"
     saved_models = sys.modules.get("models")
     sys.modules["models"] = fake
@@ -430,7 +442,9 @@ def test_import_grid_from_option_or_reference_default(tmp_path, capsys):
     assert sat.load_captioner(out / "captioner.pt").grid == 7
     # a checkpoint whose encoder is a plain state_dict does not say its grid: the reference's 14
     path, wm_path, _ = make_shared_checkpoint(tmp_path, legacy=False)
-    ckpt = torch.load(path, weights_only=False, pickle_module=sat_import._shim_pickle_module())
+    from membench.weights.safe_load import load
+
+    ckpt = load(path, allow=sat_import.allowed_classes())
     ckpt["encoder"], ckpt["decoder"] = ckpt["encoder"].state_dict(), ckpt["decoder"].state_dict()
     plain = tmp_path / "plain.pth"
     torch.save(ckpt, plain)

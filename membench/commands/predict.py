@@ -77,8 +77,22 @@ def cmd_predict(args) -> int:
         print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
               "pretrained-only weights", file=sys.stderr)
     scores = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
+    _refuse_non_finite(scores, samples, spec.name, args.checkpoint)
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["image", "score"])
     for s, v in zip(samples, scores):
         w.writerow([s.name, f"{v:.6f}"])
     return 0
+
+
+def _refuse_non_finite(scores, samples, model: str, checkpoint) -> None:
+    """A nan score is never printed: it would read as a number in a spreadsheet."""
+    import numpy as np
+
+    from membench.errors import MembenchError
+
+    bad = [s.name for s, v in zip(samples, np.asarray(scores, dtype=float)) if not np.isfinite(v)]
+    if bad:
+        raise MembenchError(f"{model} gives a score that is not a number (nan or inf) for this image"
+                            + (f" and {len(bad) - 1} other(s)" if len(bad) > 1 else "")
+                            + f" with the weights of {checkpoint or 'the model itself'}; no scores printed", bad[0])

@@ -129,14 +129,14 @@ class FeatureStore:
     def get(self, space: str, key: str):
         """The stored outputs (a list of tensors or `_INPUT` markers) or None. An unreadable
         file (a disk error, a foreign file) counts as a miss and is recomputed."""
-        import torch
+        from membench.weights.safe_load import load
 
         path = self.path(space, key)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
+        if not path.is_file():
             return None
-        except Exception:
+        try:
+            return load(path)  # weights-only: a planted pickle cannot run code
+        except MembenchError:
             return None
 
     def put(self, space: str, key: str, outputs: list) -> None:

@@ -76,7 +76,13 @@ class Frugal:
 def load_trained(model, saved: dict, path: Path) -> None:
     """Load a checkpoint's model into `model`: whole, or its trained part after checking
     that the rebuilt frozen parameters are the ones it was trained with."""
+    from membench.weights.safe_load import check_values
+
     reference = saved.get("frozen")
+    if not isinstance(saved.get("model"), dict) or (reference and not (
+            isinstance(reference, dict) and {"prefixes", "digest"} <= set(reference))):
+        raise MembenchError("not a membench checkpoint (its 'model' or 'frozen' entry is missing or damaged)", path)
+    check_values(saved["model"], path, like=model.state_dict())
     if not reference:
         model.load_state_dict(saved["model"])
         return
@@ -96,20 +102,19 @@ def load_trained(model, saved: dict, path: Path) -> None:
 def sources_of(path: Path) -> dict[str, Path]:
     """The files the frozen parts of a frugal checkpoint came from ({} for a whole one), for
     a builder's BuildContext.upstream when the checkpoint is evaluated on its own."""
-    import torch
+    from membench.weights.safe_load import load
 
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = load(path)
     reference = saved.get("frozen") if isinstance(saved, dict) else None
     return {k: Path(s["path"]) for k, s in ((reference or {}).get("sources") or {}).items()}
 
 
 def is_frugal(path: Path) -> bool:
-    import torch
+    """Whether the checkpoint holds only its trained part (a file that cannot be read, or
+    is refused, is a one-line error naming it)."""
+    from membench.weights.safe_load import load
 
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return False
+    saved = load(path)
     return isinstance(saved, dict) and bool(saved.get("frozen"))
 
 

@@ -109,17 +109,19 @@ def save_checkpoint(path: Path, obj: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    import torch
+    from membench.weights.safe_load import load
 
     if not Path(path).is_file():  # deleted by hand: saying "delete it" would loop forever
         raise MembenchError(f"checkpoint is missing (deleted?) and this stage cannot finish without it: delete "
                             f"the folder {Path(path).parent} to retrain this stage only, then run the same "
                             "command with --resume", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise MembenchError(f"cannot read checkpoint ({type(exc).__name__}); delete it to redo the part of "
-                            "the job it holds", path) from None
+        saved = load(path)  # weights-only: a replaced file cannot run code
+    except MembenchError as exc:
+        raise MembenchError(f"{exc.message}; delete it to redo the part of the job it holds", path) from None
+    if not isinstance(saved, dict):
+        raise MembenchError("not a membench checkpoint; delete it to redo the part of the job it holds", path)
+    return saved
 
 
 def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...],

@@ -1,6 +1,7 @@
 """Weights: where a model's tensors come from, and checks that they are what they claim.
 
-    resolve           an explicit file, then torch's hub cache, then a download; safe loading
+    resolve           an explicit file, then torch's hub cache, then a download; load_state_dict
+    safe_load         the one loader of pickle-based files: weights-only, allow-lists, value checks
     released          authors' released weights: fetch or import, convert exactly, install
     caffemodel        reading Caffe's binary files without Caffe
     checkpoint_check  loading a trained checkpoint into its model, or saying whose it is

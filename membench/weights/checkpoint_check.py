@@ -46,12 +46,9 @@ def frozen_sources(path: Path) -> dict[str, Path] | None:
     """For a frugal checkpoint (one holding only the trained part of its model, see
     membench/engine/checkpoints.py): the files its frozen parts came from, for the
     builder's BuildContext.upstream; None for a checkpoint that holds every weight."""
-    import torch
+    from membench.weights.safe_load import load
 
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return None  # load_into names the problem
+    saved = load(path)
     reference = saved.get("frozen") if isinstance(saved, dict) else None
     if not reference:
         return None
@@ -88,15 +85,11 @@ def fitting_models(state: dict) -> list[str]:
 
 def load_into(model, spec_name: str, path: Path) -> None:
     """Load the checkpoint at `path` into `model` (built for `spec_name`), strictly."""
-    import torch
-
     from membench.weights.resolve import load_state_dict
+    from membench.weights.safe_load import check_values, load
 
     path = Path(path)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        raw = None  # load_state_dict below names the problem
+    raw = load(path)
     if isinstance(raw, dict) and raw.get("frozen"):  # frugal: the trained part, frozen parts rebuilt
         owner = recorded_model(path, raw)
         if owner and owner != spec_name:
@@ -109,6 +102,7 @@ def load_into(model, spec_name: str, path: Path) -> None:
     state = load_state_dict(path)
     missing, unexpected, shapes = mismatch(model, state)
     if not (missing or unexpected or shapes):
+        check_values(state, path, like=model.state_dict())  # int8 where the model has floats
         model.load_state_dict(state)
         return
     owner = recorded_model(path, raw)

@@ -182,25 +182,24 @@ class _RateWatch:
 
 # ------------------------------------------------------------------------------ import
 
-def expected_state(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Every key of the model's state_dict with its shape (built on the meta device)."""
-    return {k: tuple(v.shape) for k, v in _meta_state(spec).items()}
-
-
-def _meta_state(spec: ModelSpec) -> dict:
+def expected_state(spec: ModelSpec) -> dict:
+    """Every tensor of the model's state_dict, built on the meta device (shape and dtype)."""
     from membench.results.params import build_meta
 
-    return build_meta(spec).state_dict()
+    return dict(build_meta(spec).state_dict())
 
 
-def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, model: str,
-                floating: set[str] | None = None) -> None:
+def check_exact(expected: dict, state: dict, where: str, model: str) -> None:
     """No key missing, none unexpected, every value a tensor of the same shape and kind
-    (floating point where `floating` says so, else an integer): else a one-line error
-    naming the first difference (in the model's order) and where the tensors came from."""
+    (floating point where the model's is, else an integer), every value finite: else a
+    one-line error naming the first difference (in the model's order) and where the tensors
+    came from."""
     import torch
 
-    for key, shape in expected.items():
+    from membench.weights.safe_load import check_values
+
+    for key, want in expected.items():
+        shape = tuple(want.shape)
         if key not in state:
             raise MembenchError(f"{key} {list(shape)} of {model} is missing from the converted weights", where)
         value = state[key]
@@ -208,11 +207,11 @@ def check_exact(expected: dict[str, tuple[int, ...]], state: dict, where: str, m
             raise MembenchError(f"{key} is a {type(value).__name__}, not a tensor", where)
         if tuple(value.shape) != shape:
             raise MembenchError(f"{key} has shape {list(value.shape)}, {model} needs {list(shape)}", where)
-        if floating is not None:
-            _check_kind(key, value, key in floating, where, model)
+        _check_kind(key, value, want.is_floating_point(), where, model)
     for key in state:
         if key not in expected:
             raise MembenchError(f"unexpected tensor {key} (not part of {model})", where)
+    check_values(state, where, like=expected)
 
 
 def _check_kind(key: str, value, floating: bool, where: str, model: str) -> None:
@@ -242,9 +241,7 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
     digest = file_sha256(archive) if archive.is_file() else None
     if rw.sha256 and digest and not digest.startswith(rw.sha256.lower()):
         raise MembenchError(f"sha256 is {digest}, the published {rw.name} archive has {rw.sha256}", archive)
-    meta = _meta_state(spec)
-    expected = {k: tuple(v.shape) for k, v in meta.items()}
-    floating = {k for k, v in meta.items() if v.is_floating_point()}
+    expected = expected_state(spec)
     target = release_dir(spec, rw)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{rw.name}.import."))
@@ -257,7 +254,7 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
             key = str(split) if rw.per_split else "all"
             if key in entries:
                 raise MembenchError(f"two checkpoints for split {key} ({entries[key]['member']} and {member})", archive)
-            check_exact(expected, state, where, spec.name, floating)
+            check_exact(expected, state, where, spec.name)
             name = f"split{split}.pt" if rw.per_split else "all.pt"
             # plain writes: the folder only replaces the installed one once complete
             torch.save({k: state[k].contiguous() for k in expected}, tmp / name)

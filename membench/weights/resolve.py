@@ -67,17 +67,17 @@ def _reason(message: str) -> str:
 
 
 def load_state_dict(path: Path) -> dict:
-    """Load a plain state_dict (or a membench checkpoint holding one under 'model')."""
-    import torch
+    """Load a plain state_dict (or a membench checkpoint holding one under 'model') with the
+    weights-only loader (membench.weights.safe_load): nothing in the file can run, and NaN,
+    infinite or integer weights are refused."""
+    from membench.weights.safe_load import check_values, load
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MembenchError(f"cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})", path) from None
+    obj = load(path)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
         raise MembenchError("not a state_dict", path)
+    check_values(obj, path)
     from membench.weights.files_loaded import note_loaded
 
     note_loaded(path)  # its sha256 goes into the run JSON of the job that loaded it

@@ -250,7 +250,11 @@ def _start_or_resume(args, train, state_path: Path):
     if args.resume:
         if not state_path.is_file():
             raise MembenchError("nothing to resume: no training state", state_path)
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        from membench.weights.safe_load import load
+
+        state = load(state_path)
+        if not isinstance(state, dict) or not isinstance(state.get("word_map"), dict):
+            raise MembenchError("not a captioner training state (no word map)", state_path)
         return state, state["word_map"]
     if state_path.is_file():
         raise MembenchError("a training state exists: pass --resume to continue it, or delete it",

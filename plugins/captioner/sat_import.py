@@ -5,10 +5,11 @@ The shared file (e.g. BEST_checkpoint_coco_5_cap_per_img_5_min_word_freq.pth.tar
 dict {epoch, epochs_since_improvement, bleu-4, encoder, decoder, encoder_optimizer,
 decoder_optimizer} whose encoder and decoder are whole pickled modules of classes
 `models.Encoder` / `models.DecoderWithAttention` (and `models.Attention` inside). Their
-code is not needed: unpickling a module only restores its attributes, so an unpickler
-that maps any `models.<Name>` to an empty nn.Module subclass recovers the tensors, and
-nothing named `models` has to be importable. Unpickling runs code from the file, so only
-import checkpoints from a source you trust (the command says so).
+code is not needed: unpickling a module only restores its attributes, so torch's
+weights-only loader, allowed to map each `models.<Name>` to an empty nn.Module subclass
+and to rebuild the torch.nn layers inside (`allowed_classes`), recovers the tensors, and
+nothing named `models` has to be importable. Nothing else in the file is rebuilt: a
+checkpoint that names any other class or function is refused before it can run.
 
 The encoder grid the checkpoint was trained with is read from the pickled Encoder (its
 `adaptive_pool` output size, else `enc_image_size`; 14 for the shared file) or given with
@@ -23,6 +24,7 @@ from pathlib import Path
 from membench.errors import MembenchError
 
 ORIGINAL_MODULE = "models"
+REFERENCE_CLASSES = ("Encoder", "Attention", "DecoderWithAttention")
 
 
 def add_parser(sub) -> None:
@@ -30,7 +32,8 @@ def add_parser(sub) -> None:
         "import", help="convert the shared pretrained captioner checkpoint",
         description="Convert a Show-Attend-and-Tell checkpoint (pickled Encoder/DecoderWithAttention "
                     "modules, as widely shared) and its word map into $MEMBENCH_HOME/captioner/. "
-                    "The checkpoint is unpickled: only import files from a source you trust.",
+                    "Only the tensors and the layers of the reference model are read from it: a file "
+                    "that names any other class or function is refused.",
         epilog="example: membench captioner import BEST_checkpoint_coco_5_cap_per_img_5_min_word_freq.pth.tar "
                "--word-map WORDMAP_coco_5_cap_per_img_5_min_word_freq.json")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -42,29 +45,25 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_import)
 
 
-def _shim_pickle_module():
-    """A pickle module for torch.load whose Unpickler maps `models.*` classes to stand-ins."""
-    import pickle
-    import types
+def allowed_classes() -> list:
+    """What the weights-only loader may rebuild from the shared checkpoint besides tensors:
+    stand-ins (empty nn.Module subclasses) for the reference's `models.*` classes, the
+    torch.nn layers and torchvision block they hold, the pickled Adam optimizer, and
+    PyTorch 0.4's module backend marker. Any other global is refused."""
+    import collections
 
+    import torch
     import torch.nn as nn
+    from torch.nn.backends import thnn
+    from torchvision.models.resnet import Bottleneck
 
-    stand_ins: dict[str, type] = {}
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module == ORIGINAL_MODULE:
-                if name not in stand_ins:
-                    stand_ins[name] = type(name, (nn.Module,), {"__module__": ORIGINAL_MODULE})
-                return stand_ins[name]
-            return super().find_class(module, name)
-
-    mod = types.ModuleType("membench_sat_unpickle")
-    mod.Unpickler = Unpickler
-    mod.load = lambda f, **kw: Unpickler(f, **kw).load()
-    mod.__dict__.update({k: getattr(pickle, k) for k in ("dump", "dumps", "loads", "HIGHEST_PROTOCOL",
-                                                         "UnpicklingError")})
-    return mod
+    stand_ins = [(type(name, (nn.Module,), {"__module__": ORIGINAL_MODULE}), f"{ORIGINAL_MODULE}.{name}")
+                 for name in REFERENCE_CLASSES]
+    layers = [nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear,
+              nn.Embedding, nn.Dropout, nn.LSTMCell, nn.Sigmoid, nn.Softmax, Bottleneck]
+    # 0.4 modules pickled `_backend` as a call of this function (it returns None today)
+    return [*stand_ins, *layers, torch.optim.Adam, collections.defaultdict, dict,
+            thnn._get_thnn_function_backend]
 
 
 def encoder_grid(encoder) -> int | None:
@@ -83,21 +82,14 @@ def encoder_grid(encoder) -> int | None:
 def read_shared_checkpoint(path: Path) -> tuple[dict, dict]:
     """(state_dict with encoder.* / decoder.* keys, info) from the shared checkpoint;
     info["encoded_size"] is the Encoder's grid when the checkpoint says it."""
-    import warnings
-
-    import torch
     import torch.nn as nn
+
+    from membench.weights.safe_load import load
 
     path = Path(path)
     if not path.is_file():
         raise MembenchError("checkpoint not found", path)
-    try:
-        with warnings.catch_warnings():  # "source code of class models.Encoder has changed": expected
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_shim_pickle_module())
-    except Exception as exc:
-        raise MembenchError(f"cannot read the checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})", path) from None
+    ckpt = load(path, allow=allowed_classes())
     if not isinstance(ckpt, dict) or not {"encoder", "decoder"} <= set(ckpt):
         raise MembenchError("not a Show-Attend-and-Tell checkpoint (expected a dict with 'encoder' "
                             "and 'decoder')", path)
@@ -138,6 +130,9 @@ def import_checkpoint(checkpoint: Path, word_map: Path, out: Path | None = None,
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)  # BatchNorm buffer added after torch 0.4.0
+    from membench.weights.safe_load import check_values
+
+    check_values(state, checkpoint, like=model.state_dict())
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -185,17 +185,10 @@ def _choose(epochs: dict[int, str], log: str | None) -> str:
 def _read_official(data: bytes, where: str) -> dict:
     """{"model": state_dict} from a checkpoint's bytes, with torch's weights-only loader
     (it reads the legacy format of PyTorch 0.2 as well): no code from the archive runs."""
-    import io
-
-    import torch
-
     from membench.errors import MembenchError
+    from membench.weights.safe_load import load
 
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MembenchError(f"cannot read checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})", where) from None
+    obj = load(data, where=where)
     state = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise MembenchError("not an official AMNet checkpoint (no 'model' state_dict)", where)

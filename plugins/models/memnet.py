@@ -153,15 +153,11 @@ def caffe_checkpoint(archive):
 
 def _read_npy(data: bytes, where: str):
     """The mean image of a .npy (no pickles), as float32; one line naming it otherwise."""
-    import io
-
     import numpy as np
 
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise MembenchError(f"cannot read the mean image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-                            where) from None
+    from membench.weights.safe_load import load_npy
+
+    array = load_npy(data, where)
     if not isinstance(array, np.ndarray):  # an .npz archive of arrays
         raise MembenchError("cannot read the mean image: an .npz archive, not one .npy array", where)
     if array.dtype.kind != "f":

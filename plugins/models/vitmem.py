@@ -83,6 +83,12 @@ def create_timm(arch: str, ctx, weights: str | None):
     if weights is None:
         with ctx.on_device():
             return timm.create_model(arch, pretrained=False, num_classes=1)
+    if not str(weights).endswith(".npz"):  # timm reads .npz without unpickling
+        from membench.weights.resolve import load_state_dict
+
+        # membench's weights-only loader first: a file that would run code, or holds NaN or
+        # integer weights, is one line naming it (timm would raise its own traceback)
+        load_state_dict(weights)
     return timm.create_model(arch, pretrained=True, num_classes=1,
                              pretrained_cfg_overlay=dict(file=weights, source=None))
 
