@@ -87,3 +87,131 @@ def test_a_killed_demo_generation_is_finished_by_the_next(tmp_path):
     (d / ".demo-new.999999" / "images").mkdir(parents=True)  # left by a process killed mid-write
     generate(d, n_images=20, n_splits=1)
     assert not (d / ".demo-new.999999").exists() and len(list((d / "images").iterdir())) == 20
+
+
+# ------------------------------------------------------------------ runs clean and job directories
+
+KEY = "m__demo__smoke__s0__0000000000"
+
+
+def fake_row(split: int, **cells) -> dict:
+    return {"run_id": KEY, "model": "m", "dataset": "demo", "split": split, "rho": 0.5, "mse": 0.01, "n_test": 2,
+            "params_total": 10, "params_used": 10, "preset": "smoke", "train_mode": "full",
+            "timestamp": "2024-01-01T00:00:00", **cells}
+
+
+def finished_job(job: Path, leaderboard: Path | None = None) -> Path:
+    job.mkdir(parents=True)
+    saved = {"row": {"run_id": job.parent.name, "split": int(job.name[5:] or 1)}, "checkpoint": None}
+    (job / "result.json").write_text(json.dumps({**saved, "leaderboard": str(leaderboard)} if leaderboard
+                                                else saved))
+    return job
+
+
+def test_runs_clean_never_follows_a_symlinked_job_or_key_directory(tmp_path, run_cli):
+    elsewhere = tmp_path / "elsewhere"
+    finished_job(elsewhere / "job")
+    (elsewhere / "job" / "data.bin").write_bytes(b"precious")
+    finished_job(elsewhere / "key" / "split1")
+    (elsewhere / "key" / "split1" / "data.bin").write_bytes(b"precious")
+    before = tree(elsewhere)
+    work = tmp_path / "work"
+    (work / KEY).mkdir(parents=True)
+    (work / KEY / "split1").symlink_to(elsewhere / "job")
+    (work / "linked__demo__smoke__s0__0000000000").symlink_to(elsewhere / "key")
+    finished_job(work / KEY / "split2")  # an ordinary finished job beside them is removed
+
+    code, out, err = run_cli("runs", "--work-dir", work, "--format", "json")
+    assert code == 0, err
+    assert [(r["run"], r["split"], r["status"]) for r in json.loads(out)] == [(KEY, 2, "finished")]
+    assert err.count("symbolic link") == 2
+    code, out, err = run_cli("runs", "clean", "--work-dir", work)
+    assert code == 0, err
+    assert "removed 1 job(s)" in out and err.count("symbolic link") == 2
+    assert tree(elsewhere) == before
+    assert (work / KEY / "split1").is_symlink() and not (work / KEY / "split2").exists()
+    assert (work / "linked__demo__smoke__s0__0000000000").is_symlink()
+
+
+def test_runs_clean_keeps_a_finished_job_whose_row_never_reached_the_leaderboard(tiny_plugin, demo_root,
+                                                                                tmp_path, run_cli):
+    import csv
+
+    lb, work = tmp_path / "lb", tmp_path / "work"
+    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+            "--preset", "smoke", "--out", lb, "--work-dir", work]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    (job,) = work.glob("tiny-cnn__*/split1")
+    results = (lb / "results.csv").read_text()
+    # killed between result.json and results.csv (runner._run_job): the job finished, no row
+    (lb / "results.csv").write_text(results.splitlines(keepends=True)[0])
+
+    code, out, err = run_cli("runs", "clean", "--work-dir", work)
+    assert code == 0 and "removed 0 job(s)" in out, err
+    assert "row is missing" in err and str(lb.resolve()) in err and "--resume" in err and job.is_dir()
+    code, out, _ = run_cli("runs", "--work-dir", work, "--format", "csv")
+    assert [r["status"] for r in csv.DictReader(out.splitlines())] == ["unrecorded"]
+
+    code, _, err = run_cli(*args, "--resume")  # the recovery the note names: the row comes back as it was
+    assert code == 0 and "reusing" in err + _, err
+    assert (lb / "results.csv").read_text() == results
+    code, out, err = run_cli("runs", "clean", "--work-dir", work)
+    assert code == 0 and "removed 1 job(s)" in out and not job.exists(), err
+
+
+def test_runs_clean_keeps_a_job_whose_leaderboard_is_gone_or_unreadable(tmp_path):
+    from membench.results import runs
+
+    work = tmp_path / "work"
+    finished_job(work / KEY / "split1", tmp_path / "no-such-leaderboard")
+    finished_job(work / KEY / "split2")  # written before membench recorded the leaderboard: removable
+    lb = tmp_path / "lb"
+    lb.mkdir()
+    (lb / "results.csv").write_text(f"run_id,split\n{KEY},3\n")
+    finished_job(work / KEY / "split3", lb)
+    assert {r.split: r.status for r in runs.scan(work)} == {1: "unrecorded", 2: "finished", 3: "finished"}
+    assert sorted(r.split for r in runs.clean(work)) == [2, 3]
+    assert (work / KEY / "split1" / "result.json").is_file()
+
+
+def test_a_run_refuses_a_symlinked_job_directory(tiny_plugin, demo_root, tmp_path, run_cli):
+    lb, work = tmp_path / "lb", tmp_path / "work"
+    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+            "--preset", "smoke", "--out", lb, "--work-dir", work]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    (job,) = work.glob("tiny-cnn__*/split1")
+    elsewhere = tmp_path / "elsewhere"
+    job.parent.rename(elsewhere)  # the job's key folder is a link to a user's directory
+    (elsewhere / "split1" / "mine.txt").write_text("precious")
+    job.parent.symlink_to(elsewhere)
+    before = tree(elsewhere)
+    code, _, err = run_cli(*args)  # without --resume a finished job is computed again: rmtree(job_dir)
+    assert code == 2 and "symbolic link" in err and err.count("membench: error:") == 1, err
+    assert "Traceback" not in err and tree(elsewhere) == before
+
+
+def test_removing_a_finished_jobs_checkpoints_never_follows_a_link(tmp_path):
+    from membench.engine.checkpoints import remove_checkpoints
+
+    job = tmp_path / "work" / KEY / "split1"
+    (job / "stage1").mkdir(parents=True)
+    (job / "stage1" / "best.pt").write_bytes(b"x" * 10)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "best.pt").write_bytes(b"a user's checkpoint")
+    (job / "stage2").symlink_to(elsewhere)
+    assert remove_checkpoints(job) == 10
+    assert not (job / "stage1" / "best.pt").exists() and (elsewhere / "best.pt").is_file()
+
+
+def test_a_users_temporary_looking_file_in_the_leaderboard_is_never_removed(tmp_path):
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    lb.mkdir()
+    (lb / ".notes.tmp").write_text("mine")
+    (lb / ".results.csv.k3j9x0ab.tmp").write_text("left by a killed write")  # atomic_write_bytes' name
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    assert (lb / ".notes.tmp").read_text() == "mine" and not (lb / ".results.csv.k3j9x0ab.tmp").exists()

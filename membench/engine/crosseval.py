@@ -169,7 +169,7 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
         row, predictions, provenance = job.evaluate(samples_of[k], dev, say, progress)
         atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
                           {"row": row, "checkpoint": jobs[k].get("checkpoint"), "predictions": predictions,
-                           "provenance": provenance})
+                           "provenance": provenance, "leaderboard": str(Path(out).resolve())})
         add_result(out, row, predictions, provenance)
         rows.append(row)
     return rows
