@@ -215,3 +215,70 @@ def test_a_users_temporary_looking_file_in_the_leaderboard_is_never_removed(tmp_
     (lb / ".results.csv.k3j9x0ab.tmp").write_text("left by a killed write")  # atomic_write_bytes' name
     add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
     assert (lb / ".notes.tmp").read_text() == "mine" and not (lb / ".results.csv.k3j9x0ab.tmp").exists()
+
+
+# ------------------------------------------------------------------ leaderboard files
+
+def test_a_results_csv_link_is_refused_before_anything_is_written(tiny_plugin, demo_root, tmp_path, run_cli):
+    from membench.errors import MembenchError
+    from membench.results.leaderboard import RESULT_COLUMNS, add_result
+
+    lb = tmp_path / "lb"
+    lb.mkdir()
+    target = tmp_path / "shared" / "results.csv"
+    target.parent.mkdir()
+    header = ",".join(RESULT_COLUMNS) + "\n"
+    target.write_text(header)  # a leaderboard elsewhere: never written through the link, nor the link replaced
+    (lb / "results.csv").symlink_to(target)
+    code, out, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", 1,
+                             "--preset", "smoke", "--out", lb, "--work-dir", tmp_path / "work")
+    assert code == 2 and "results.csv: is a symbolic link" in err and "Traceback" not in err, err
+    assert not list((tmp_path / "work").glob("*/split*"))  # refused before any training
+    with pytest.raises(MembenchError, match="symbolic link"):
+        add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})
+    assert (lb / "results.csv").is_symlink() and target.read_text() == header
+    assert sorted(p.name for p in lb.iterdir()) == [".lock", "results.csv"]  # no predictions, no provenance
+
+
+def test_a_link_where_any_leaderboard_file_goes_is_never_replaced(tmp_path):
+    from membench.errors import MembenchError
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})
+    target = tmp_path / "mine.csv"
+    target.write_text("mine")
+    (lb / "summary.csv").unlink()
+    (lb / "summary.csv").symlink_to(target)
+    before = (lb / "results.csv").read_text()
+    with pytest.raises(MembenchError, match="summary.csv: is a symbolic link"):
+        add_result(lb, fake_row(2), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})
+    assert (lb / "results.csv").read_text() == before and target.read_text() == "mine"
+    assert not (lb / "predictions" / KEY / "split2.csv").exists()
+
+
+def test_resume_keeps_a_users_column_and_the_cells_a_user_filled(tmp_path):
+    import csv
+    import io
+
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    for k in (1, 2):
+        add_result(lb, fake_row(k), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})
+    rows = list(csv.DictReader((lb / "results.csv").read_text().splitlines()))
+    assert rows[0]["notes"] == "" and "reviewer" not in rows[0]
+    for i, r in enumerate(rows):  # a user adds a column and fills a cell membench left empty
+        r.update(reviewer=f"ann{i}", notes="checked by hand")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*rows[0]], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (lb / "results.csv").write_text(buf.getvalue())
+
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})  # what --resume does: the same row again
+    assert list(csv.DictReader((lb / "results.csv").read_text().splitlines())) == rows
+    add_result(lb, fake_row(2, timestamp="2024-02-02T00:00:00", rho=0.7), [("a.jpg", 0.5, 0.4)], {"run_id": KEY})
+    new = list(csv.DictReader((lb / "results.csv").read_text().splitlines()))[1]
+    # a new measurement: the user's column stays, membench's own cells are all its new ones
+    assert (new["reviewer"], new["rho"], new["notes"], new["timestamp"]) == ("ann1", "0.7", "", "2024-02-02T00:00:00")
