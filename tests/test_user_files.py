@@ -282,3 +282,50 @@ def test_resume_keeps_a_users_column_and_the_cells_a_user_filled(tmp_path):
     new = list(csv.DictReader((lb / "results.csv").read_text().splitlines()))[1]
     # a new measurement: the user's column stays, membench's own cells are all its new ones
     assert (new["reviewer"], new["rho"], new["notes"], new["timestamp"]) == ("ann1", "0.7", "", "2024-02-02T00:00:00")
+
+
+# ------------------------------------------------------------------ report --out
+
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path, run_cli):
+    from membench.results.leaderboard import add_result
+
+    lb, out = tmp_path / "lb", tmp_path / "paper"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    out.mkdir()
+    (out / "README.md").write_text("# my paper\n")
+    code, _, err = run_cli("report", "--leaderboard", lb, "--out", out, "--n-boot", 0, "--no-figure")
+    assert code == 2 and err.count("\n") == 1 and str(out / "README.md") in err and "did not write" in err, err
+    assert os.listdir(out) == ["README.md"] and (out / "README.md").read_text() == "# my paper\n"
+
+    (out / "README.md").unlink()
+    (out / "table1_demo.tex").write_text("% mine\n")  # any file the report would replace
+    code, _, err = run_cli("report", "--leaderboard", lb, "--out", out, "--n-boot", 0, "--no-figure")
+    assert code == 2 and "table1_demo.tex" in err and os.listdir(out) == ["table1_demo.tex"]
+
+    (out / "table1_demo.tex").unlink()
+    (out / "notes.md").write_text("mine")  # a file it never writes is no obstacle
+    code, _, err = run_cli("report", "--leaderboard", lb, "--out", out, "--n-boot", 0, "--no-figure")
+    assert code == 0, err
+    first = tree(out)
+    assert first["notes.md"] == b"mine" and b"# membench leaderboard" in first["README.md"]
+    code, _, err = run_cli("report", "--leaderboard", lb, "--out", out, "--n-boot", 0, "--no-figure")
+    assert code == 0 and tree(out) == first, err  # its own files it replaces
+
+
+def test_report_replaces_a_report_written_before_it_listed_its_files(tmp_path, run_cli):
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    assert code == 0, err
+    (lb / ".membench-report.json").unlink()  # as an older membench left it
+    (lb / "table2_demo.md").write_text("stale")
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    assert code == 0 and (lb / "table2_demo.md").read_text() != "stale", err
+    target = tmp_path / "elsewhere.md"
+    target.write_text("mine")
+    (lb / "table2_demo.md").unlink()
+    (lb / "table2_demo.md").symlink_to(target)
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    assert code == 2 and "symbolic link" in err and target.read_text() == "mine"
