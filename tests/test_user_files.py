@@ -329,3 +329,30 @@ def test_report_replaces_a_report_written_before_it_listed_its_files(tmp_path, r
     (lb / "table2_demo.md").symlink_to(target)
     code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
     assert code == 2 and "symbolic link" in err and target.read_text() == "mine"
+
+
+# ------------------------------------------------------------------ captioner --out
+
+def test_installing_a_captioner_never_replaces_a_users_files(tmp_path):
+    from membench.errors import MembenchError
+    from membench_plugins.captioner import sat
+
+    state, wm = {}, sat.default_word_map(20)  # the files' content does not matter here
+    downloads = tmp_path / "downloads"  # `captioner import CKPT --word-map ... --out .` where the user keeps files
+    downloads.mkdir()
+    (downloads / "info.json").write_text('{"camera": "mine"}')
+    with pytest.raises(MembenchError, match="did not write this file"):
+        sat.save_captioner(state, wm, downloads, {"kind": "imported"})
+    assert os.listdir(downloads) == ["info.json"] and (downloads / "info.json").read_text() == '{"camera": "mine"}'
+
+    out = tmp_path / "captioner"
+    sat.save_captioner(state, wm, out, {"kind": "trained", "epoch": 1})
+    sat.save_captioner(state, wm, out, {"kind": "trained", "epoch": 2})  # its own: replaced
+    assert json.loads((out / "info.json").read_text())["epoch"] == 2
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    (out / "word_map.json").unlink()
+    (out / "word_map.json").symlink_to(target)
+    with pytest.raises(MembenchError, match="symbolic link"):
+        sat.save_captioner(state, wm, out, {"kind": "trained", "epoch": 3})
+    assert target.read_text() == "{}" and json.loads((out / "info.json").read_text())["epoch"] == 2
