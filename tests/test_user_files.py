@@ -356,3 +356,21 @@ def test_installing_a_captioner_never_replaces_a_users_files(tmp_path):
     with pytest.raises(MembenchError, match="symbolic link"):
         sat.save_captioner(state, wm, out, {"kind": "trained", "epoch": 3})
     assert target.read_text() == "{}" and json.loads((out / "info.json").read_text())["epoch"] == 2
+
+
+def test_evaluate_never_writes_through_a_linked_job_directory(tiny_plugin, demo_root, tmp_path, run_cli):
+    lb, work = tmp_path / "lb", tmp_path / "work"
+    data = ["--data", demo_root, "--dataset", "demo", "--splits", "1", "--out", lb, "--work-dir", work]
+    code, _, err = run_cli("run", "--model", "tiny-cnn", "--preset", "smoke", "--keep-checkpoints", *data)
+    assert code == 0, err
+    (run,) = work.glob("tiny-cnn__*")
+    code, _, err = run_cli("evaluate", "--from-run", run, "--eval-part", "all", *data)
+    assert code == 0, err
+    (evaluation,) = [p for p in work.iterdir() if p != run]
+    elsewhere = tmp_path / "elsewhere"
+    evaluation.rename(elsewhere)
+    evaluation.symlink_to(elsewhere)
+    before = tree(elsewhere)
+    code, _, err = run_cli("evaluate", "--from-run", run, "--eval-part", "all", *data)
+    assert code == 2 and "symbolic link" in err and "Traceback" not in err, err
+    assert tree(elsewhere) == before
