@@ -133,16 +133,22 @@ def test_runs_clean_never_follows_a_symlinked_job_or_key_directory(tmp_path, run
     assert (work / "linked__demo__smoke__s0__0000000000").is_symlink()
 
 
+def smoke_run(run_cli, demo_root: Path, tmp_path: Path, *extra):
+    """tiny-cnn, smoke preset, split 1: (its arguments, leaderboard, work directory, job directory)."""
+    lb, work = tmp_path / "lb", tmp_path / "work"
+    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+            "--preset", "smoke", "--out", lb, "--work-dir", work, *extra]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    (job,) = work.glob("tiny-cnn__*/split1")
+    return args, lb, work, job
+
+
 def test_runs_clean_keeps_a_finished_job_whose_row_never_reached_the_leaderboard(tiny_plugin, demo_root,
                                                                                 tmp_path, run_cli):
     import csv
 
-    lb, work = tmp_path / "lb", tmp_path / "work"
-    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
-            "--preset", "smoke", "--out", lb, "--work-dir", work]
-    code, _, err = run_cli(*args)
-    assert code == 0, err
-    (job,) = work.glob("tiny-cnn__*/split1")
+    args, lb, work, job = smoke_run(run_cli, demo_root, tmp_path)
     results = (lb / "results.csv").read_text()
     # killed between result.json and results.csv (runner._run_job): the job finished, no row
     (lb / "results.csv").write_text(results.splitlines(keepends=True)[0])
@@ -176,12 +182,7 @@ def test_runs_clean_keeps_a_job_whose_leaderboard_is_gone_or_unreadable(tmp_path
 
 
 def test_a_run_refuses_a_symlinked_job_directory(tiny_plugin, demo_root, tmp_path, run_cli):
-    lb, work = tmp_path / "lb", tmp_path / "work"
-    args = ["run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",
-            "--preset", "smoke", "--out", lb, "--work-dir", work]
-    code, _, err = run_cli(*args)
-    assert code == 0, err
-    (job,) = work.glob("tiny-cnn__*/split1")
+    args, lb, work, job = smoke_run(run_cli, demo_root, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     job.parent.rename(elsewhere)  # the job's key folder is a link to a user's directory
     (elsewhere / "split1" / "mine.txt").write_text("precious")
@@ -359,11 +360,9 @@ def test_installing_a_captioner_never_replaces_a_users_files(tmp_path):
 
 
 def test_evaluate_never_writes_through_a_linked_job_directory(tiny_plugin, demo_root, tmp_path, run_cli):
-    lb, work = tmp_path / "lb", tmp_path / "work"
+    _, lb, work, job = smoke_run(run_cli, demo_root, tmp_path, "--keep-checkpoints")
     data = ["--data", demo_root, "--dataset", "demo", "--splits", "1", "--out", lb, "--work-dir", work]
-    code, _, err = run_cli("run", "--model", "tiny-cnn", "--preset", "smoke", "--keep-checkpoints", *data)
-    assert code == 0, err
-    (run,) = work.glob("tiny-cnn__*")
+    run = job.parent
     code, _, err = run_cli("evaluate", "--from-run", run, "--eval-part", "all", *data)
     assert code == 0, err
     (evaluation,) = [p for p in work.iterdir() if p != run]
