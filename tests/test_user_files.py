@@ -373,3 +373,17 @@ def test_evaluate_never_writes_through_a_linked_job_directory(tiny_plugin, demo_
     code, _, err = run_cli("evaluate", "--from-run", run, "--eval-part", "all", *data)
     assert code == 2 and "symbolic link" in err and "Traceback" not in err, err
     assert tree(elsewhere) == before
+
+
+def test_a_report_that_failed_half_way_still_owns_what_it_wrote(tmp_path, run_cli, monkeypatch):
+    from membench.report import figures
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    with monkeypatch.context() as m:  # the figure's write fails after the tables were written
+        m.setattr(figures, "save", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0)
+    assert code != 0 and (lb / "table1_demo.md").is_file() and not (lb / "README.md").exists()
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    assert code == 0, err
