@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
 def cmd_report(args) -> int:
     from pathlib import Path
 
+    from membench.report import outputs
     from membench.report import tables as report
     from membench.errors import MembenchError
 
@@ -44,13 +45,19 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else leaderboard
     runs = report.load_runs(leaderboard)
     specs = report.registry_specs(sorted({r.model for r in runs}))
+    # only files membench wrote are replaced: checked before anything is written
+    planned = outputs.check(out, {"lamem", *(r.dataset for r in runs), *([args.dataset] if args.dataset else [])},
+                            params=args.count_params)
     written = []
-    if args.count_params:
-        written.append(report.write_params_csv(specs, out / "params.csv"))
-    if not runs:
-        print(f"membench: no results.csv in {leaderboard}: tables show reported numbers only")
-    written += report.make_report(leaderboard, out, specs, dataset=args.dataset, preset=args.preset,
-                                  n_boot=args.n_boot, seed=args.seed, figure=not args.no_figure)
+    try:
+        if args.count_params:
+            written.append(report.write_params_csv(specs, out / "params.csv"))
+        if not runs:
+            print(f"membench: no results.csv in {leaderboard}: tables show reported numbers only")
+        written += report.make_report(leaderboard, out, specs, dataset=args.dataset, preset=args.preset,
+                                      n_boot=args.n_boot, seed=args.seed, figure=not args.no_figure)
+    finally:
+        outputs.record(out, planned)
     for path in written:
         print(f"wrote {path}")
     return 0

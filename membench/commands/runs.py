@@ -19,9 +19,10 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("runs", help="list job directories (status, size); `runs clean` removes finished ones",
                        description="List the job directories under the work directory with their status "
-                                   "(running, finished, interrupted: resumable with --resume, orphaned: "
-                                   "nothing to resume) and disk size. `clean` removes finished and orphaned "
-                                   "jobs; their leaderboard rows stay.",
+                                   "(running, finished, unrecorded: finished but its row never reached the "
+                                   "leaderboard, interrupted: resumable with --resume, orphaned: nothing to "
+                                   "resume) and disk size. `clean` removes finished and orphaned jobs; their "
+                                   "leaderboard rows stay. Symbolic links there are never followed.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
     p.add_argument("--work-dir", type=Path, default=None, help="default: $MEMBENCH_HOME/runs")
@@ -40,16 +41,33 @@ def cmd_runs(args) -> int:
         print(f"no runs yet in {work_dir}")
         return 0
     columns = ["run", "split", "status", "size"]
+    found = runs.scan(work_dir)
     if args.action == "list":
-        found = runs.scan(work_dir)
         emit([r.row() for r in found], columns if args.format == "table" else [*columns, "bytes", "path"],
              args.format, title=f"runs in {work_dir}")
         if args.format == "table":
             print(f"{len(found)} job(s), {runs.human(sum(r.bytes for r in found))}")
+        _notes(runs, work_dir, found)
         return 0
-    removed = runs.clean(work_dir, dry_run=args.dry_run)
+    removed = runs.clean(work_dir, dry_run=args.dry_run, found=found)
+    _notes(runs, work_dir, found)
     verb = "would remove" if args.dry_run else "removed"
     for r in removed:
         print(f"{verb} {r.path} ({r.status}, {runs.human(r.bytes)})")
     print(f"{verb} {len(removed)} job(s), {runs.human(sum(r.bytes for r in removed))}")
     return 0
+
+
+def _notes(runs, work_dir: Path, found) -> None:
+    """What `clean` never removes and why (on stderr: --format csv/json stay parseable)."""
+    import sys
+
+    for path in runs.links(work_dir):
+        print(f"membench: note: {path} is a symbolic link: never followed nor removed (delete the link "
+              "itself if it is stale)", file=sys.stderr)
+    for r in found:
+        if r.status == "unrecorded":
+            print(f"membench: note: {r.path} finished, but its row is missing from "
+                  f"{runs.leaderboard_of(r.path)}/results.csv (killed before it was written?): kept; the same "
+                  "command again (`membench run` with --resume) adds the row from its result.json without "
+                  "recomputing", file=sys.stderr)

@@ -9,6 +9,8 @@ not stays near 0. A few images are greyscale or CMYK JPEGs, as in real data.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 from membench.errors import MembenchError
@@ -25,15 +27,92 @@ def latent_to_score(u: float) -> float:
     return 0.45 + 0.45 * u
 
 
+MARKER = ".membench-demo.json"  # written first: this directory is membench's demo dataset
+LOCK = ".membench-demo.lock"
+WRITTEN_BY = "membench demo-data"
+# What generate() writes: only files with these names are ever replaced (nothing else is touched).
+OWN_NAMES = {"images": re.compile(r"\d{8}\.jpg"), "splits": re.compile(r"(train|val|test)_\d+\.txt")}
+_SCRATCH = re.compile(r"\.demo-(new|old)\.\d+")
+
+
 def generate(root: Path, n_images: int = DEFAULT_IMAGES, n_splits: int = DEFAULT_SPLITS, seed: int = 0) -> Path:
-    """Write images/ and splits/ under `root` (atomically: into a temporary sibling first)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
+    """Write images/ and splits/ under `root`: a new or empty directory, or one this function
+    wrote before (its MARKER file), whose images/ and splits/ are then replaced; nothing else
+    in it is touched. Written into a scratch folder inside `root` first, so a killed run
+    leaves the previous dataset."""
+    from membench.util.files import atomic_write_json, file_lock
 
     if n_images < 20:
         raise MembenchError("the demo dataset needs at least 20 images")
     root = Path(root)
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    _claim(root)
+    with file_lock(root / LOCK):  # concurrent first uses of the cached demo agree
+        for p in root.iterdir():  # scratch folders of a killed run (none is live: we hold the lock)
+            if _SCRATCH.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+        _check_own(root)
+        new = root / f".demo-new.{os.getpid()}"
+        _write(new, n_images, n_splits, seed)
+        old = root / f".demo-old.{os.getpid()}"
+        old.mkdir()
+        for sub in OWN_NAMES:
+            if os.path.lexists(root / sub):
+                os.rename(root / sub, old / sub)
+            os.rename(new / sub, root / sub)
+        atomic_write_json(root / MARKER, {"written_by": WRITTEN_BY, "version": VERSION, "images": n_images,
+                                          "splits": n_splits, "seed": seed})
+        shutil.rmtree(old)
+        new.rmdir()
+    return root
+
+
+def _claim(root: Path) -> None:
+    """Refuse a directory membench did not make a demo dataset; mark a new or empty one."""
+    from membench.util.files import atomic_write_json
+
+    if os.path.lexists(root) and not root.is_dir():
+        raise MembenchError("exists and is not a directory", root)
+    marker = root / MARKER
+    if os.path.lexists(marker):
+        if not _is_marker(marker):
+            raise MembenchError("not a marker membench wrote; membench writes a demo dataset only into a "
+                                "new or empty directory or one it wrote before", marker)
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise MembenchError(f"not empty and not a demo dataset membench wrote (no {MARKER}); membench "
+                            "never deletes what it did not write: give a new or empty directory", root)
+    atomic_write_json(marker, {"written_by": WRITTEN_BY, "version": VERSION})
+
+
+def _is_marker(path: Path) -> bool:
+    import json
+
+    try:
+        return not path.is_symlink() and json.loads(path.read_text()).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_own(root: Path) -> None:
+    """images/ and splits/ hold only files generate() writes (never a link): else refuse."""
+    for sub, names in OWN_NAMES.items():
+        folder = root / sub
+        if not os.path.lexists(folder):
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            raise MembenchError("membench did not write this (a link or a file, not its folder): move it "
+                                "away, then run again", folder)
+        for entry in os.scandir(folder):
+            if not (names.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                raise MembenchError("membench did not write this into its demo dataset and never deletes "
+                                    "what it did not write: move it away, then run again", Path(entry.path))
+
+
+def _write(tmp: Path, n_images: int, n_splits: int, seed: int) -> None:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     images = tmp / "images"
     splits = tmp / "splits"
     images.mkdir(parents=True, exist_ok=True)
@@ -71,12 +150,6 @@ def generate(root: Path, n_images: int = DEFAULT_IMAGES, n_splits: int = DEFAULT
                 score = latent_to_score(latents[j]) + rng.normal(0, 0.04)
                 lines.append(f"{names[j]} {min(1.0, max(0.0, score)):.6f}\n")
             (splits / f"{part}_{k}.txt").write_text("".join(lines))
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)
-    tmp.rename(root)
-    return root
 
 
 def cache_dir() -> Path:
@@ -87,8 +160,12 @@ def cache_dir() -> Path:
 
 def ensure_demo() -> Path:
     """The demo dataset in the cache directory, generated on first use."""
+    from membench.util.files import file_lock
+
     root = cache_dir()
-    if not (root / "splits" / f"test_{DEFAULT_SPLITS}.txt").is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        generate(root)
+    done = lambda: (root / "splits" / f"test_{DEFAULT_SPLITS}.txt").is_file()  # noqa: E731
+    if not done():
+        with file_lock(root.parent / f".{root.name}.lock"):  # parallel first uses: one writes it
+            if not done():
+                generate(root)
     return root

@@ -140,6 +140,8 @@ def remove_checkpoints(job_dir: Path) -> int:
     returns the bytes freed. result.json and the stage markers stay."""
     freed = 0
     for p in Path(job_dir).glob("*/*.pt"):
+        if p.parent.is_symlink() or p.is_symlink():  # never through a link, nor a file it did not write
+            continue
         try:
             freed += p.stat().st_size
             p.unlink()

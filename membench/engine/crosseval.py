@@ -140,7 +140,7 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
                  say=print, progress=None) -> list[dict]:
     """Score every (selected) split's checkpoint of the run in `run_dir` on `dataset`;
     rows go to the leaderboard `out`. Returns the rows."""
-    from membench.util.files import atomic_write_json, check_writable
+    from membench.util.files import atomic_write_json, check_writable, refuse_links
     from membench.results.leaderboard import add_result, valid_rows
     from membench.engine.device import resolve_device
 
@@ -161,6 +161,8 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     valid_rows(Path(out) / "results.csv")
     source_run = jobs[chosen[0]]["row"]["run_id"]
     run_id = eval_run_id(source_run, dataset, part, on_bad_image)
+    for k in chosen:  # each split's result.json goes to WORK/<run_id>/split<k>: never through a link
+        refuse_links(Path(work_dir) / run_id / f"split{k}", work_dir)
     samples_of = _usable_samples(dataset, part, chosen, on_bad_image, say)
     dev = resolve_device(device)
     rows = []
@@ -169,7 +171,7 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
         row, predictions, provenance = job.evaluate(samples_of[k], dev, say, progress)
         atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
                           {"row": row, "checkpoint": jobs[k].get("checkpoint"), "predictions": predictions,
-                           "provenance": provenance})
+                           "provenance": provenance, "leaderboard": str(Path(out).resolve())})
         add_result(out, row, predictions, provenance)
         rows.append(row)
     return rows

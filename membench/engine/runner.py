@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from membench.engine.provenance import git_commit, hardware, run_provenance
 from membench.engine.seeds import epoch_seed
 from membench.engine.stage import load_checkpoint
 from membench.errors import MembenchError, WeightsUnavailable
-from membench.util.files import atomic_write_json, check_writable
+from membench.util.files import atomic_write_json, check_writable, refuse_links, remove_own_tree
 from membench.data.images import apply_policy, check_images
 from membench.results.leaderboard import add_result, valid_rows
 from membench.results.metrics import mse, spearman
@@ -128,19 +127,20 @@ class Runner:
         if memo in self.done:
             return self.done[memo]
         job_dir = cfg.work_dir / key / f"split{k}"
+        refuse_links(job_dir, cfg.work_dir)  # never read, write or delete through a link
         # torchrun: rank 0 locks and writes; the other ranks of the same job follow it
         lock = job_lock(job_dir, wait=reuse_finished, say=self.say) if self.dist.is_main else contextlib.nullcontext()
         with lock:
             if reuse_finished and self.dist.is_main and checkpoint_gone(job_dir):
                 self.say(f"{spec.name} split {k}: finished earlier, but its checkpoints were removed after "
                          "that run (smoke/quick preset): running it again")
-                shutil.rmtree(job_dir)
+                remove_own_tree(job_dir, cfg.work_dir)
             if (cfg.resume or reuse_finished) and (job_dir / "result.json").is_file():
                 result = self._reuse(spec, k, key, job_dir)
             else:
                 if not cfg.resume and job_dir.exists() and self.dist.is_main:
                     refuse_to_discard(job_dir)
-                    shutil.rmtree(job_dir)
+                    remove_own_tree(job_dir, cfg.work_dir)
                 distributed.barrier(self.dist)
                 result = self._run_job(spec, k, key, job_dir, cfg, chained=reuse_finished)
         self.done[memo] = result
@@ -213,7 +213,8 @@ class Runner:
         if self.dist.is_main:
             atomic_write_json(job_dir / "result.json", {
                 "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
-                "predictions": predictions, "provenance": provenance})
+                "predictions": predictions, "provenance": provenance,
+                "leaderboard": str(Path(self.cfg.out).resolve())})  # `runs clean` keeps it until the row is there
         kill_point(f"result-saved:{spec.name}:{k}")
         if self.dist.is_main:
             add_result(self.cfg.out, row, predictions, provenance)

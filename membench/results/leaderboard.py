@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from membench.errors import MembenchError
-from membench.util.files import atomic_write_json, atomic_write_text, file_lock, remove_stale_temp_files
+from membench.util.files import (atomic_write_json, atomic_write_text, file_lock, refuse_link,
+                                 remove_stale_temp_files)
 from membench.results.check import ResultsFile
 from membench.results.check import read_results as check_results
 from membench.util.testhooks import kill_point
@@ -72,7 +73,10 @@ def read_results(path: Path) -> ResultsFile:
 
 
 def valid_rows(path: Path) -> list[dict]:
-    """The rows of an existing results.csv, validated as a whole."""
+    """The rows of an existing results.csv, validated as a whole, before a run writes there:
+    results.csv and summary.csv must not be links (membench never replaces one)."""
+    for name in ("results.csv", "summary.csv"):
+        refuse_link(Path(path).with_name(name))
     return read_results(path).rows
 
 
@@ -84,22 +88,37 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
     run_id, split = row["run_id"], int(row["split"])
     pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions],
                          ("image", "score", "pred"))
+    targets = (out / "predictions" / run_id / f"split{split}.csv", out / "runs" / f"{run_id}.json",
+               out / "results.csv", out / "summary.csv")
     with locked(out):
         # The whole results.csv is checked before anything is written: a damaged or
-        # hand-edited file stops here, with nothing changed.
+        # hand-edited file stops here, with nothing changed; so does a link where a file goes.
+        for path in targets:
+            refuse_link(path)
         found = read_results(out / "results.csv")
         # Every file here is written under the lock, so a temporary file seen now was left
         # by a process killed mid-write.
         for d in (out, out / "runs", out / "predictions" / run_id):
             remove_stale_temp_files(d)
-        atomic_write_text(out / "predictions" / run_id / f"split{split}.csv", pred_text)
+        atomic_write_text(targets[0], pred_text)
         kill_point("leaderboard:predictions")
-        atomic_write_json(out / "runs" / f"{run_id}.json", provenance)
-        rows = [r for r in found.rows if (r["run_id"], str(int(r["split"]))) != (run_id, str(split))]
-        rows.append(row)
+        atomic_write_json(targets[1], provenance)
+        same = lambda r: (r["run_id"], str(int(r["split"]))) == (run_id, str(split))  # noqa: E731
+        rows = [r for r in found.rows if not same(r)]
+        rows.append(_keep_users_cells(next((r for r in found.rows if same(r)), {}), row))
         rows.sort(key=lambda r: (r["model"], r["dataset"], r["run_id"], int(r["split"])))
         atomic_write_text(out / "results.csv", csv_text(rows, found.columns()))  # users' own columns kept
         atomic_write_text(out / "summary.csv", csv_text(summarise(rows), SUMMARY_COLUMNS))
+
+
+def _keep_users_cells(old: dict, new: dict) -> dict:
+    """The row replacing OLD keeps a user's own columns and, when it records the same
+    measurement again (--resume re-adds a job's row from its result.json: same timestamp),
+    the cells a user filled where membench wrote nothing."""
+    same = bool(old) and old.get("timestamp") == new.get("timestamp")
+    kept = {c: v for c, v in old.items()
+            if v not in (None, "") and new.get(c) in (None, "") and (c not in RESULT_COLUMNS or same)}
+    return {**new, **kept}
 
 
 def summarise(rows: list[dict]) -> list[dict]:

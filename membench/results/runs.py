@@ -6,21 +6,25 @@ holds, how much disk it takes, and removing those nobody needs.
         <stage>/last.pt, best.pt       checkpoints; <stage>/stage.json once the stage finished
     WORK/<job key>/.split<k>.lock      held by the process running the job
 
-Status: `running` (its lock is held now), `finished` (result.json), `interrupted` (a stage
-left last.pt or finished: `membench run ... --resume` continues it), `orphaned` (nothing
-to resume: killed before its first checkpoint).
+Status: `running` (its lock is held now), `finished` (result.json), `unrecorded` (finished,
+but its row is missing from the leaderboard result.json names: killed between the two
+writes; the same command again, with --resume for `membench run`, adds it), `interrupted` (a
+stage left last.pt or finished: `membench run ... --resume` continues it), `orphaned`
+(nothing to resume: killed before its first checkpoint). Symbolic links in the work
+directory are never followed: `links` names them, nothing lists or removes what they hold.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from membench.engine.checkpoints import STAGE_DONE
 from membench.errors import MembenchError
-from membench.util.files import file_lock
+from membench.util.files import file_lock, remove_own_tree
 
 REMOVABLE = ("finished", "orphaned")
 
@@ -71,11 +75,11 @@ def is_running(job_dir: Path) -> bool:
         return True
 
 
-def status(job_dir: Path) -> str:
+def status(job_dir: Path, recorded: dict | None = None) -> str:
     if is_running(job_dir):
         return "running"
     if (job_dir / "result.json").is_file():
-        return "finished"
+        return "finished" if has_row(job_dir, {} if recorded is None else recorded) else "unrecorded"
     if any(job_dir.glob("*/last.pt")) or any(job_dir.glob(f"*/{STAGE_DONE}")):
         return "interrupted"
     return "orphaned"
@@ -92,30 +96,70 @@ def size(path: Path) -> int:
     return total
 
 
-def scan(work_dir: Path) -> list[JobRun]:
-    """Every job directory under WORK, by key and split."""
+def has_row(job_dir: Path, recorded: dict) -> bool:
+    """Whether the finished job's row is in the leaderboard its result.json names (jobs from
+    before membench recorded that: assumed). `recorded` caches each leaderboard's rows."""
+    from membench.results.leaderboard import read_rows
+
+    try:
+        saved = json.loads((job_dir / "result.json").read_text())
+        board = saved.get("leaderboard")
+        if board is None:
+            return True
+        board, row = str(board), saved["row"]
+        if board not in recorded:
+            rows = read_rows(Path(board) / "results.csv")
+            recorded[board] = {(r.get("run_id"), str(r.get("split"))) for r in rows}
+        return (row["run_id"], str(row["split"])) in recorded[board]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error):  # cannot tell: kept
+        return False
+
+
+def job_dirs(work_dir: Path) -> list[Path]:
+    """WORK/<key>/split<k> directories, never through a symbolic link."""
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         raise MembenchError("work directory does not exist (no run has used it yet)", work_dir)
-    out = []
-    for key_dir in sorted(p for p in work_dir.iterdir() if p.is_dir()):
-        for job_dir in sorted(key_dir.glob("split*")):
-            if job_dir.is_dir() and job_dir.name[5:].isdigit():
-                out.append(JobRun(key_dir.name, int(job_dir.name[5:]), job_dir, status(job_dir), size(job_dir)))
-    return out
+    return [job_dir for key_dir in sorted(work_dir.iterdir()) if key_dir.is_dir() and not key_dir.is_symlink()
+            for job_dir in sorted(key_dir.glob("split*"))
+            if job_dir.is_dir() and not job_dir.is_symlink() and job_dir.name[5:].isdigit()]
 
 
-def clean(work_dir: Path, dry_run: bool = False) -> list[JobRun]:
-    """Remove finished and orphaned job directories (never running or interrupted ones);
-    returns what was (or, with dry_run, would be) removed."""
+def links(work_dir: Path) -> list[Path]:
+    """Symbolic links where job directories (or their key folders) belong: never followed."""
+    work_dir = Path(work_dir)
+    found = [p for p in sorted(work_dir.iterdir()) if p.is_symlink()]
+    for key_dir in sorted(p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        found += [p for p in sorted(key_dir.glob("split*")) if p.is_symlink()]
+    return found
+
+
+def scan(work_dir: Path) -> list[JobRun]:
+    """Every job directory under WORK, by key and split (symbolic links skipped: see links)."""
+    recorded: dict = {}
+    return [JobRun(d.parent.name, int(d.name[5:]), d, status(d, recorded), size(d)) for d in job_dirs(work_dir)]
+
+
+def leaderboard_of(job_dir: Path) -> str:
+    """The leaderboard a finished job's row was meant for (as result.json records it)."""
+    try:
+        return str(json.loads((Path(job_dir) / "result.json").read_text()).get("leaderboard") or "?")
+    except (OSError, ValueError, AttributeError):
+        return "?"
+
+
+def clean(work_dir: Path, dry_run: bool = False, found: list[JobRun] | None = None) -> list[JobRun]:
+    """Remove finished and orphaned job directories (never running, interrupted or unrecorded
+    ones, nor anything through a link); returns what was (or, with dry_run, would be) removed.
+    `found`: scan(work_dir), if the caller has it."""
     removed = []
-    for run in scan(work_dir):
+    for run in scan(work_dir) if found is None else found:
         if run.status not in REMOVABLE:
             continue
         if not dry_run:
             try:  # a job that starts now keeps its directory
                 with file_lock(lock_file(run.path), wait=False):
-                    shutil.rmtree(run.path)
+                    remove_own_tree(run.path, work_dir)
             except BlockingIOError:
                 continue
             lock_file(run.path).unlink(missing_ok=True)

@@ -267,14 +267,17 @@ def start_afresh(specs, dataset, splits, cfg) -> None:
     """What a local run without --resume does as each job starts, done before submitting:
     an interrupted job is never discarded silently; a finished one is computed again."""
     from membench.engine.job import job_key, job_lock, refuse_to_discard
+    from membench.util.files import refuse_links, remove_own_tree
 
     dirs = [cfg.work_dir / job_key(spec, dataset, cfg) / f"split{k}" for spec in specs for k in splits]
+    for job_dir in dirs:
+        refuse_links(job_dir, cfg.work_dir)
     dirs = [d for d in dirs if d.exists()]
     for job_dir in dirs:
         refuse_to_discard(job_dir)
     for job_dir in dirs:
         with job_lock(job_dir, wait=False):
-            shutil.rmtree(job_dir)
+            remove_own_tree(job_dir, cfg.work_dir)
 
 
 def _submit(submitit, launcher, folder: Path, opts: ClusterOptions, jobs: list[ClusterJob], by_name) -> list:

@@ -27,8 +27,13 @@ def membench_home() -> Path:
     return Path(os.environ.get("MEMBENCH_HOME") or Path.home() / ".cache" / "membench")
 
 
+LINK = ("is a symbolic link: membench never writes or deletes through a link, nor replaces one; put "
+        "the real file or directory here, or write elsewhere")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
+    refuse_link(path)  # os.replace would replace a user's link by a file
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
@@ -82,12 +87,42 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def refuse_link(path: Path) -> None:
+    if Path(path).is_symlink():
+        raise MembenchError(LINK, path)
+
+
+def refuse_links(path: Path, root: Path) -> None:
+    """PATH, below membench's directory ROOT, is reached through no symbolic link below ROOT
+    (ROOT itself may be one: the user chose it)."""
+    here = Path(root)
+    for part in Path(path).relative_to(root).parts:
+        here = here / part
+        refuse_link(here)
+
+
+def remove_own_tree(path: Path, root: Path) -> None:
+    """Delete PATH, a directory membench made below ROOT, never through a link (rmtree itself
+    never follows links inside the tree)."""
+    import shutil
+
+    refuse_links(path, root)
+    shutil.rmtree(path)
+
+
+# atomic_write_bytes' temporary names (".<file name>.<random>.tmp") of the files written where
+# stale ones are removed (leaderboard csv/json, checkpoints): a user's ".notes.tmp" is not one
+_OWN_TEMP = re.compile(rf"\..+\.(csv|json|pt)\.[^.]+{re.escape(TMP_SUFFIX)}")
+
+
 def remove_stale_temp_files(directory: Path) -> None:
-    """Temporary files left by a process killed mid-write. Only call this where no other
-    process can be writing (under the leaderboard lock, or in a locked job directory)."""
+    """Temporary files left by a process killed mid-write (only names atomic_write_bytes
+    makes, only regular files). Only call this where no other process can be writing (under
+    the leaderboard lock, or in a locked job directory)."""
     for p in Path(directory).glob(f".*{TMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+        if _OWN_TEMP.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def check_writable(directory: Path) -> None:

@@ -295,18 +295,46 @@ def load_word_map(path: Path) -> dict[str, int]:
     return wm
 
 
+WRITTEN_BY = "membench captioner"
+
+
 def save_captioner(state_dict: dict, word_map: dict, directory: Path, info: dict | None = None) -> Path:
-    """Write captioner.pt (plain state_dict), word_map.json and info.json atomically."""
+    """Write captioner.pt (plain state_dict), word_map.json and info.json atomically: into
+    membench's captioner directory, or one where none of them exists or membench wrote them."""
     directory = Path(directory)
+    _check_install_dir(directory)
+    info = {**(info or {}), "written_by": WRITTEN_BY}
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
     torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
     os.replace(tmp, directory / WEIGHTS_FILE)
-    for name, obj in ((WORD_MAP_FILE, word_map), ("info.json", info or {})):
+    for name, obj in ((WORD_MAP_FILE, word_map), ("info.json", info)):
         tmp = directory / f".{name}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(obj, indent=1))
         os.replace(tmp, directory / name)
     return directory / WEIGHTS_FILE
+
+
+def _check_install_dir(directory: Path) -> None:
+    """Never replace a user's captioner.pt, word_map.json or info.json (an --out that holds
+    their own files), nor a link."""
+    from membench.errors import MembenchError
+    from membench.util.files import refuse_link
+
+    names = (WEIGHTS_FILE, WORD_MAP_FILE, "info.json")
+    for name in names:
+        refuse_link(directory / name)
+    existing = [directory / n for n in names if (directory / n).exists()]
+    if not existing or directory.resolve() == captioner_dir().resolve():
+        return
+    try:
+        info = json.loads((directory / "info.json").read_text())
+        ours = info.get("written_by") == WRITTEN_BY or info.get("kind") in ("imported", "trained")
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise MembenchError("membench did not write this file and never replaces one it did not write: "
+                            "give --out a new or empty directory", existing[0])
 
 
 def load_captioner(weights: Path, word_map_path: Path | None = None, device=None) -> Captioner:
