@@ -143,13 +143,17 @@ def matrix_rows(items: list[RunView], n_boot: int = 2000, seed: int = 0,
     return rows
 
 
-def _measures(datasets: list[str]) -> str:
-    """"lnsim: hit rate; memcat: ..." from the plugins' declared score measures."""
+def _measures_sentence(datasets: list[str]) -> str:
+    """Which measure each column's scores are, from the plugins' declared score measures."""
     from membench import registry
 
     known = registry.datasets()
-    said = [f"{d}: {known[d].score_measure}" for d in datasets if d in known and known[d].score_measure]
-    return "; ".join(said)
+    said = "; ".join(f"{d}: {known[d].score_measure}" for d in datasets if d in known and known[d].score_measure)
+    if not said:
+        return ""
+    if len(datasets) == 1:
+        return f" Scores: {said}."
+    return f" The columns' scores are different measures ({said}): compare models within a column."
 
 
 def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
@@ -167,7 +171,6 @@ def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
             out.append("—" if r is None else f"{_fmt(r['rho_mean'])}{_fmt_ci((r['rho_ci_low'], r['rho_ci_high']) if r['rho_ci_low'] is not None else None)} (n={r['n_splits']})")
         lines.append(f"| {label} | " + " | ".join(out) + " |")
     lines.append("| *human consistency (ceiling)* | " + " | ".join(_fmt(ceiling[c]) for c in columns) + " |")
-    measures = _measures(sorted({r["dataset"] for r in rows}))
     lines += ["", "Cells: Spearman's ρ, mean over splits (n = splits), with its 95% bootstrap interval "
               + (f"({n_boot} resamples, seed {seed}, the method of the tables)" if n_boot > 0 else "(not computed)")
               + ". Columns: the evaluation dataset's test split of the same index as the checkpoint's split, "
@@ -177,8 +180,7 @@ def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
               "Last row: each evaluation dataset's human consistency, the split-half ρ of its participants "
               "(published with its plugin, computed from its files, or given with --dataset-option "
               "human_consistency; '—' when unknown)."
-              + (f" The columns' scores are different measures ({measures}): compare models within a column."
-                 if measures else ""), ""]
+              + _measures_sentence(sorted({r["dataset"] for r in rows})), ""]
     return "\n".join(lines)
 
 

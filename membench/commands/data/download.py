@@ -244,10 +244,15 @@ def check_installed(name: str, to: Path) -> int:
 
     from membench.commands.data.check import cmd_check
 
+    from membench.data.datasets import data_home
+
     dataset = None if name == "lamem" else name
     code = cmd_check(argparse.Namespace(data=str(to), dataset=dataset, dataset_option=[], splits="all"))
-    flag = "" if dataset is None else f" --dataset {dataset}"
-    print(f"next: membench run --model ours --splits all --data {to}{flag}")
+    if Path(to) == data_home() / name:  # the installed location: --dataset alone finds it
+        print(f"next: membench run --model ours --splits all --dataset {name}")
+    else:
+        flag = "" if dataset is None else f" --dataset {dataset}"
+        print(f"next: membench run --model ours --splits all --data {to}{flag}")
     return code
 
 
