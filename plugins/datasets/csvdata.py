@@ -1,4 +1,4 @@
-"""The `csv` dataset: any folder of images plus a CSV of scores (MemCat, users' own data).
+"""The `csv` dataset: any folder of images plus a CSV of scores (users' own data).
 
     DIR/scores.csv     header row; an image column, a score column in [0, 1], and
                        optionally a split column whose values are train, val or test
