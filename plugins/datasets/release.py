@@ -159,8 +159,8 @@ def seeded_view(name: str, root: Path, scores_file: Path, items: list[tuple[int 
         raise MembenchError("no image with a score", scores_file)
     where: dict[str, int | str] = {}
     scores: dict[str, float] = {}
-    for ref, tail, score in items:
-        key = view_name(tail)
+    names = [view_name(tail) for _, tail, _ in items]
+    for (ref, tail, score), key in zip(items, names):
         if key in where:
             first = where[key]
             if isinstance(ref, int):
@@ -173,7 +173,7 @@ def seeded_view(name: str, root: Path, scores_file: Path, items: list[tuple[int 
     if base is None:
         raise MembenchError(f"none of the first listed images found below the data directory (expected "
                             f"{images_hint}, e.g. .../{tails[0]})", root)
-    sources = {view_name(tail): base / tail for tail in tails}
+    sources = {key: base / tail for key, tail in zip(names, tails)}
     splits = seeded_splits(scores, seed, scores_file)
     key = view_key(name, scores_file.resolve(), scores_file.read_bytes(), base.resolve(), seed, *key_parts)
     dest = write_view(datasets_home() / f"{name}-{key}", splits, sources)
