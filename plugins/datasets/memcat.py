@@ -43,31 +43,16 @@ CITATION = ("Goetschalckx & Wagemans: MemCat: a new category-based image set qua
 
 def read_rows(path: Path, score_column: str) -> tuple[list[tuple[int, str, float]], list[str]]:
     """(line, category/subcategory/image_file, score) per scored row, and notes."""
-    header, rows = release.read_csv(path)
-    cols = [release.column(header, c, path) for c in ("image_file", "category", "subcategory")]
-    score_col = release.column(header, score_column, path, option="score")
-    items, unscored, negative = [], 0, 0
-    for line, fields in rows:
-        if len(fields) <= max(*cols, score_col):
-            raise MembenchError(f"expected {len(header)} columns, got {len(fields)}", path, line)
-        image, category, sub = (fields[c].strip() for c in cols)
+    def image_of(values: list[str], line: int) -> str:
+        image, category, sub = values
         if not image or not category or not sub:
             raise MembenchError("empty image_file, category or subcategory", path, line)
-        if any(part in ("..", ".") or "/" in part or "\\" in part for part in (image, category, sub)):
+        if any(part in ("..", ".") or "/" in part or "\\" in part for part in values):
             raise MembenchError(f"image_file, category and subcategory must be plain names, got "
                                 f"{category}/{sub}/{image}", path, line)
-        score = release.number(fields[score_col], score_column, path, line, -1.0, 1.0)
-        if score is None:
-            unscored += 1
-            continue
-        if score < 0:
-            negative += 1
-            score = 0.0
-        items.append((line, f"{category}/{sub}/{image}", score))
-    notes = release.clipped_note(negative, score_column)
-    if unscored:
-        notes.append(f"{unscored} row(s) without a {score_column} value are left out")
-    return items, notes
+        return f"{category}/{sub}/{image}"
+
+    return release.scored_rows(path, ("image_file", "category", "subcategory"), score_column, image_of)
 
 
 def open_memcat(root, options=None):

@@ -97,6 +97,34 @@ def number(text: str, what: str, path: Path, line: int | None, low: float, high:
     return value
 
 
+def scored_rows(path: Path, columns: tuple[str, ...], score_column: str, image_of) -> tuple[list, list[str]]:
+    """(line, image path in the release, score) for each row of a release's CSV with a
+    score, and notes: `image_of(values of columns, line)` gives the image path; a row
+    without a score is left out, a negative corrected recognition counts as 0 (counted
+    in the notes); anything else wrong is an error naming file and line."""
+    header, rows = read_csv(path)
+    cols = [column(header, c, path) for c in columns]
+    score_col = column(header, score_column, path, option="score")
+    items, unscored, negative = [], 0, 0
+    for line, fields in rows:
+        if len(fields) <= max(*cols, score_col):
+            raise MembenchError(f"expected {len(header)} columns, got {len(fields)}", path, line)
+        image = image_of([fields[c].strip() for c in cols], line)
+        score = number(fields[score_col], score_column, path, line, -1.0, 1.0)
+        if score is None:
+            unscored += 1
+            continue
+        if score < 0:  # the harness scores on [0, 1]: tied at the bottom in Spearman's rank
+            negative += 1
+            score = 0.0
+        items.append((line, image, score))
+    notes = [f"{negative} image(s) have a negative {score_column} (more false alarms than hits): scored 0, the "
+             "bottom of membench's [0, 1] scale (tied in Spearman's rank)"] if negative else []
+    if unscored:
+        notes.append(f"{unscored} row(s) without a {score_column} value are left out")
+    return items, notes
+
+
 def load_mat(path: Path, release: str, **options) -> dict:
     """A MATLAB file read with scipy (options passed on); its absence, a v7.3 (HDF5) file
     or a damaged one is a one-line error."""
@@ -134,15 +162,6 @@ def consistency_option(opts: dict[str, str]) -> float | None:
     if not -1.0 <= value <= 1.0:
         raise MembenchError(f"dataset option human_consistency must be a correlation in [-1, 1], got {text!r}")
     return value
-
-
-def clipped_note(count: int, measure: str) -> list[str]:
-    """Corrected recognition (hits minus false alarms) can be negative; the harness scores
-    on [0, 1], so such images count as 0 (their rank among the lowest is lost: a tie)."""
-    if not count:
-        return []
-    return [f"{count} image(s) have a negative {measure} (more false alarms than hits): scored 0, "
-            "the bottom of membench's [0, 1] scale (tied in Spearman's rank)"]
 
 
 def seeded_view(name: str, root: Path, scores_file: Path, items: list[tuple[int | str, str, float]], seed: int,

@@ -50,26 +50,9 @@ def image_tail(file_path: str, path: Path, line: int) -> str:
 
 
 def read_rows(path: Path, score_column: str) -> tuple[list[tuple[int, str, float]], list[str]]:
-    header, rows = release.read_csv(path)
-    path_col = release.column(header, "file_path", path)
-    score_col = release.column(header, score_column, path, option="score")
-    items, unscored, negative = [], 0, 0
-    for line, fields in rows:
-        if len(fields) <= max(path_col, score_col):
-            raise MembenchError(f"expected {len(header)} columns, got {len(fields)}", path, line)
-        tail = image_tail(fields[path_col], path, line)
-        score = release.number(fields[score_col], score_column, path, line, -1.0, 1.0)
-        if score is None:
-            unscored += 1
-            continue
-        if score < 0:
-            negative += 1
-            score = 0.0
-        items.append((line, tail, score))
-    notes = release.clipped_note(negative, score_column)
-    if unscored:
-        notes.append(f"{unscored} row(s) without a {score_column} value are left out")
-    return items, notes
+    """(line, <concept>/<image>, score) per scored row, and notes."""
+    return release.scored_rows(path, ("file_path",), score_column,
+                               lambda values, line: image_tail(values[0], path, line))
 
 
 def open_things(root, options=None):
