@@ -243,7 +243,6 @@ def check_installed(name: str, to: Path) -> int:
     import argparse
 
     from membench.commands.data.check import cmd_check
-
     from membench.data.datasets import data_home
 
     dataset = None if name == "lamem" else name
