@@ -25,6 +25,10 @@ DEFAULT_PLUGINS = (
     "membench_plugins.datasets.lamem",
     "membench_plugins.datasets.lnsim",
     "membench_plugins.datasets.csvdata",
+    "membench_plugins.datasets.memcat",
+    "membench_plugins.datasets.things",
+    "membench_plugins.datasets.figrim",
+    "membench_plugins.datasets.sun",
 )
 
 pm = pluggy.PluginManager("membench")

@@ -247,8 +247,16 @@ class Split:
 class DatasetSpec:
     """A registered dataset. `open(root, options)` returns an object with:
     `name`, `root`, `splits` (tuple of split indices), `load_split(k) -> Split`,
-    `fingerprint() -> str`, `human_consistency` (float or None), `problems` (list of str).
-    `root` is None when `needs_path` is False (e.g. the generated demo data)."""
+    `fingerprint() -> str`, `human_consistency` (float or None), `problems` (list of str)
+    and optionally `notes` (list of str: what `data check` reports without calling it a
+    problem). `root` is None when `needs_path` is False (e.g. the generated demo data).
+
+    The descriptive fields (all optional, one line each) are what `membench datasets`
+    lists: `size` ("10,000 images"), `split_scheme` ("5 seeded 70/10/20"), `score_measure`
+    (which measure the scores are, e.g. "hit rate"), `consistency_note` (where
+    `human_consistency` comes from: published, or computed from the files), `license`,
+    `homepage`, and `manual_download` (where to go when the source needs a hand step: a
+    form, a password, a licence; the user then runs `membench data import NAME ...`)."""
 
     name: str
     open: Callable[..., Any] | str
@@ -257,6 +265,13 @@ class DatasetSpec:
     needs_path: bool = True
     human_consistency: float | None = None
     plugin: str = ""
+    size: str = ""
+    split_scheme: str = ""
+    score_measure: str = ""
+    consistency_note: str = ""
+    license: str = ""
+    homepage: str = ""
+    manual_download: str = ""
 
     def opener(self) -> Callable[..., Any]:
         return resolve_callable(self.open)

@@ -133,3 +133,65 @@ def test_evaluate_bad_inputs(tmp_path, two_datasets, run_cli):
                            "--work-dir", work)
     assert code == 2 and "no finished split 1" in err
     assert len(read_rows(board / "results.csv")) == 1  # nothing partial was written
+
+
+def test_transfer_matrix_across_the_fields_datasets(tmp_path, run_cli):
+    """tiny-cnn trained on a MemCat replica and scored on THINGS and SUN replicas, and the
+    same weights as 'released weights' on all three: one row per (model, training data), a
+    column per dataset, every cell recomputed from the stored predictions, each dataset's
+    human consistency under the rows and in transfer.csv."""
+    import numpy as np
+    import torch
+
+    import replicas
+    from membench import BuildContext
+    from tiny_plugin import build_tiny
+
+    replicas.make_memcat(tmp_path / "memcat", n=30)
+    replicas.make_things(tmp_path / "things", n=30)
+    _, _, hrs1, hrs2, _ = replicas.make_sun(tmp_path / "sun", n_images=40, n_splits=3)
+    data = {"memcat": ["--data", tmp_path / "memcat", "--dataset", "memcat", "--dataset-option", "human_consistency=0.7"],
+            "things": ["--data", tmp_path / "things", "--dataset", "things"],
+            "sun": ["--data", tmp_path / "sun", "--dataset", "sun"]}
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    torch.save({"model": build_tiny(BuildContext(pretrained=False)).state_dict(), "model_name": "tiny-cnn"},
+               tmp_path / "w.pt")
+    for args in data.values():
+        code, _, err = run_cli("run", "--model", "tiny-cnn", "--train", "none", "--checkpoint", tmp_path / "w.pt",
+                               *args, "--splits", "1,2", "--preset", "smoke", "--pretrained", "none", *common)
+        assert code == 0, err
+    code, _, err = run_cli("run", "--model", "tiny-cnn", *data["memcat"], "--splits", "1,2", "--preset", "smoke",
+                           "--pretrained", "none", "--keep-checkpoints", *common)
+    assert code == 0, err
+    trained = next(r["run_id"] for r in read_rows(board / "results.csv") if r["train_mode"] == "full")
+    for name in ("things", "sun"):
+        code, _, err = run_cli("evaluate", "--from-run", trained, *data[name], *common)
+        assert code == 0, err
+
+    code, _, err = run_cli("report", "--leaderboard", board, "--n-boot", "50", "--no-figure")
+    assert code == 0, err
+    matrix = read_rows(board / "transfer.csv")
+    assert {(r["trained_on"], r["dataset"]) for r in matrix} == {
+        (t, d) for t in ("memcat", "released weights") for d in ("memcat", "things", "sun")}
+    sun_ceiling = np.mean([spearmanr(hrs1[r], hrs2[r])[0] for r in range(3)])
+    ceilings = {"memcat": 0.7, "things": None, "sun": sun_ceiling}
+    for r in matrix:
+        rho, sizes = recomputed_rho(board, r["run_id"])
+        assert float(r["rho_mean"]) == pytest.approx(rho, abs=1e-12)
+        # smoke runs score at most 16 test images; `evaluate` scores the whole test split
+        n_test = 6 if r["dataset"] != "sun" else 16 if r["trained_on"] == "released weights" else 20
+        assert int(r["n_splits"]) == len(sizes) == 2 and sizes == [n_test] * 2
+        assert float(r["rho_ci_low"]) <= float(r["rho_mean"]) <= float(r["rho_ci_high"])
+        expected = ceilings[r["dataset"]]
+        assert (r["human_consistency"] == "") if expected is None else \
+            float(r["human_consistency"]) == pytest.approx(expected, abs=1e-12)
+    md = (board / "transfer.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[0] == "| Model ← trained on | memcat | sun | things |"
+    assert [line.split(" | ")[0] for line in table[1:]] == [
+        "| tiny-cnn [smoke] ← memcat", "| tiny-cnn [smoke] ← released weights", "| *human consistency (ceiling)*"]
+    assert table[-1] == f"| *human consistency (ceiling)* | 0.700 | {sun_ceiling:.3f} | — |"
+    for line in table[1:3]:
+        assert line.count(" [") == 4 and line.count("(n=2)") == 3  # each cell: ρ [CI] (n=2)
+    assert "corrected recognition" in md and "hit rate" in md and "compare models within a column" in md

@@ -1,4 +1,9 @@
-"""Opening a registered dataset by name: the plugin that reads it, on the data it names."""
+"""Opening a registered dataset by name: the plugin that reads it, on the data it names.
+
+Where installed datasets live: `$MEMBENCH_DATA/<name>`, by default
+`$MEMBENCH_HOME/data/<name>` (what `membench data download NAME` and `membench data import
+NAME` fill when no `--to` is given). `--dataset NAME` without `--data` reads that copy.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,41 @@ from pathlib import Path
 
 from membench.errors import MembenchError
 
+DATA_ENV = "MEMBENCH_DATA"
+
+
+def data_home() -> Path:
+    """$MEMBENCH_DATA, or $MEMBENCH_HOME/data: one folder per installed dataset."""
+    from membench.util.files import membench_home
+
+    given = os.environ.get(DATA_ENV, "").strip()
+    return Path(given).expanduser() if given else membench_home() / "data"
+
+
+def installed_path(name: str) -> Path | None:
+    """data_home()/name when it is a non-empty directory (or a link to one), else None."""
+    path = data_home() / name
+    try:
+        return path if path.is_dir() and any(path.iterdir()) else None
+    except OSError:
+        return None
+
 
 def open_named(name: str | None, data: str, options: dict[str, str]):
     """The dataset object of plugin `name` (default: lamem for a directory, demo for
-    "demo") on `data`, with its --dataset-option values (see DatasetSpec)."""
+    "demo") on `data`, with its --dataset-option values (see DatasetSpec). A dataset that
+    needs a directory, named without --data (`data` is "demo"), reads its installed copy."""
     from membench import registry
 
     name = name or ("demo" if data == "demo" else "lamem")
     spec = registry.get_dataset(name)
     if spec.needs_path:
         if data == "demo":
-            raise MembenchError(f"dataset {name!r} needs --data DIR")
+            installed = installed_path(name)
+            if installed is None:
+                raise MembenchError(f"dataset {name!r} needs --data DIR (nothing installed at {data_home() / name}; "
+                                    "`membench datasets` says how to get it)")
+            data = str(installed)
         root = Path(data).expanduser()
         if not root.exists():
             from membench.data.layout import LAYOUT_HINT

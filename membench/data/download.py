@@ -354,7 +354,7 @@ def git_blob_id(path: Path) -> str:
 
 def _problem(path: Path, dest: Path, sha256: str | None, git_blob_sha1: str | None) -> str | None:
     """Why the file at `path` (to become `dest`) is not the one expected, or None."""
-    if not dest.name.lower().endswith(_WEB_PAGE_SUFFIXES) and _is_web_page(path):
+    if not dest.name.lower().endswith(_WEB_PAGE_SUFFIXES) and looks_like_web_page(path):
         return "it is a web page, not the file (a sign-in, quota or error page?)"
     if sha256:
         got = file_sha256(path)
@@ -368,9 +368,9 @@ def _problem(path: Path, dest: Path, sha256: str | None, git_blob_sha1: str | No
     return None
 
 
-
-
-def _is_web_page(path: Path) -> bool:
+def looks_like_web_page(path: Path) -> bool:
+    """A web page (a sign-in, consent, quota or error page served with status 200) where an
+    archive or a data file was expected."""
     with open(path, "rb") as f:
-        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith((b"<!doctype html", b"<html"))
+        head = f.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<") and b"<html" in head)

@@ -7,8 +7,11 @@ preset), one column per evaluation dataset and part ("test": each split's test i
 "all": every image), cells "ρ [95% CI]" with ρ the mean over splits of the per-split
 Spearman and the interval that of the tables (membench.report.tables). A run's training dataset
 is its `trained_on` column (see membench.engine.crosseval.trained_on): the run's own dataset
-for a trained run, "released weights" for a `--train none` run. Several runs in one cell:
-the latest (timestamp, then run id) is shown.
+for a trained run, "released weights" for a `--train none` run (zero-shot rows). Several runs
+in one cell: the latest (timestamp, then run id) is shown. Under the rows, each evaluation
+dataset's human consistency (its ceiling: the `human_consistency` column of transfer.csv)
+and which measure its scores are (they differ: hit rate, corrected recognition), so models
+are compared within a column.
 
 Per-dataset table (runs_<dataset>.md/.csv, figure runs_<dataset>.png/.svg): every run
 evaluated on that dataset's test splits, labelled by model, training data, train mode and
@@ -32,7 +35,7 @@ RELEASED = "released weights"
 MARKS = ("†", "‡", "§", "¶")
 LITERATURE_FILE = "literature.csv"
 MATRIX_COLUMNS = ("model", "trained_on", "preset", "dataset", "eval_part", "run_id", "n_splits", "n_test",
-                  "rho_mean", "rho_ci_low", "rho_ci_high")
+                  "rho_mean", "rho_ci_low", "rho_ci_high", "human_consistency")
 RUN_COLUMNS = ("kind", "label", "model", "trained_on", "train_mode", "preset", "run_id", "n_splits", "n_test",
                "rho_mean", "rho_sd", "rho_ci_low", "rho_ci_high", "mse_mean", "mse_sd", "seconds", "hardware",
                "git_commit", "notes", "source")
@@ -122,7 +125,10 @@ def _fmt_ci(ci) -> str:
 
 # ------------------------------------------------------------------ transfer matrix
 
-def matrix_rows(items: list[RunView], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+def matrix_rows(items: list[RunView], n_boot: int = 2000, seed: int = 0,
+                ceilings: dict[str, float] | None = None) -> list[dict]:
+    """One row per cell; `human_consistency` is the evaluation dataset's (None if unknown)."""
+    ceilings = ceilings or {}
     cells = _latest(items, lambda v: (v.run.model, v.trained_on, v.run.preset, v.column))
     rows = []
     for (model, trained, preset, _col), v in sorted(cells.items()):
@@ -132,14 +138,29 @@ def matrix_rows(items: list[RunView], n_boot: int = 2000, seed: int = 0) -> list
                      "eval_part": v.eval_part, "run_id": v.run.run_id, "n_splits": len(v.run.rows),
                      "n_test": "/".join(map(str, n_test)), "rho_mean": v.mean_sd("rho")[0],
                      "rho_ci_low": ci[0] if ci else None, "rho_ci_high": ci[1] if ci else None,
+                     "human_consistency": ceilings.get(v.run.dataset),
                      "_row": v.row_label, "_column": v.column})
     return rows
+
+
+def _measures_sentence(datasets: list[str]) -> str:
+    """Which measure each column's scores are, from the plugins' declared score measures."""
+    from membench import registry
+
+    known = registry.datasets()
+    said = "; ".join(f"{d}: {known[d].score_measure}" for d in datasets if d in known and known[d].score_measure)
+    if not said:
+        return ""
+    if len(datasets) == 1:
+        return f" Scores: {said}."
+    return f" The columns' scores are different measures ({said}): compare models within a column."
 
 
 def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
     columns = sorted({r["_column"] for r in rows})
     labels = sorted({r["_row"] for r in rows})
     cell = {(r["_row"], r["_column"]): r for r in rows}
+    ceiling = {r["_column"]: r["human_consistency"] for r in rows}
     lines = ["## Transfer matrix: ρ by training data (rows) and evaluation data (columns)", "",
              "| Model ← trained on | " + " | ".join(columns) + " |",
              "|---|" + "|".join("---" for _ in columns) + "|"]
@@ -149,12 +170,17 @@ def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
             r = cell.get((label, col))
             out.append("—" if r is None else f"{_fmt(r['rho_mean'])}{_fmt_ci((r['rho_ci_low'], r['rho_ci_high']) if r['rho_ci_low'] is not None else None)} (n={r['n_splits']})")
         lines.append(f"| {label} | " + " | ".join(out) + " |")
+    lines.append("| *human consistency (ceiling)* | " + " | ".join(_fmt(ceiling[c]) for c in columns) + " |")
     lines += ["", "Cells: Spearman's ρ, mean over splits (n = splits), with its 95% bootstrap interval "
               + (f"({n_boot} resamples, seed {seed}, the method of the tables)" if n_boot > 0 else "(not computed)")
               + ". Columns: the evaluation dataset's test split of the same index as the checkpoint's split, "
               "or '(all images)': every image of it, scored by each split's checkpoint. "
               f"'{RELEASED}': weights membench did not train (`--train none`). Rows from `membench run` "
-              "(diagonal) and `membench evaluate --from-run` (off-diagonal); each cell is the latest run.", ""]
+              "(diagonal) and `membench evaluate --from-run` (off-diagonal); each cell is the latest run. "
+              "Last row: each evaluation dataset's human consistency, the split-half ρ of its participants "
+              "(published with its plugin, computed from its files, or given with --dataset-option "
+              "human_consistency; '—' when unknown)."
+              + _measures_sentence(sorted({r["dataset"] for r in rows})), ""]
     return "\n".join(lines)
 
 
@@ -317,14 +343,15 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
             and not (Path(leaderboard) / LITERATURE_FILE).is_file():
         return [], []
     written, sections = [], []
-    matrix = matrix_rows(items, n_boot, seed)
+    every = sorted({v.run.dataset for v in items})
+    ceilings = human if human is not None else human_ceilings(every, leaderboard)
+    matrix = matrix_rows(items, n_boot, seed, ceilings)
     md = render_matrix(matrix, n_boot, seed)
     atomic_write_text(out / "transfer.md", md)
     atomic_write_text(out / "transfer.csv", csv_text(matrix, MATRIX_COLUMNS))
     written += [out / "transfer.md", out / "transfer.csv"]
     sections.append(md)
     datasets = sorted({v.run.dataset for v in items if v.eval_part == "test"})
-    ceilings = human if human is not None else human_ceilings(datasets, leaderboard)
     for ds in datasets:
         rows = run_rows(items, ds, read_literature(leaderboard, ds), n_boot, seed)
         compared = comparisons(items, ds, n_boot, seed)

@@ -1,4 +1,4 @@
-"""The `csv` dataset: any folder of images plus a CSV of scores (MemCat, users' own data).
+"""The `csv` dataset: any folder of images plus a CSV of scores (users' own data).
 
     DIR/scores.csv     header row; an image column, a score column in [0, 1], and
                        optionally a split column whose values are train, val or test
@@ -184,4 +184,9 @@ def register_datasets(register):
         open=open_csv,
         summary="a folder of images + a CSV (image, score[, split] columns); "
                 "5 seeded 70/10/20 splits unless a split column is given",
+        size="your images",
+        split_scheme="5 seeded 70/10/20, or one split from a split column",
+        score_measure="yours, on [0, 1]",
+        consistency_note="--dataset-option human_consistency=X",
+        license="yours",
     ))

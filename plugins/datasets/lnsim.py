@@ -95,10 +95,11 @@ def view_key(*parts) -> str:
 
 
 def write_view(dest: Path, splits: dict[int, dict[str, list[tuple[str, float]]]],
-               sources: dict[str, Path]) -> Path:
+               sources: dict[str, Path], fill=None) -> Path:
     """Write a LaMem-layout directory: images/<name> symlinks to `sources`, splits/<part>_<k>.txt.
     Written into a temporary sibling and renamed, so a reader never sees half a view and
-    concurrent runs (one per GPU) agree; an existing view is reused as it is."""
+    concurrent runs (one per GPU) agree; an existing view is reused as it is. With `fill`,
+    `fill(images_dir)` writes the image files instead (images kept inside a .mat file)."""
     if dest.is_dir():
         return dest
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
@@ -106,7 +107,9 @@ def write_view(dest: Path, splits: dict[int, dict[str, list[tuple[str, float]]]]
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "splits").mkdir(parents=True)
         (tmp / "images").mkdir()
-        for name, path in sources.items():
+        if fill is not None:
+            fill(tmp / "images")
+        for name, path in ({} if fill is not None else sources).items():
             (tmp / "images" / name).symlink_to(path.resolve())
         for k, parts in splits.items():
             for part, rows in parts.items():
@@ -131,6 +134,7 @@ class DerivedLayout(LamemLayout):
     (`sources`), so messages about a bad image name the file the user can fix."""
 
     sources: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what `data check` reports that is not a problem
 
     def load_split(self, k: int) -> Split:
         split = super().load_split(k)
@@ -258,4 +262,10 @@ def register_datasets(register):
         summary="LNSIM natural scenes: Image_data/ + Random_splits/subject_hrs{1,2}.mat; "
                 "5 seeded 70/10/20 splits (--dataset-option seed=N)",
         citation=CITATION,
+        size="2,632 outdoor natural scenes",
+        split_scheme="none published: 5 seeded 70/10/20 (--dataset-option seed=N)",
+        score_measure="hit rate, mean over 25 participant halvings",
+        consistency_note="computed from the files: mean over the 25 halvings of Spearman's rho between halves (0.779)",
+        license="no licence file in the repository (ask the authors for uses beyond research)",
+        homepage="https://github.com/JiaxinLu-home/Natural-Scene-Memorability-Dataset",
     ))

@@ -1,5 +1,6 @@
-"""`membench demo-data DIR`, `membench data check` and `membench data download`: making,
-checking and fetching datasets."""
+"""`membench demo-data DIR`, `membench datasets`, `membench data check`, `membench data
+download` and `membench data import`: making, listing, checking, fetching and installing
+datasets."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ def add_parser(sub) -> None:
     add_image_options(c)
     c.set_defaults(func=cmd_check)
     from membench.commands.data.download import add_parser as add_download
+    from membench.commands.data.importing import add_parser as add_import
+    from membench.commands.data.listing import add_parser as add_listing
 
     add_download(dsub)
+    add_import(dsub)
+    add_listing(sub)
 
 
 def cmd_demo_data(args) -> int:

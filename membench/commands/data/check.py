@@ -50,8 +50,16 @@ def cmd_check(args) -> int:
          title=f"{dataset.name} at {dataset.root or 'demo cache'}: {check.checked} distinct images decoded")
     for note in check.notes():
         print(note)
+    for note in getattr(dataset, "notes", None) or []:  # what the plugin read and set aside, not a problem
+        print(f"note: {note}")
     if getattr(dataset, "human_consistency", None) is not None:
         print(f"human consistency (split-half rank correlation): {dataset.human_consistency:.3f}")
+    else:
+        from membench import registry
+
+        spec = registry.datasets().get(args.dataset or "")
+        if spec is not None and spec.consistency_note:
+            print(f"human consistency: {spec.consistency_note}")
     for line in problems:
         print(f"problem: {line}")
     print(f"{len(problems)} problem(s) found" if problems else "no problems found")

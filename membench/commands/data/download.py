@@ -1,6 +1,10 @@
-"""`membench data download lamem|lnsim|coco --to DIR`: fetch a dataset from its public
-source (resumable, verified where the source publishes checksums), unpack it into the
-layout membench reads, then run `data check` (or the captioner's equivalent for COCO).
+"""`membench data download NAME [--to DIR]`: fetch a dataset from its public source
+(resumable, verified where the source publishes checksums; the sha256 of every file is
+recorded in DIR/.membench-download.json), unpack it into the layout membench reads, then
+run `data check` (or the captioner's equivalent for COCO). DIR defaults to the dataset's
+installed location ($MEMBENCH_DATA/NAME, see membench.data.datasets). Datasets whose source
+needs a hand step (a form, a password, a licence) get one line saying where to go, and
+`membench data import` (membench/commands/data/importing.py) takes the download.
 
 What each one is, and where it comes from:
 - lamem: LaMem (Khosla et al., ICCV 2015), 60,000 images with memorability scores and the
@@ -10,6 +14,9 @@ What each one is, and where it comes from:
   participants' split-half scores; from the authors' GitHub repository at a pinned commit,
   every file checked against the git object id that commit publishes. The images come as
   a split zip (images.z01 + images.zip), joined here as `zip -s-` would.
+- sun: the SUN memorability dataset (Isola et al., CVPR 2011), 2,222 scenes, hit rates of
+  two participant halves and the 25 published splits, images inside a .mat file; one zip
+  from web.mit.edu/phillipi. No checksum published.
 - coco: MS COCO 2014 train (about 13 GB) and val (about 6 GB) images, their caption
   annotations, and Karpathy's split file dataset_coco.json (Stanford); used only to train
   the captioner of `ours`. COCO publishes no checksums.
@@ -48,6 +55,8 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
                Source(_LNSIM_RAW + "Image_data/images.zip", "da2b9054aa6a26edf97939ab9b5732821bc726af"),
                Source(_LNSIM_RAW + "Random_splits/subject_hrs1.mat", "3ca4fb17596c8057955f0655734ba2e962cf88b1"),
                Source(_LNSIM_RAW + "Random_splits/subject_hrs2.mat", "65cc69bc63e147f65f265a018604147144b23233"))),
+    "sun": ("SUN memorability: 2,222 scenes, hit rates and the 25 published splits (Isola et al., CVPR 2011)",
+            (Source("http://web.mit.edu/phillipi/Public/WhatMakesAnImageMemorable/cvpr_memorability_data.zip"),)),
     "coco": ("MS COCO 2014 images + captions and Karpathy's split, for training the captioner (~20 GB)",
              (Source("http://images.cocodataset.org/zips/train2014.zip"),
               Source("http://images.cocodataset.org/zips/val2014.zip"),
@@ -56,21 +65,28 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
 }
 MARKER = ".membench-download.json"
 LOCK = ".membench-download.lock"  # one install into a directory at a time
+# Registered datasets whose source needs a hand step: `download` says where to go (the
+# plugin's DatasetSpec.manual_download), `membench data import` takes what the user got.
+MANUAL = ("figrim", "memcat", "things")
 
 
 def add_parser(dsub) -> None:
     lines = "\n".join(f"  {name:6s} {what}" for name, (what, _) in SOURCES.items())
     import argparse
 
+    names = sorted((*SOURCES, *MANUAL))
     d = dsub.add_parser(
-        "download", help="download a dataset (lamem, lnsim, coco), unpack it and check it",
+        "download", help="download a dataset (lamem, lnsim, sun, coco), unpack it and check it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Download a dataset from its public source, resumably (run the same command again "
                     "after an interruption), verified where the source publishes checksums, unpacked "
-                    "into the layout membench reads, then checked.\n\n" + lines,
+                    "into the layout membench reads, then checked.\n\n" + lines + "\n\n"
+                    f"{', '.join(MANUAL)}: their sources need a hand step; this says where to go, then "
+                    "`membench data import NAME FILE|DIR` takes the download.",
         epilog="example: membench data download lnsim --to /data/lnsim")
-    d.add_argument("name", choices=sorted(SOURCES), metavar="NAME", help="one of: " + ", ".join(sorted(SOURCES)))
-    d.add_argument("--to", required=True, type=Path, metavar="DIR", help="directory to install into")
+    d.add_argument("name", choices=names, metavar="NAME", help="one of: " + ", ".join(names))
+    d.add_argument("--to", type=Path, metavar="DIR",
+                   help="directory to install into (default: $MEMBENCH_DATA/NAME, i.e. $MEMBENCH_HOME/data/NAME)")
     d.add_argument("--mirror", metavar="URL",
                    help="fetch the same file names from this base URL instead (a local mirror)")
     d.add_argument("--keep-archives", action="store_true",
@@ -80,9 +96,16 @@ def add_parser(dsub) -> None:
 
 
 def cmd_download(args) -> int:
+    from membench.data.datasets import data_home
     from membench.util.files import file_lock
 
-    to = args.to.expanduser()
+    name = args.name
+    if name not in SOURCES:
+        from membench import registry
+
+        raise MembenchError(f"{name} has no direct download: {registry.get_dataset(name).manual_download}; "
+                            f"then `membench data import {name} FILE|DIR` (see `membench datasets`)")
+    to = (args.to or data_home() / name).expanduser()
 
     def busy():
         raise MembenchError("another membench is installing a dataset into this directory: wait for it to "
@@ -93,12 +116,12 @@ def cmd_download(args) -> int:
 
 
 def _download(args, to: Path) -> int:
-    from membench.data.download import download, remove_downloaded
+    from membench.data.download import download, file_sha256, remove_downloaded
 
     name, marker = args.name, to / MARKER
     if marker.is_file():
         print(f"{name} is already installed in {to} (delete {marker} to install it again)")
-        return _check(name, to)
+        return check_installed(name, to)
     downloads = to / ".downloads"
     files = []
     try:
@@ -112,6 +135,7 @@ def _download(args, to: Path) -> int:
         print(f"membench: interrupted; run the same command again to resume the download ({downloads})",
               file=sys.stderr)
         return 130
+    sha256 = {f.name: file_sha256(f) for f in files}  # what was installed, checkable later
     print(f"unpacking into {to}")
     _install(name, files, to, downloads)
     shutil.rmtree(downloads / "unpacked", ignore_errors=True)  # membench's staging folder
@@ -121,8 +145,8 @@ def _download(args, to: Path) -> int:
     from membench.util.files import atomic_write_json
 
     atomic_write_json(marker, {"dataset": name, "sources": [s.url for s in SOURCES[name][1]],
-                               "mirror": args.mirror})
-    return _check(name, to)
+                               "mirror": args.mirror, "sha256": sha256})
+    return check_installed(name, to)
 
 
 def _install(name: str, files: list[Path], to: Path, downloads: Path) -> None:
@@ -179,7 +203,19 @@ def _install_coco(files: list[Path], to: Path, downloads: Path) -> None:
         extract(f, to)
 
 
-INSTALLERS = {"lamem": _install_lamem, "lnsim": _install_lnsim, "coco": _install_coco}
+def _install_sun(files: list[Path], to: Path, downloads: Path) -> None:
+    """ROOT/Data/{Image data,Experiment data,Random splits}/, whatever folder the zip wraps them in."""
+    from membench.data.archives import extract, move_tree
+
+    staging = extract(files[0], downloads / "unpacked")
+    root = _find_dir(staging, lambda d: (d / "Data" / "Random splits").is_dir())
+    if root is None:
+        raise MembenchError("the archive holds no Data/Random splits/ folder (has the source changed?); "
+                            "unpack it by hand and use --dataset sun --data DIR", files[0])
+    move_tree(root, to)
+
+
+INSTALLERS = {"lamem": _install_lamem, "lnsim": _install_lnsim, "sun": _install_sun, "coco": _install_coco}
 
 
 def _find_dir(top: Path, wanted, depth: int = 3) -> Path | None:
@@ -196,17 +232,21 @@ def _find_dir(top: Path, wanted, depth: int = 3) -> Path | None:
 
 # ---- the check at the end -------------------------------------------------------------------
 
-def _check(name: str, to: Path) -> int:
+def check_installed(name: str, to: Path) -> int:
     if name == "coco":
         return _check_coco(to)
     import argparse
 
     from membench.commands.data.check import cmd_check
+    from membench.data.datasets import data_home
 
     dataset = None if name == "lamem" else name
     code = cmd_check(argparse.Namespace(data=str(to), dataset=dataset, dataset_option=[], splits="all"))
-    flag = "" if dataset is None else f" --dataset {dataset}"
-    print(f"next: membench run --model ours --splits all --data {to}{flag}")
+    if Path(to) == data_home() / name:  # the installed location: --dataset alone finds it
+        print(f"next: membench run --model ours --splits all --dataset {name}")
+    else:
+        flag = "" if dataset is None else f" --dataset {dataset}"
+        print(f"next: membench run --model ours --splits all --data {to}{flag}")
     return code
 
 
