@@ -3,6 +3,8 @@ processes and splits, and never a stale hit (frozen weights, pixels or code chan
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,45 @@ def test_damaged_file_is_recomputed_and_bad_dir_is_an_error(tmp_path, images):
     blocker.write_text("x")
     with pytest.raises(MembenchError, match="cannot create the feature store"):
         FeatureStore(blocker / "fs")
+
+
+def _flip_a_feature_bit(path):
+    """Flip a high bit of the first stored feature value (found by its bytes): the file still
+    loads, with another number in it."""
+    raw = bytearray(path.read_bytes())
+    payload = raw[raw.index(b"\n") + 1:] if raw.startswith(b"membench-feature-store-entry") else raw
+    features = torch.load(io.BytesIO(bytes(payload)), weights_only=True)[0]
+    at = bytes(raw).index(features.numpy().tobytes()) + 3  # the sign and exponent byte of the first float
+    raw[at] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["a flipped bit", "cut short", "emptied"])
+def test_a_damaged_entry_is_never_used_recomputed_and_counted(tmp_path, images, damage):
+    """Before: a flipped bit in an entry changed the prediction silently, while provenance
+    reported hits and "the same computation"."""
+    from membench.data.feature_store import describe
+
+    store = FeatureStore(tmp_path / "fs")
+    plain = predict(store_backed(model(), store), images, PRE, CPU, batch_size=4)
+    victim = sorted((tmp_path / "fs").rglob("*.pt"))[0]
+    if damage == "a flipped bit":
+        _flip_a_feature_bit(victim)
+    else:
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2 if damage == "cut short" else 0])
+    said = []
+    again = FeatureStore(tmp_path / "fs")
+    again.say = said.append  # the messages, which go to stderr by default
+    got = predict(store_backed(model(), again), images, PRE, CPU, batch_size=4)
+    assert np.array_equal(got, plain)
+    assert (again.hits, again.misses, again.damaged) == (8, 1, 1)
+    assert said == [f"membench: feature store entry {victim} is damaged ("
+                    f"{'checksum mismatch' if damage != 'emptied' else 'not a membench feature-store entry'}): "
+                    "not used, recomputed"]
+    assert describe(again)["damaged"] == 1 and "damaged" in describe(again)["meaning"]
+    third = FeatureStore(tmp_path / "fs", say=said.append)  # the entry was written again, whole
+    assert np.array_equal(predict(store_backed(model(), third), images, PRE, CPU, batch_size=4), plain)
+    assert (third.hits, third.damaged, len(said)) == (9, 0, 1)
 
 
 def test_models_without_the_protocol_are_left_alone(tmp_path):

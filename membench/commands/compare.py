@@ -63,7 +63,9 @@ def cmd_compare(args) -> int:
                             f"(common: {','.join(map(str, in_both)) or 'none'})")
     common = sorted(set(wanted))
     files = {k: (run_a.predictions(k), run_b.predictions(k)) for k in common}
-    result = compare.compare_predictions(label_a, label_b, dataset, files, n_boot=args.n_boot, seed=args.seed)
+    rows = {k: (run_a.row(k), run_b.row(k)) for k in common}  # each file is checked against its row
+    result = compare.compare_predictions(label_a, label_b, dataset, files, n_boot=args.n_boot, seed=args.seed,
+                                         rows=rows)
     for run, group in zip((run_a, run_b), groups):
         print(f"{run.model}: run {run.run_id} (preset {run.preset or '?'}, {len(run.splits)} split(s))")
         others = f"; latest of its {len(group.runs)} seeds" if len(group.runs) > 1 else ""

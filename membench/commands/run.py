@@ -165,4 +165,7 @@ def _summary(rows: list[dict]) -> list[dict]:
     out = []
     for s in summarise(rows):
         out.append({**s, "splits": s["n_splits"], "configuration": s["configuration"] or "protocol"})
+        undefined, n = s["rho_undefined"], s["n_splits"]
+        if undefined:  # constant predictions: Spearman's rho has no value (results.csv: nan)
+            out[-1]["rho_mean"] = "undefined" if undefined == n else f"{s['rho_mean']:.4g} ({n - undefined} of {n} splits)"
     return out

@@ -23,6 +23,11 @@ batch composition (a stored image may have been computed in another batch; ~1e-6
 the same as changing the batch size), which is why a run records the store in its
 provenance but not in its job key.
 
+Each file is checksummed: a header line `membench-feature-store-entry sha256=<hex>` over
+the torch.save bytes that follow. A file whose checksum, header or contents are wrong (a
+flipped bit, a truncated copy) is never used: it counts as damaged, is recomputed and
+replaced, a message names it, and the run's provenance counts it (`damaged`).
+
 An output that *is* the input tensor (a model passing its input on to a trainable branch,
 as ResMem does) is not stored: the caller's input is put back in its place.
 
@@ -36,12 +41,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from membench.errors import MembenchError
 
-FORMAT = 1  # bump when the layout or the meaning of a key changes
+FORMAT = 2  # bump when the layout or the meaning of a key changes (2: checksummed entries)
+MAGIC = b"membench-feature-store-entry sha256="
+MAX_MESSAGES = 10  # damaged entries named one by one; further ones are only counted
 ENV_VAR = "MEMBENCH_FEATURE_STORE"
 _INPUT = "__input__"  # marker stored in place of an output that is the input itself
 _active: FeatureStore | None = None
@@ -72,7 +80,7 @@ class FeatureStore:
     misses (`stats()`); safe for concurrent processes (each file is written atomically,
     and two processes writing the same key write the same values)."""
 
-    def __init__(self, root):
+    def __init__(self, root, say=None):
         self.root = Path(root).expanduser()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -81,7 +89,9 @@ class FeatureStore:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise MembenchError("the feature store directory is not writable", self.root)
         self.hits = 0
-        self.misses = 0
+        self.misses = 0  # damaged entries included: they are recomputed too
+        self.damaged = 0
+        self.say = say or (lambda text: print(text, file=sys.stderr))
 
     # -- identity of the frozen computation ------------------------------------------
     def space(self, model, device_type: str, autocast_dtype=None) -> str:
@@ -127,17 +137,38 @@ class FeatureStore:
         return self.root / space / key[:2] / f"{key}.pt"
 
     def get(self, space: str, key: str):
-        """The stored outputs (a list of tensors or `_INPUT` markers) or None. An unreadable
-        file (a disk error, a foreign file) counts as a miss and is recomputed."""
+        """The stored outputs (a list of tensors or `_INPUT` markers) or None (absent, or
+        damaged: then counted, named in a message, and recomputed by the caller)."""
+        import torch
+
         from membench.weights.safe_load import load
 
         path = self.path(space, key)
-        if not path.is_file():
-            return None
         try:
-            return load(path)  # weights-only: a planted pickle cannot run code
-        except MembenchError:
+            raw = path.read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            return self._damaged(path, f"unreadable: {exc.strerror}")
+        header, newline, payload = raw.partition(b"\n")
+        if not header.startswith(MAGIC) or not newline:
+            return self._damaged(path, "not a membench feature-store entry")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC):]:
+            return self._damaged(path, "checksum mismatch")
+        try:  # weights-only: a planted pickle cannot run code
+            outputs = load(payload, where=path)
+        except MembenchError as exc:  # the checksum held, but not what membench writes
+            return self._damaged(path, f"unreadable: {exc.message}")
+        if not isinstance(outputs, list) or not all(isinstance(o, torch.Tensor) or _is_marker(o) for o in outputs):
+            return self._damaged(path, "not a list of tensors")
+        return outputs
+
+    def _damaged(self, path: Path, why: str) -> None:
+        self.damaged += 1
+        if self.damaged <= MAX_MESSAGES:
+            more = "" if self.damaged < MAX_MESSAGES else "; further damaged entries are recomputed without a message"
+            self.say(f"membench: feature store entry {path} is damaged ({why}): not used, recomputed{more}")
+        return None
 
     def put(self, space: str, key: str, outputs: list) -> None:
         import io
@@ -148,10 +179,11 @@ class FeatureStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(outputs, buf)
+        payload = buf.getvalue()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
+                f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
             os.replace(tmp, path)  # a cache: atomic, but not fsynced (a lost file is recomputed)
         except BaseException:
             try:
@@ -161,7 +193,7 @@ class FeatureStore:
             raise
 
     def stats(self) -> dict:
-        return {"root": str(self.root), "hits": self.hits, "misses": self.misses}
+        return {"root": str(self.root), "hits": self.hits, "misses": self.misses, "damaged": self.damaged}
 
     # -- the drop-in --------------------------------------------------------------------
     def frozen_fn(self, model):
@@ -264,4 +296,5 @@ def describe(store: FeatureStore | None = None) -> dict | None:
     return {**store.stats(),
             "meaning": "frozen outputs read from a persistent store keyed by the frozen weights and the "
                        "exact input tensor: the same computation per image; predictions can differ from a "
-                       "run without it by float rounding of batch composition (~1e-6)"}
+                       "run without it by float rounding of batch composition (~1e-6); damaged: entries whose "
+                       "checksum failed, not used but recomputed (counted among the misses)"}

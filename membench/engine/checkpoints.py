@@ -24,6 +24,7 @@ from pathlib import Path
 
 from membench.errors import MembenchError
 from membench.util.files import atomic_write_json
+from membench.util.sealed import read_sealed, seal
 
 STAGE_DONE = "stage.json"
 
@@ -120,19 +121,26 @@ def is_frugal(path: Path) -> bool:
 
 # -- a finished stage ---------------------------------------------------------------------
 
+OUTCOME_KEYS = ("epochs_run", "best_epoch", "best_val_rho", "seconds")
+
+
 def mark_done(stage_dir: Path, outcome: dict) -> None:
-    atomic_write_json(stage_dir / STAGE_DONE, {"outcome": outcome})
+    """stage.json, sealed (membench.util.sealed): its outcome goes into the job's row."""
+    atomic_write_json(stage_dir / STAGE_DONE, seal({"outcome": outcome}))
 
 
 def done_outcome(stage_dir: Path) -> dict | None:
-    """The outcome of a stage that finished earlier, or None."""
+    """The outcome of a stage that finished earlier, or None. A damaged stage.json (its
+    checksum or shape wrong) is an error naming it: its epochs and validation rho would go
+    into the row."""
     marker = stage_dir / STAGE_DONE
     if not marker.is_file():
         return None
-    try:
-        return json.loads(marker.read_text())["outcome"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged marker: the stage is simply trained again
+    fix = f"delete the folder {stage_dir} to retrain this stage only, then run the same command with --resume"
+    outcome = read_sealed(marker, "finished stage's record", fix).get("outcome")
+    if not isinstance(outcome, dict) or not all(k in outcome for k in OUTCOME_KEYS):
+        raise MembenchError(f"the finished stage's record has no complete outcome: damaged; {fix}", marker)
+    return outcome
 
 
 def remove_checkpoints(job_dir: Path) -> int:

@@ -24,6 +24,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from membench.engine.job import read_result, write_result
 from membench.errors import MembenchError
 
 PARTS = ("test", "all")
@@ -59,12 +60,7 @@ def read_jobs(run_dir: Path) -> dict[int, dict]:
         k = path.parent.name[len("split"):]
         if not k.isdigit():
             continue
-        try:
-            saved = json.loads(path.read_text())
-            saved["row"], saved["provenance"]  # noqa: B018  (both must be there)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise MembenchError(f"cannot read a finished job's result ({type(exc).__name__}: {exc})", path) from None
-        jobs[int(k)] = saved
+        jobs[int(k)] = read_result(path)  # checksum and shape checked: damage is one line naming it
     return jobs
 
 
@@ -128,6 +124,12 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
     return spec, model
 
 
+def _without_rho_note(notes: str) -> str:
+    """The source row's notes less its own "rho undefined (...)": that said why the source
+    run's test rho was undefined, not this evaluation's."""
+    return "; ".join(p for p in notes.split("; ") if p and not p.startswith("rho undefined ("))
+
+
 def _git_dirty():
     from membench.results.identity import git_dirty
 
@@ -140,8 +142,8 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
                  say=print, progress=None) -> list[dict]:
     """Score every (selected) split's checkpoint of the run in `run_dir` on `dataset`;
     rows go to the leaderboard `out`. Returns the rows."""
-    from membench.util.files import atomic_write_json, check_writable, refuse_links
-    from membench.results.leaderboard import add_result, valid_rows
+    from membench.util.files import check_writable, refuse_links
+    from membench.results.leaderboard import add_result, check_predictions, valid_rows
     from membench.engine.device import resolve_device
 
     from membench.results.identity import pin_source_state
@@ -169,9 +171,9 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     for k in chosen:
         job = _SplitJob(run_dir, jobs, k, chosen, source_run, run_id, dataset, part, on_bad_image, batch_size)
         row, predictions, provenance = job.evaluate(samples_of[k], dev, say, progress)
-        atomic_write_json(Path(work_dir) / run_id / f"split{k}" / "result.json",
-                          {"row": row, "checkpoint": jobs[k].get("checkpoint"), "predictions": predictions,
-                           "provenance": provenance, "leaderboard": str(Path(out).resolve())})
+        check_predictions(row, predictions)  # non-finite (NaN weights): an error before anything is written
+        write_result(Path(work_dir) / run_id / f"split{k}", row, jobs[k].get("checkpoint"), predictions, provenance,
+                     leaderboard=out)
         add_result(out, row, predictions, provenance)
         rows.append(row)
     return rows
@@ -200,7 +202,7 @@ class _SplitJob:
         self.saved = jobs[k]
 
     def evaluate(self, samples, dev, say, progress):
-        from membench.results.metrics import mse, spearman
+        from membench.results.metrics import mse, rho_note, spearman
         from membench.engine.inference import predict
 
         started = time.time()
@@ -220,11 +222,11 @@ class _SplitJob:
             progress.remove_task(task)
         truth = [s.score for s in samples]
         row = self.row(src_row, dev, len(samples), spearman(preds, truth), mse(preds, truth),
-                       round(time.time() - started, 2))
+                       round(time.time() - started, 2), rho_note(preds, truth))
         predictions = [(s.name, s.score, float(p)) for s, p in zip(samples, preds)]
         return row, predictions, self.provenance(spec, src_prov, dev)
 
-    def row(self, src_row: dict, dev, n: int, rho: float, err: float, seconds: float) -> dict:
+    def row(self, src_row: dict, dev, n: int, rho: float, err: float, seconds: float, rho_note: str = "") -> dict:
         from membench import __version__
         from membench.engine.provenance import git_commit, hardware
 
@@ -243,7 +245,7 @@ class _SplitJob:
             "git_commit": git_commit(), "git_dirty": _git_dirty(), "membench_version": __version__,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data_fingerprint": dataset.fingerprint(),
-            "notes": "; ".join(x for x in (note, src_row.get("notes") or "") if x),
+            "notes": "; ".join(x for x in (note, _without_rho_note(src_row.get("notes") or ""), rho_note) if x),
         }
 
     def provenance(self, spec, src_prov: dict, dev) -> dict:

@@ -204,6 +204,47 @@ def file_material(spec: ModelSpec, cfg: RunConfig) -> dict:
 
 
 
+RESULT = "result.json"
+RESULT_FIX = ("delete it and run the same command with --resume: the job is computed again (from its checkpoints "
+              "where they were kept)")
+
+
+def write_result(job_dir: Path, row: dict, checkpoint, predictions: list, provenance: dict,
+                 leaderboard: Path) -> None:
+    """result.json: the finished job's row, checkpoint, test predictions and run JSON, sealed
+    (membench.util.sealed) because --resume puts them into the leaderboard again, and the
+    leaderboard the row is for (`runs clean` keeps the job until the row is there)."""
+    from membench.util.files import atomic_write_json
+    from membench.util.sealed import seal
+
+    atomic_write_json(Path(job_dir) / RESULT, seal({
+        "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
+        "predictions": predictions, "provenance": provenance, "leaderboard": str(Path(leaderboard).resolve())}))
+
+
+def read_result(path: Path) -> dict:
+    """A finished job's result.json, its checksum and shape checked: damage is one error
+    naming the file, never a different row in the leaderboard."""
+    from membench.util.sealed import read_sealed
+
+    saved = read_sealed(path, "finished job's result", RESULT_FIX)
+    row, predictions = saved.get("row"), saved.get("predictions")
+    problem = None
+    if not isinstance(row, dict) or not all(k in row for k in ("run_id", "model", "dataset", "split", "rho", "mse")):
+        problem = "no complete row"
+    elif not isinstance(saved.get("provenance"), dict):
+        problem = "no provenance"
+    elif not isinstance(saved.get("checkpoint"), (str, type(None))):
+        problem = "a checkpoint that is not a path"
+    elif not isinstance(predictions, list) or not all(
+            isinstance(p, list) and len(p) == 3 and isinstance(p[0], str)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p[1:]) for p in predictions):
+        problem = "predictions that are not (image, score, prediction) triples"
+    if problem:
+        raise MembenchError(f"the finished job's result has {problem}: damaged; {RESULT_FIX}", path)
+    return saved
+
+
 def job_dir(cfg: RunConfig, key: str, k: int) -> Path:
     return cfg.work_dir / key / f"split{k}"
 

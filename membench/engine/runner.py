@@ -10,7 +10,6 @@ Chained stages (Stage.model) run, or reuse, the upstream model's job on the same
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -33,17 +32,19 @@ from membench.engine.job import (  # noqa: F401  (RunConfig, PRESETS: part of th
     effective,
     job_key,
     job_lock,
+    read_result,
     refuse_to_discard,
     subset,
+    write_result,
 )
 from membench.engine.provenance import git_commit, hardware, run_provenance
 from membench.engine.seeds import epoch_seed
 from membench.engine.stage import load_checkpoint
 from membench.errors import MembenchError, WeightsUnavailable
-from membench.util.files import atomic_write_json, check_writable, refuse_links, remove_own_tree
+from membench.util.files import check_writable, refuse_links, remove_own_tree
 from membench.data.images import apply_policy, check_images
-from membench.results.leaderboard import add_result, valid_rows
-from membench.results.metrics import mse, spearman
+from membench.results.leaderboard import add_result, check_predictions, valid_rows
+from membench.results.metrics import mse, rho_note, spearman
 from membench.spec import BuildContext, ModelSpec, Split
 from membench.util.testhooks import kill_point
 
@@ -165,12 +166,7 @@ class Runner:
         return out
 
     def _reuse(self, spec: ModelSpec, k: int, key: str, job_dir: Path) -> JobResult:
-        result_file = job_dir / "result.json"
-        try:
-            saved = json.loads(result_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise MembenchError(f"cannot read a finished job's result ({exc}); delete the file to "
-                                "recompute the job", result_file) from None
+        saved = read_result(job_dir / "result.json")  # checked: damage is one line naming it
         self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
         result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None,
                            saved.get("provenance"))
@@ -210,11 +206,9 @@ class Runner:
         identity.record(row, provenance, spec=spec, cfg=cfg, device=self.device, dataset=self.dataset,
                         stages=stages, outcomes=outcomes, train_mode=train_mode)
         result = JobResult(row, checkpoint, provenance)
+        check_predictions(row, predictions)  # non-finite (NaN weights): an error before anything is written
         if self.dist.is_main:
-            atomic_write_json(job_dir / "result.json", {
-                "row": row, "checkpoint": str(checkpoint) if checkpoint else None,
-                "predictions": predictions, "provenance": provenance,
-                "leaderboard": str(Path(self.cfg.out).resolve())})  # `runs clean` keeps it until the row is there
+            write_result(job_dir, row, checkpoint, predictions, provenance, leaderboard=self.cfg.out)
         kill_point(f"result-saved:{spec.name}:{k}")
         if self.dist.is_main:
             add_result(self.cfg.out, row, predictions, provenance)
@@ -318,7 +312,8 @@ class Runner:
             "git_commit": git_commit(), "membench_version": __version__,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data_fingerprint": self.dataset.fingerprint(),
-            "notes": "; ".join([f"{k_}={v}" for k_, v in sorted(cfg.options.items())] + approximations[:1]),
+            "notes": "; ".join([f"{k_}={v}" for k_, v in sorted(cfg.options.items())] + approximations[:1]
+                               + [n for n in (rho_note(preds, truth),) if n]),  # why rho is nan, if it is
         }
 
 

@@ -308,6 +308,11 @@ class StageRun:
         outcome = done_outcome(self.last.parent)
         if outcome is None:
             return None
+        unknown = sorted(set(outcome) - {f.name for f in fields(StageOutcome)})
+        if unknown:  # written by another membench version, or edited
+            raise MembenchError(f"the finished stage's record has unknown fields ({', '.join(unknown)}); delete the "
+                                f"folder {self.last.parent} to retrain this stage only, then run the same command "
+                                "with --resume", self.last.parent / "stage.json")
         load_trained(self.model, load_checkpoint(self.best), self.best)
         return StageOutcome(**outcome)
 

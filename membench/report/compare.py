@@ -22,41 +22,22 @@ and the ranks of the resampled multiset are computed from the counts without sor
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from membench.errors import MembenchError
+from membench.results import leaderboard
 
 CHUNK = 256  # replicates per block: bounds memory at CHUNK x n floats
 
 
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read predictions/<run_id>/split<k>.csv: image names, true scores, predictions."""
-    path = Path(path)
-    if not path.is_file():
-        raise MembenchError("predictions file is missing", path)
-    names, score, pred = [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["image", "score", "pred"]:
-            raise MembenchError(f"expected header image,score,pred, got {','.join(header or [])!r}", path, 1)
-        for number, fields in enumerate(reader, start=2):
-            if len(fields) != 3:
-                raise MembenchError(f"expected 3 fields, got {len(fields)}", path, number)
-            try:
-                s, p = float(fields[1]), float(fields[2])
-            except ValueError:
-                raise MembenchError("score and pred must be numbers", path, number) from None
-            names.append(fields[0])
-            score.append(s)
-            pred.append(p)
-    if not names:
-        raise MembenchError("predictions file has no rows", path)
-    return names, np.asarray(score, dtype=float), np.asarray(pred, dtype=float)
+def read_predictions(path: Path, row: dict | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Read predictions/<run_id>/split<k>.csv: image names, true scores, predictions;
+    checked line by line and, given its results.csv row, against the row's n_test and the
+    sha256 recorded when it was written (membench.results.leaderboard.read_predictions)."""
+    return leaderboard.read_predictions(path, row)
 
 
 def union_index(names_by_part) -> tuple[list[str], list[np.ndarray]]:
@@ -190,6 +171,7 @@ class Comparison:
     mse_b: float
     d_rho_ci: tuple[float, float] | None
     d_mse_ci: tuple[float, float] | None
+    undefined: list[str] = field(default_factory=list)  # "A on split 1, 2 (constant predictions)": rho not compared
 
     @property
     def d_rho(self) -> float:
@@ -199,31 +181,44 @@ class Comparison:
     def d_mse(self) -> float:
         return self.mse_a - self.mse_b
 
-    def verdict(self) -> str:
-        """One line: significant when the 95% interval of the difference excludes 0."""
+    def rho_verdict(self) -> str:
+        if self.undefined:
+            return (f"rho not compared: Spearman's rho is undefined for {', '.join(self.undefined)} (choose other "
+                    "splits with --splits)")
         rho_says = _direction(self.d_rho_ci, f"{self.a} better than {self.b}",
                               f"{self.b} better than {self.a}", "no significant difference in rho")
+        r = _digits(self.d_rho, self.d_rho_ci, 3)
+        return f"{rho_says}: Δrho = {self.d_rho:+.{r}f} {_ci(self.d_rho_ci, r)}"
+
+    def verdict(self) -> str:
+        """One line: significant when the 95% interval of the difference excludes 0."""
         mse_says = _direction(self.d_mse_ci, f"{self.b} lower MSE", f"{self.a} lower MSE",
                               "no significant difference in MSE")
-        r, m = _digits(self.d_rho, self.d_rho_ci, 3), _digits(self.d_mse, self.d_mse_ci, 5)
-        return (f"{rho_says}: Δrho = {self.d_rho:+.{r}f} {_ci(self.d_rho_ci, r)}; "
-                f"{mse_says}: ΔMSE = {self.d_mse:+.{m}f} {_ci(self.d_mse_ci, m)}")
+        m = _digits(self.d_mse, self.d_mse_ci, 5)
+        return f"{self.rho_verdict()}; {mse_says}: ΔMSE = {self.d_mse:+.{m}f} {_ci(self.d_mse_ci, m)}"
 
     def render(self) -> str:
         r, m = _digits(self.d_rho, self.d_rho_ci, 3), _digits(self.d_mse, self.d_mse_ci, 5)
         sizes = sorted(set(self.n_images.values()))
         size_text = str(sizes[0]) if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
+        rho_line = (f"  rho  {self.a} {_rho(self.rho_a)}  {self.b} {_rho(self.rho_b)}  not compared (undefined)"
+                    if self.undefined else
+                    f"  rho  {self.a} {self.rho_a:.3f}  {self.b} {self.rho_b:.3f}  "
+                    f"Δ(a-b) {self.d_rho:+.{r}f}  95% CI {_ci(self.d_rho_ci, r)}")
         return "\n".join([
             f"{self.a} vs {self.b} on {self.dataset}: splits {','.join(map(str, self.splits))}, "
             f"{size_text} matched test images per split",
-            f"  rho  {self.a} {self.rho_a:.3f}  {self.b} {self.rho_b:.3f}  "
-            f"Δ(a-b) {self.d_rho:+.{r}f}  95% CI {_ci(self.d_rho_ci, r)}",
+            rho_line,
             f"  MSE  {self.a} {self.mse_a:.5f}  {self.b} {self.mse_b:.5f}  "
             f"Δ(a-b) {self.d_mse:+.{m}f}  95% CI {_ci(self.d_mse_ci, m)}",
             f"  paired bootstrap over test images: {self.n_boot} resamples of the union of the splits' "
             f"test images (one draw for every split), seed {self.seed}, per-split statistics averaged over splits",
             f"verdict: {self.verdict()}",
         ])
+
+
+def _rho(value: float) -> str:
+    return "undefined" if np.isnan(value) else f"{value:.3f}"
 
 
 def _direction(ci, above: str, below: str, neither: str) -> str:
@@ -337,10 +332,13 @@ def latest_of(group):
     return max(group.runs, key=lambda r: (r.timestamp, r.run_id))
 
 
-def match_split(path_a: Path, path_b: Path, split: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Names, truth, a's and b's predictions on the images both files hold, matched by name."""
-    names_a, truth_a, pred_a = read_predictions(path_a)
-    names_b, truth_b, pred_b = read_predictions(path_b)
+def match_split(path_a: Path, path_b: Path, split: int,
+                rows: tuple[dict | None, dict | None] = (None, None)) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+    """Names, truth, a's and b's predictions on the images both files hold, matched by name;
+    `rows`: the files' results.csv rows, which they are checked against."""
+    names_a, truth_a, pred_a = read_predictions(path_a, rows[0])
+    names_b, truth_b, pred_b = read_predictions(path_b, rows[1])
     index_b = {n: i for i, n in enumerate(names_b)}
     ia = [i for i, n in enumerate(names_a) if n in index_b]
     ib = [index_b[names_a[i]] for i in ia]
@@ -355,19 +353,27 @@ def match_split(path_a: Path, path_b: Path, split: int) -> tuple[list[str], np.n
     return [names_a[i] for i in ia], truth, pred_a[ia], pred_b[ib]
 
 
-def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Path, Path]],
-                        n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Paired bootstrap of a - b; `files` maps split -> (a's, b's predictions file)."""
+def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Path, Path]], n_boot: int = 2000,
+                        seed: int = 0, rows: dict[int, tuple[dict, dict]] | None = None) -> Comparison:
+    """Paired bootstrap of a - b; `files` maps split -> (a's, b's predictions file), `rows`
+    split -> (a's, b's results.csv row), which the files are checked against. Where rho is
+    undefined for a side on a split (constant predictions) rho is not compared; MSE is."""
+    from membench.results.metrics import undefined_reason
+
     if not files:
         raise MembenchError(f"{a} and {b} have no split in common on {dataset}")
     if n_boot < 1:
         raise MembenchError("--n-boot must be at least 1")
     stats = {key: [] for key in ("rho_a", "rho_b", "mse_a", "mse_b")}
-    n_images, matched = {}, {}
+    n_images, matched, undefined = {}, {}, {a: [], b: []}
     for k, (path_a, path_b) in sorted(files.items()):
-        names, truth, pa, pb = match_split(path_a, path_b, k)
+        names, truth, pa, pb = match_split(path_a, path_b, k, (rows or {}).get(k, (None, None)))
         n_images[k] = len(truth)
         matched[k] = (names, truth, [pa, pb])
+        for side, pred in ((a, pa), (b, pb)):
+            why = undefined_reason(pred, truth)
+            if why:
+                undefined[side].append((k, why))
         ones = np.ones((1, len(truth)), dtype=np.int64)
         stats["rho_a"].append(spearman_counts(truth, pa, ones)[0])
         stats["rho_b"].append(spearman_counts(truth, pb, ones)[0])
@@ -380,6 +386,8 @@ def compare_predictions(a: str, b: str, dataset: str, files: dict[int, tuple[Pat
         mse_a=float(np.mean(stats["mse_a"])), mse_b=float(np.mean(stats["mse_b"])),
         d_rho_ci=interval(reps["rho"][0] - reps["rho"][1]),
         d_mse_ci=interval(reps["mse"][0] - reps["mse"][1]),
+        undefined=[f"{side} on split {', '.join(str(k) for k, _ in found)} ({', '.join(sorted({w for _, w in found}))})"
+                   for side, found in undefined.items() if found],
     )
 
 
@@ -387,10 +395,12 @@ def runs_rho_interval(group, n_boot: int, seed: int) -> tuple[float, float] | No
     """None when any split's predictions are missing: an interval over fewer splits than
     the mean it accompanies would be misleading. The bootstrap of membench.report.compare: the
     union of the test images drawn once per replicate for every split, and several seeds
-    resampled too."""
+    resampled too. Splits whose rho is undefined (constant predictions) are left out, as
+    from the mean; every file read is checked against its row (a damaged one is an error)."""
     runs = getattr(group, "runs", [group])
-    pairs = [(run, k) for run in runs for k in run.splits]
-    if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
+    defined = {run.run_id: [k for k in run.splits if k not in run.undefined("rho")] for run in runs}
+    pairs = [(run, k) for run in runs for k in defined[run.run_id]]
+    if n_boot <= 0 or not pairs or not all(run.predictions(k).is_file() for run, k in pairs):
         return None
-    data = [{k: read_predictions(run.predictions(k)) for k in run.splits} for run in runs]
-    return rho_interval(data, n_boot=n_boot, seed=seed)
+    data = [{k: run.read_predictions(k) for k in defined[run.run_id]} for run in runs]
+    return rho_interval([d for d in data if d], n_boot=n_boot, seed=seed)

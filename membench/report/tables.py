@@ -18,6 +18,7 @@ shown in their own, clearly named columns. Rules:
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from membench.errors import MembenchError
 from membench.report.ceilings import human_ceilings
 from membench.util.files import atomic_write_text, safe_name
 from membench.results.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows  # noqa: F401  (report.load_runs: commands, tests)
+from membench.results.leaderboard import undefined_rho
 
 # The paper's row order; other models follow alphabetically.
 TABLE1_ORDER = ("resnet50-lamem", "resnet50-lamem-imagenet", "ours")
@@ -72,7 +74,8 @@ class Entry:
         self.label = self.label or self.model
 
     def stat(self, column: str) -> tuple[float | None, float | None]:
-        """Mean and sample sd over splits (sd None for a single split)."""
+        """Mean and sample sd over splits (sd None for a single split); an undefined rho
+        (constant predictions) is left out (_undefined)."""
         values = self.run.values(column) if self.run else []
         if not values:
             return None, None
@@ -212,7 +215,7 @@ def cells(entry: Entry, digits_rho: int = 3, digits_mse: int = 4, pm: str = " ±
         splits += f" × {entry.n_seeds} seeds"
     row = [
         entry.label + entry.config_mark,
-        fmt_pm(rho, rho_sd, digits_rho, pm),
+        _rho_cell(entry, fmt_pm(rho, rho_sd, digits_rho, pm)),
         MISSING if ci is None else f"[{ci[0]:.{digits_rho}f}, {ci[1]:.{digits_rho}f}]",
         fmt_pm(mse, mse_sd, digits_mse, pm),
         splits,
@@ -226,6 +229,37 @@ def cells(entry: Entry, digits_rho: int = 3, digits_mse: int = 4, pm: str = " ±
         index = {"rho": 6, "mse": 7, "params": 8, "source": 9}[cell]
         row[index] += mark
     return row
+
+
+def _undefined(entry: Entry) -> list[tuple[str, int, str]]:
+    """(run id, split, why) of every split of the row whose rho is undefined."""
+    return undefined_rho(entry.run.rows) if entry.run else []
+
+
+def _rho_cell(entry: Entry, text: str) -> str:
+    """"undefined" when no split has a rho; the splits it is over when some have none."""
+    found = _undefined(entry)
+    missing = len(found)
+    if not missing:
+        return text
+    if missing == len(entry.run.rows):
+        reasons = sorted({why for _, _, why in found})
+        return "undefined" + (f" ({reasons[0]})" if len(reasons) == 1 else "")
+    return f"{text} ({len(entry.run.rows) - missing} of {len(entry.run.rows)} splits)"
+
+
+def undefined_note(entries: list[Entry]) -> str:
+    parts = []
+    for entry in entries:
+        found = _undefined(entry)
+        if found:
+            several = entry.n_seeds > 1  # name the run when the row pools seeds
+            splits = ", ".join(f"split {k}{f' of {rid}' if several else ''} ({why})" for rid, k, why in found)
+            parts.append(f"{entry.label}{entry.config_mark}: {splits}")
+    if not parts:
+        return ""
+    return ("ρ undefined (Spearman's ρ needs predictions and scores that vary): " + "; ".join(parts)
+            + ". Those splits are left out of the row's ρ mean, sd and 95% CI; its MSE uses every split.")
 
 
 HEADER = ("Model", "ρ ↑ measured", "ρ 95% CI measured", "MSE ↓ measured", "Splits",
@@ -292,7 +326,7 @@ def _ci_protocol(n_boot: int, seed: int) -> str:
 
 
 def notes(entries: list[Entry], dataset: str, n_boot: int, seed: int) -> list[str]:
-    extra = [n for n in (grouping.runs_note(entries), grouping.derived_note(entries)) if n]
+    extra = [n for n in (grouping.runs_note(entries), grouping.derived_note(entries), undefined_note(entries)) if n]
     return footnotes(entries) + [provenance(entries, dataset)] + extra + [protocol(entries, dataset, n_boot, seed)]
 
 
@@ -357,6 +391,8 @@ def csv_rows(table: str, dataset: str, entries: list[Entry]) -> list[dict]:
     for e in entries:
         rho, rho_sd = e.stat("rho")
         mse, mse_sd = e.stat("mse")
+        if e.run and rho is None and _undefined(e):
+            rho = math.nan  # undefined on every split: written as nan, as in results.csv
         rep = e.reported
         first = e.run.rows[0] if e.run else {}
         out.append({

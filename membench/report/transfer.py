@@ -24,12 +24,12 @@ both a zero-shot and a fine-tuned run on the dataset, the paired bootstrap of
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from membench.results.leaderboard import Run, csv_text, read_rows
+from membench.results.leaderboard import Run, csv_text, read_rows, read_run_json, undefined_rho
 
 RELEASED = "released weights"
 MARKS = ("†", "‡", "§", "¶")
@@ -73,12 +73,12 @@ class RunView:
         return self.run.dataset if self.eval_part == "test" else f"{self.run.dataset} (all images)"
 
     def values(self, column: str) -> list[float]:
-        return [float(r[column]) for r in self.run.rows if r.get(column) not in (None, "")]
+        return self.run.values(column)  # an undefined rho (constant predictions) left out
 
     def mean_sd(self, column: str) -> tuple[float | None, float | None]:
         v = self.values(column)
-        if not v:
-            return None, None
+        if not v:  # nan: undefined on every split (shown "undefined"); None: not measured
+            return (math.nan if self.run.undefined(column) else None), None
         return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None
 
 
@@ -87,13 +87,7 @@ def views(runs: list[Run]) -> list[RunView]:
 
     out = []
     for run in runs:
-        provenance = None
-        path = run.directory / "runs" / f"{run.run_id}.json"
-        if path.is_file():
-            try:
-                provenance = json.loads(path.read_text())
-            except (OSError, ValueError):
-                pass
+        provenance = read_run_json(run.directory, run.run_id)  # a damaged one is an error, never "test"
         part = (provenance or {}).get("eval_part") or "test"
         out.append(RunView(run, trained_on(run.rows[0]), part, provenance))
     return out
@@ -116,7 +110,9 @@ def _ci(view: RunView, n_boot: int, seed: int):
 
 
 def _fmt(value, digits=3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "—"
+    return "undefined" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _fmt_ci(ci) -> str:
@@ -221,7 +217,7 @@ def comparisons(items: list[RunView], dataset: str, n_boot: int, seed: int) -> l
         if not files or n_boot <= 0:
             continue
         c = compare.compare_predictions(f"{model} fine-tuned", f"{model} zero-shot", dataset, files,
-                                        n_boot=n_boot, seed=seed)
+                                        n_boot=n_boot, seed=seed, rows={k: (a.row(k), b.row(k)) for k in files})
         out.append({"model": model, "a_run_id": a.run_id, "b_run_id": b.run_id,
                     "splits": ",".join(map(str, c.splits)), "rho_a": c.rho_a, "rho_b": c.rho_b,
                     "d_rho": c.rho_a - c.rho_b, "d_rho_ci_low": c.d_rho_ci[0] if c.d_rho_ci else None,
@@ -248,12 +244,23 @@ def run_rows(items: list[RunView], dataset: str, literature: list[dict], n_boot:
                      "rho_ci_low": ci[0] if ci else None, "rho_ci_high": ci[1] if ci else None,
                      "mse_mean": mse, "mse_sd": mse_sd, "seconds": sum(v.values("seconds")),
                      "hardware": first.get("hardware", ""), "git_commit": first.get("git_commit", ""),
-                     "notes": first.get("notes", ""), "source": "measured by membench"})
+                     "notes": _notes(v), "source": "measured by membench"})
     for r in literature:
         rows.append({"kind": "reported", "label": f"{r['model']} (reported)", "model": r["model"],
                      "trained_on": dataset, "rho_mean": r["rho"], "mse_mean": r["mse"],
                      "notes": r.get("note", ""), "source": r.get("source", "")})
     return rows
+
+
+def _notes(v: RunView) -> str:
+    """The run's notes; where rho is undefined on some splits, which (left out of the mean)."""
+    notes = [p for p in (v.run.rows[0].get("notes") or "").split("; ") if p and not p.startswith("rho undefined (")]
+    undefined = undefined_rho(v.run.rows)
+    if undefined:
+        why = ", ".join(sorted({w for _, _, w in undefined}))
+        notes.append(f"ρ undefined on split(s) {', '.join(str(k) for _, k, _ in undefined)} ({why}), left out of "
+                     "the ρ mean")
+    return "; ".join(notes)
 
 
 def render_runs(dataset: str, rows: list[dict], human: float | None, compared: list[dict], n_boot: int,
@@ -302,7 +309,7 @@ def runs_figure(dataset: str, rows: list[dict], human: float | None):
     ax = fig.subplots()
     labels = [r["label"] for r in rows]
     for i, r in enumerate(rows):
-        if r["rho_mean"] is None:
+        if r["rho_mean"] is None or math.isnan(r["rho_mean"]):
             continue
         if r["kind"] == "measured":
             err = None

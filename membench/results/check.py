@@ -10,7 +10,11 @@ file is left exactly as it is:
 - the header: the core columns present, no name empty or repeated;
 - every row: as many fields as the header (a row cut in half is refused, not padded),
   core values present, numbers that parse (rho in [-1, 1], MSE >= 0, a split number),
-  no (run_id, split) twice.
+  no (run_id, split) twice. The one non-number accepted is rho `nan`, exactly as membench
+  writes it when Spearman's rho is undefined (constant predictions; the row's notes say
+  why): the tables show it as undefined and leave it out of means;
+- a predictions_sha256, when present, is 64 hexadecimal digits (the sha256 of the split's
+  predictions file, checked whenever that file is read: membench.results.leaderboard).
 
 Columns that membench does not know (a user's `my_comment`) are allowed and kept on every
 rewrite, after membench's own columns. The known columns are given by the caller:
@@ -22,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,7 @@ CORE = ("run_id", "model", "dataset", "split", "rho", "mse")
 INTEGERS = ("split", "n_test", "params_total", "params_used", "params_trainable", "epochs_run",
             "best_epoch", "seed")
 NUMBERS = ("rho", "mse", "best_val_rho", "seconds")
+UNDEFINED = "nan"  # rho when Spearman's rho is undefined (membench.results.metrics.undefined_reason)
 FIX = "fix or remove the line (membench rewrites nothing until then)"
 
 
@@ -132,7 +138,7 @@ def _check_row(row: dict, path: Path, line: int) -> None:
         raise MembenchError(f"split {row['split']!r} is not a split number (1, 2, ...); {FIX}", path, line)
     for column in NUMBERS:
         value = row.get(column, "")
-        if value == "" and column not in CORE:
+        if (value == "" and column not in CORE) or (column == "rho" and value == UNDEFINED):
             continue
         try:
             number = float(value)
@@ -141,7 +147,11 @@ def _check_row(row: dict, path: Path, line: int) -> None:
         if not math.isfinite(number):
             raise MembenchError(f"{column} {value!r} is not a number; {FIX}", path, line)
     rho, mse = float(row["rho"]), float(row["mse"])
-    if not -1.0 <= rho <= 1.0:
+    if not math.isnan(rho) and not -1.0 <= rho <= 1.0:
         raise MembenchError(f"rho {row['rho']} is outside [-1, 1]; {FIX}", path, line)
     if mse < 0:
         raise MembenchError(f"mse {row['mse']} is negative; {FIX}", path, line)
+    digest = row.get("predictions_sha256", "")
+    if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise MembenchError(f"predictions_sha256 {digest!r} is not a sha256 (64 hexadecimal digits); {FIX}",
+                            path, line)

@@ -15,7 +15,6 @@ Rules (docs/user-guide.md, "Configurations"):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from membench.results.configuration import MEANINGS, PROTOCOL_ID, from_row
@@ -79,13 +78,9 @@ def configuration_of(run, declared_options=()) -> tuple[str, str, bool]:
     row = run.rows[0] if run.rows else {}
     if row.get("config_id"):
         return from_row(row)
-    provenance = None
-    path = run.directory / "runs" / f"{run.run_id}.json"
-    if path.is_file():
-        try:
-            provenance = json.loads(path.read_text())
-        except (OSError, ValueError):
-            provenance = None
+    from membench.results.leaderboard import read_run_json
+
+    provenance = read_run_json(run.directory, run.run_id)  # checked: a damaged one is an error
     return from_row(row, provenance, declared_options)
 
 

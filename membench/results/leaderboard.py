@@ -7,16 +7,25 @@
 
 Every file is replaced atomically (write a temporary file, fsync, rename) and
 read-modify-write happens under an exclusive lock, so concurrent runs lose no rows.
+What is read back is checked: results.csv as a whole (membench.results.check); a
+predictions file line by line (header, finite numbers, no image twice), against its row's
+n_test and against the sha256 its row recorded when it was written (predictions_sha256); a
+run JSON against the checksum it carries (membench.util.sealed). Damage is one line naming
+the file, never a silently different number.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from membench.errors import MembenchError
+from membench.results.check import UNDEFINED
+from membench.util.sealed import read_sealed, seal
 from membench.util.files import (atomic_write_json, atomic_write_text, file_lock, refuse_link,
                                  remove_stale_temp_files)
 from membench.results.check import ResultsFile
@@ -28,12 +37,13 @@ RESULT_COLUMNS = (
     "params_total", "params_used", "params_trainable",
     "preset", "configuration", "config_id", "train_mode", "init", "pretrained", "epochs_run", "best_epoch",
     "best_val_rho", "device", "precision", "hardware", "seconds", "seed", "git_commit", "git_dirty",
-    "membench_version", "timestamp", "data_fingerprint", "notes",
+    "membench_version", "timestamp", "data_fingerprint", "notes", "predictions_sha256",
 )
 SUMMARY_COLUMNS = (
     "model", "dataset", "configuration", "config_id", "preset", "train_mode", "run_ids", "seeds", "n_splits",
-    "rho_mean", "rho_sd", "mse_mean", "mse_sd", "params_total", "params_used",
+    "rho_mean", "rho_sd", "mse_mean", "mse_sd", "params_total", "params_used", "rho_undefined",
 )
+PREDICTION_COLUMNS = ("image", "score", "pred")
 KEY = ("run_id", "split")
 
 
@@ -86,8 +96,10 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
     (run_id, split)."""
     out = Path(out)
     run_id, split = row["run_id"], int(row["split"])
-    pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions],
-                         ("image", "score", "pred"))
+    check_predictions(row, predictions)
+    pred_text = csv_text([{"image": n, "score": s, "pred": p} for n, s, p in predictions], PREDICTION_COLUMNS)
+    # what the file must hash to whenever it is read back (read_predictions)
+    row = {**row, "predictions_sha256": hashlib.sha256(pred_text.encode("utf-8")).hexdigest()}
     targets = (out / "predictions" / run_id / f"split{split}.csv", out / "runs" / f"{run_id}.json",
                out / "results.csv", out / "summary.csv")
     with locked(out):
@@ -102,7 +114,7 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
             remove_stale_temp_files(d)
         atomic_write_text(targets[0], pred_text)
         kill_point("leaderboard:predictions")
-        atomic_write_json(targets[1], provenance)
+        atomic_write_json(targets[1], seal(provenance))
         same = lambda r: (r["run_id"], str(int(r["split"]))) == (run_id, str(split))  # noqa: E731
         rows = [r for r in found.rows if not same(r)]
         rows.append(_keep_users_cells(next((r for r in found.rows if same(r)), {}), row))
@@ -119,6 +131,17 @@ def _keep_users_cells(old: dict, new: dict) -> dict:
     kept = {c: v for c, v in old.items()
             if v not in (None, "") and new.get(c) in (None, "") and (c not in RESULT_COLUMNS or same)}
     return {**new, **kept}
+
+
+def check_predictions(row: dict, predictions) -> None:
+    """Refuse to record what the leaderboard would refuse to read: non-finite numbers (NaN
+    weights, an overflow)."""
+    where = f"{row['model']} on {row['dataset']}, split {row['split']} (run {row['run_id']})"
+    bad = [(n, s, p) for n, s, p in predictions if not (math.isfinite(s) and math.isfinite(p))]
+    if bad:
+        raise MembenchError(f"{where}: {len(bad)} of {len(predictions)} predictions are not finite numbers (e.g. "
+                            f"{bad[0][0]}: {bad[0][2]}); nothing was recorded: the model's weights or its "
+                            "output are broken (NaN weights, a diverged training)")
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -144,7 +167,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (model, dataset, config_id), seeds in sorted(groups.items()):
         chosen = [seeds[s] for s in sorted(seeds, key=lambda s: (len(s), s))]
         rs = [r for _, run_id, _ in chosen for r in sorted(by_run[run_id], key=lambda r: int(r["split"]))]
-        rho = [float(r["rho"]) for r in rs]
+        rho = [float(r["rho"]) for r in rs if not math.isnan(float(r["rho"]))]  # undefined rho left out
         mse = [float(r["mse"]) for r in rs]
         first = rs[0]
         out.append({
@@ -153,7 +176,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             "run_ids": " ".join(run_id for _, run_id, _ in chosen),
             "seeds": " ".join(sorted(seeds, key=lambda s: (len(s), s))),
             "n_splits": len(rs),
-            "rho_mean": statistics.fmean(rho), "rho_sd": statistics.stdev(rho) if len(rho) > 1 else None,
+            "rho_mean": statistics.fmean(rho) if rho else math.nan,
+            "rho_sd": statistics.stdev(rho) if len(rho) > 1 else None, "rho_undefined": len(rs) - len(rho),
             "mse_mean": statistics.fmean(mse), "mse_sd": statistics.stdev(mse) if len(mse) > 1 else None,
             "params_total": first["params_total"], "params_used": first.get("params_used", ""),
         })
@@ -182,10 +206,113 @@ class Run:
         return max(r.get("timestamp") or "" for r in self.rows)
 
     def values(self, column: str) -> list[float]:
-        return [float(r[column]) for r in self.rows if r.get(column) not in (None, "")]
+        """The column's numbers over splits; an undefined rho (nan) is left out (undefined())."""
+        values = (float(r[column]) for r in self.rows if r.get(column) not in (None, ""))
+        return [v for v in values if not math.isnan(v)]
+
+    def undefined(self, column: str = "rho") -> list[int]:
+        """The splits whose `column` is undefined (nan: e.g. rho of constant predictions)."""
+        return [int(r["split"]) for r in self.rows if r.get(column) == UNDEFINED]
+
+    def row(self, split: int) -> dict:
+        return next(r for r in self.rows if int(r["split"]) == split)
 
     def predictions(self, split: int) -> Path:
         return self.directory / "predictions" / self.run_id / f"split{split}.csv"
+
+    def read_predictions(self, split: int):
+        """Split k's stored predictions, checked against its row (read_predictions)."""
+        return read_predictions(self.predictions(split), self.row(split))
+
+
+def read_predictions(path: Path, row: dict | None = None):
+    """(image names, true scores, predictions as numpy arrays) of predictions/<run>/split<k>.csv,
+    checked: the header, every line (three fields, a name, finite numbers, no image twice),
+    and, given the file's results.csv row, its line count against n_test and its sha256
+    against predictions_sha256 (rows written before membench recorded it: the lines only).
+    Damage is a MembenchError naming the file and line."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MembenchError("predictions file is missing", path) from None
+    except OSError as exc:
+        raise MembenchError(f"cannot read the predictions file ({exc.strerror})", path) from None
+    names, score, pred = _prediction_lines(raw, path)
+    row = row or {}
+    if row.get("n_test") not in (None, "") and len(names) != int(row["n_test"]):
+        raise MembenchError(f"{len(names)} predictions, but its results.csv row says n_test={row['n_test']} (cut "
+                            f"short or lines added); {PREDICTIONS_FIX}", path)
+    recorded = row.get("predictions_sha256") or ""
+    if recorded and hashlib.sha256(raw).hexdigest() != recorded:
+        raise MembenchError("changed since membench wrote it (its sha256 differs from predictions_sha256 in "
+                            f"results.csv): a value was edited or damaged; {PREDICTIONS_FIX}", path)
+    return names, np.asarray(score, dtype=float), np.asarray(pred, dtype=float)
+
+
+PREDICTIONS_FIX = ("restore the file, or run the job again (`membench run` with the same options and --resume "
+                   "rewrites it from the job's result.json)")
+
+
+def _prediction_lines(raw: bytes, path: Path) -> tuple[list[str], list[float], list[float]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MembenchError(f"not UTF-8 text; {PREDICTIONS_FIX}", path, raw[:exc.start].count(b"\n") + 1) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    names, score, pred, seen = [], [], [], {}
+    try:
+        header = next(reader, None)
+        if header != list(PREDICTION_COLUMNS):
+            raise MembenchError(f"expected header image,score,pred, got {','.join(header or [])!r}", path, 1)
+        for fields in reader:
+            number = reader.line_num
+            if len(fields) != 3 or not fields[0]:
+                raise MembenchError(f"expected 3 fields (image,score,pred), got {fields!r}; {PREDICTIONS_FIX}",
+                                    path, number)
+            try:
+                s, p = float(fields[1]), float(fields[2])
+            except ValueError:
+                s = p = math.nan
+            if not (math.isfinite(s) and math.isfinite(p)):
+                raise MembenchError(f"score and pred must be finite numbers, got {fields[1]!r}, {fields[2]!r}; "
+                                    f"{PREDICTIONS_FIX}", path, number)
+            if fields[0] in seen:
+                raise MembenchError(f"image {fields[0]} is already on line {seen[fields[0]]} (a duplicated line "
+                                    f"would count twice); {PREDICTIONS_FIX}", path, number)
+            seen[fields[0]] = number
+            names.append(fields[0])
+            score.append(s)
+            pred.append(p)
+    except csv.Error as exc:
+        raise MembenchError(f"damaged CSV ({exc}); {PREDICTIONS_FIX}", path, reader.line_num or 1) from None
+    if not names:
+        raise MembenchError("predictions file has no rows", path)
+    return names, score, pred
+
+
+def undefined_rho(rows: list[dict]) -> list[tuple[str, int, str]]:
+    """(run id, split, why) of every row whose rho is undefined ("nan"; its notes say why,
+    as membench.results.metrics.rho_note wrote it)."""
+    import re
+
+    out = []
+    for r in rows:
+        if r.get("rho") == UNDEFINED:
+            why = re.search(r"rho undefined \(([^)]*)\)", r.get("notes") or "")
+            out.append((r["run_id"], int(r["split"]), why.group(1) if why else "reason not recorded"))
+    return out
+
+
+def read_run_json(directory: Path, run_id: str) -> dict | None:
+    """OUT/runs/<run_id>.json checked against the checksum it carries (None when absent;
+    a file written before membench sealed them is read as it is)."""
+    path = Path(directory) / "runs" / f"{run_id}.json"
+    if not path.is_file():
+        return None
+    return read_sealed(path, "run JSON", "restore it, or run the job again (--resume rewrites it)")
 
 
 def load_runs(directory: Path) -> list[Run]:

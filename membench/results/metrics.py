@@ -18,6 +18,27 @@ def spearman(pred, truth) -> float:
     return float(spearmanr(pred, truth).statistic)
 
 
+def undefined_reason(pred, truth) -> str | None:
+    """Why Spearman's rho of (pred, truth) is undefined ("constant predictions", ...), or
+    None when it is defined. The row records it in its notes as `rho_note` writes it."""
+    import numpy as np
+
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if len(pred) < 2:
+        return "fewer than 2 images"
+    if np.ptp(pred) == 0:
+        return "constant predictions"
+    if np.ptp(truth) == 0:
+        return "constant scores"
+    return None
+
+
+def rho_note(pred, truth) -> str:
+    """What a row's notes say when its rho is undefined ("" when it is defined)."""
+    reason = undefined_reason(pred, truth)
+    return f"rho undefined ({reason})" if reason else ""
+
+
 def spearman_eq2(pred, truth) -> float:
     """The paper's Eq. 2, 1 - 6 sum d^2 / (N (N^2 - 1)), d the difference of the average
     ranks. It equals `spearman` when neither side has ties and differs when they do (Eq. 2

@@ -98,9 +98,14 @@ def write_view(dest: Path, splits: dict[int, dict[str, list[tuple[str, float]]]]
                sources: dict[str, Path], fill=None) -> Path:
     """Write a LaMem-layout directory: images/<name> symlinks to `sources`, splits/<part>_<k>.txt.
     Written into a temporary sibling and renamed, so a reader never sees half a view and
-    concurrent runs (one per GPU) agree; an existing view is reused as it is. With `fill`,
+    concurrent runs (one per GPU) agree. An existing view is reused once its split files
+    are checked against what they must hold (a damaged or edited one is an error naming
+    it: its images and scores would be read as the dataset's). With `fill`,
     `fill(images_dir)` writes the image files instead (images kept inside a .mat file)."""
+    texts = {f"{part}_{k}.txt": "".join(f"{name} {score!r}\n" for name, score in rows)
+             for k, parts in splits.items() for part, rows in parts.items()}
     if dest.is_dir():
+        _check_view(dest, texts)
         return dest
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     try:
@@ -111,10 +116,8 @@ def write_view(dest: Path, splits: dict[int, dict[str, list[tuple[str, float]]]]
             fill(tmp / "images")
         for name, path in ({} if fill is not None else sources).items():
             (tmp / "images" / name).symlink_to(path.resolve())
-        for k, parts in splits.items():
-            for part, rows in parts.items():
-                text = "".join(f"{name} {score!r}\n" for name, score in rows)
-                (tmp / "splits" / f"{part}_{k}.txt").write_text(text, encoding="utf-8")
+        for file_name, text in texts.items():
+            (tmp / "splits" / file_name).write_text(text, encoding="utf-8")
         try:
             tmp.rename(dest)
         except OSError:
@@ -126,6 +129,24 @@ def write_view(dest: Path, splits: dict[int, dict[str, list[tuple[str, float]]]]
         raise MembenchError(f"cannot write membench's copy of the split files ({exc.strerror}); "
                             "set MEMBENCH_HOME to a writable directory", dest.parent) from None
     return dest
+
+
+def _check_view(dest: Path, texts: dict[str, str]) -> None:
+    """The split files of an existing view are exactly `texts` (no file missing or added)."""
+    fix = f"membench's derived copy was damaged or edited: delete the directory {dest}, membench writes it again"
+    extra = sorted({p.name for p in (dest / "splits").glob("*.txt")} - set(texts))
+    if extra:
+        raise MembenchError(f"a split file this dataset does not define; {fix}", dest / "splits" / extra[0])
+    for name, text in sorted(texts.items()):
+        path = dest / "splits" / name
+        try:
+            on_disk = path.read_bytes()
+        except OSError:
+            raise MembenchError(f"split file missing or unreadable; {fix}", path) from None
+        if on_disk != text.encode("utf-8"):
+            line = next((i for i, (a, b) in enumerate(zip(on_disk.split(b"\n"), text.encode().split(b"\n")), 1)
+                         if a != b), min(on_disk.count(b"\n"), text.count("\n")) + 1)
+            raise MembenchError(f"differs from the split the source data define; {fix}", path, line)
 
 
 @dataclass
