@@ -94,12 +94,31 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
             remove_stale_temp_files(d)
         atomic_write_text(out / "predictions" / run_id / f"split{split}.csv", pred_text)
         kill_point("leaderboard:predictions")
-        atomic_write_json(out / "runs" / f"{run_id}.json", provenance)
+        atomic_write_json(out / "runs" / f"{run_id}.json", with_split_stages(out / "runs" / f"{run_id}.json",
+                                                                           provenance, split))
         rows = [r for r in found.rows if (r["run_id"], str(int(r["split"]))) != (run_id, str(split))]
         rows.append(row)
         rows.sort(key=lambda r: (r["model"], r["dataset"], r["run_id"], int(r["split"])))
         atomic_write_text(out / "results.csv", csv_text(rows, found.columns()))  # users' own columns kept
         atomic_write_text(out / "summary.csv", csv_text(summarise(rows), SUMMARY_COLUMNS))
+
+
+def with_split_stages(path: Path, provenance: dict, split: int) -> dict:
+    """The run JSON to write for one more split: `stages` is the stage outcomes (with their
+    per-epoch histories) of the split written last, as before; `split_stages` keeps every
+    split's, {"<k>": outcomes}, carried over from the file already there (the training
+    curves of the report's run pages)."""
+    import json
+
+    kept = {}
+    if Path(path).is_file():
+        try:
+            kept = json.loads(Path(path).read_text()).get("split_stages") or {}
+        except (OSError, ValueError, AttributeError):
+            kept = {}  # unreadable: this split's history alone, the file is replaced anyway
+    kept = {k: v for k, v in kept.items() if str(k).isdigit()} if isinstance(kept, dict) else {}
+    kept[str(split)] = provenance.get("stages") or {}
+    return {**provenance, "split_stages": dict(sorted(kept.items(), key=lambda kv: int(kv[0])))}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
