@@ -23,6 +23,7 @@ and the ranks of the resampled multiset are computed from the counts without sor
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,5 +393,19 @@ def runs_rho_interval(group, n_boot: int, seed: int) -> tuple[float, float] | No
     pairs = [(run, k) for run in runs for k in run.splits]
     if n_boot <= 0 or not all(run.predictions(k).is_file() for run, k in pairs):
         return None
-    data = [{k: read_predictions(run.predictions(k)) for k in run.splits} for run in runs]
+    files = tuple(tuple((k, str(run.predictions(k)), _stamp(run.predictions(k))) for k in run.splits) for run in runs)
+    return _files_rho_interval(files, n_boot, seed)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _files_rho_interval(files: tuple, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """The interval of runs_rho_interval, remembered per (prediction files as they are on
+    disk, n_boot, seed): `membench report` asks for the same row's interval in its tables,
+    the every-run tables and the HTML site."""
+    data = [{k: read_predictions(Path(path)) for k, path, _ in run} for run in files]
     return rho_interval(data, n_boot=n_boot, seed=seed)
