@@ -44,12 +44,11 @@ def cmd_predict(args) -> int:
     import sys
 
     from membench import registry
-    from membench.weights.checkpoint_check import frozen_sources, load_into
     from membench.commands.predict_inputs import expand, usable
     from membench.engine.device import resolve_device
     from membench.engine.inference import predict
     from membench.errors import MembenchError
-    from membench.spec import BuildContext, Sample
+    from membench.spec import Sample
 
     spec = registry.get_model(args.model)
     options = model_options(args.model_option, [spec])  # a misspelt option stops before any work
@@ -64,21 +63,32 @@ def cmd_predict(args) -> int:
     from membench.engine.device import resolve_precision
 
     device.precision = resolve_precision(args.precision, device.type)  # bf16 on the CPU: a one-line refusal
-    # A whole checkpoint replaces every weight, so ImageNet or published weights would only be
-    # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
-    # trained part: its frozen parts are rebuilt from the files it names, and checked.
-    sources = frozen_sources(args.checkpoint) if args.checkpoint else None
-    ctx = BuildContext(pretrained=args.pretrained != "none" and (args.checkpoint is None or sources is not None),
-                       upstream=dict(sources or {}), options=options)
-    model = spec.builder()(ctx)
-    if args.checkpoint:
-        load_into(model, spec.name, args.checkpoint)
-    elif spec.trainable:
-        print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
-              "pretrained-only weights", file=sys.stderr)
+    model = inference_model(spec, args.checkpoint, args.pretrained, options)
     scores = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["image", "score"])
     for s, v in zip(samples, scores):
         w.writerow([s.name, f"{v:.6f}"])
     return 0
+
+
+def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dict):
+    """The model `predict` and `explain` use: built, with the checkpoint's weights if given.
+    A whole checkpoint replaces every weight, so ImageNet or published weights would only be
+    loaded to be overwritten (and need not be on this machine). A frugal one holds only the
+    trained part: its frozen parts are rebuilt from the files it names, and checked."""
+    import sys
+
+    from membench.spec import BuildContext
+    from membench.weights.checkpoint_check import frozen_sources, load_into
+
+    sources = frozen_sources(checkpoint) if checkpoint else None
+    ctx = BuildContext(pretrained=pretrained != "none" and (checkpoint is None or sources is not None),
+                       upstream=dict(sources or {}), options=options)
+    model = spec.builder()(ctx)
+    if checkpoint:
+        load_into(model, spec.name, checkpoint)
+    elif spec.trainable:
+        print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
+              "pretrained-only weights", file=sys.stderr)
+    return model
