@@ -75,15 +75,12 @@ def explain_images(model, spec, images, out: Path, device, method: str = "auto",
     """The maps of each image, saved by membench.explain.overlay; returns the written paths."""
     import torch
 
-    from membench.data.images import open_rgb
-    from membench.data.transforms import Normalizer, eval_transform
     from membench.explain import overlay
-    from membench.explain.maps import explain
+    from membench.explain.maps import explain, prepare
 
     written, seen = [], {}
     for i, image in enumerate(images):
-        u8 = eval_transform(spec.preprocess)(open_rgb(image))
-        x = Normalizer(spec.preprocess)(u8[None].to(device))
+        u8, x = prepare(spec.preprocess, image, device)
         with torch.no_grad():
             score = float(model(x).reshape(-1)[0])
         maps = explain(model, x, method, layer)
@@ -91,13 +88,3 @@ def explain_images(model, spec, images, out: Path, device, method: str = "auto",
         title = f"{spec.name}: predicted memorability {score:.3f} — {Path(image).name}"
         written += overlay.save(out, overlay.stem(image, i, seen), spec.name, rgb, maps, title)
     return written
-
-
-def image_maps(model, spec, image: Path, device, method: str = "auto"):
-    """The maps (membench.explain.maps.Maps) of one image file, preprocessed as the model evaluates."""
-    from membench.data.images import open_rgb
-    from membench.data.transforms import Normalizer, eval_transform
-    from membench.explain.maps import explain
-
-    x = Normalizer(spec.preprocess)(eval_transform(spec.preprocess)(open_rgb(image))[None].to(device))
-    return explain(model, x, method)

@@ -112,11 +112,11 @@ def score(spec, checkpoint, args, options, samples, device):
     values = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
     if not args.maps:
         return [float(v) for v in values], None
-    from membench.commands.explain import image_maps
+    from membench.explain.maps import image_maps
 
     grids, label = [], ""
     for s in samples:
-        found = image_maps(model.eval(), spec, s.path, device.torch)
+        found = image_maps(model.eval(), spec.preprocess, s.path, device.torch)
         grids.append(found.maps.mean(axis=0))
         label = ("Grad-CAM" if found.method == "grad-cam" else "own attention") + (
             f", mean of {len(found.names)} maps ({', '.join(found.names)})" if len(found.names) > 1 else "")

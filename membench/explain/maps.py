@@ -129,3 +129,18 @@ def explain(model, x, method: str = "auto", layer: str | None = None) -> Maps:
             raise MembenchError("this model has no attention of its own (models with one: ours, amnet); "
                                 "use --method grad-cam")
     return grad_cam(model, x, layer)
+
+
+def prepare(preprocess, image, device="cpu"):
+    """An image file as the model evaluates it: (uint8 (3, H, W) after the evaluation
+    transform, normalised float batch (1, 3, H, W) on `device`)."""
+    from membench.data.images import open_rgb
+    from membench.data.transforms import Normalizer, eval_transform
+
+    u8 = eval_transform(preprocess)(open_rgb(image))
+    return u8, Normalizer(preprocess)(u8[None].to(device))
+
+
+def image_maps(model, preprocess, image, device="cpu", method: str = "auto") -> Maps:
+    """The maps of one image file (see `explain`)."""
+    return explain(model, prepare(preprocess, image, device)[1], method)
