@@ -119,8 +119,10 @@ def cmd_run(args) -> int:
         frozen_train_cache=args.frozen_train_cache, keep_last=args.keep_last,
         keep_checkpoints=args.keep_checkpoints, precision=args.precision,
         dataset_options=key_values(args.dataset_option, "--dataset-option"), log=tuple(args.log))
+    from membench.results.trackers import check_installed, parse
     from membench.scale.launch import launch, options_from_args
 
+    check_installed(parse(cfg.log))  # every launcher: before any job starts
     cluster = options_from_args(args)
     if cluster is None:  # a cluster's jobs get --precision for the nodes' device (membench.scale.launch)
         cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
