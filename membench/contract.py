@@ -13,6 +13,11 @@ place, instead of with `hasattr` across the engine:
   computes the frozen outputs of validation images once per stage (exact) and, with
   `--frozen-train-cache K`, of K augmented views of every training image (approximation).
 
+- `attention_maps(x) -> (maps, names) or None`: the model's own soft attention, a (B, K, h, w)
+  tensor of K maps per image, each summing to 1 over its h x w locations, and the K names
+  ("averaged over the caption's words", "LSTM step 1", ...); None when this configuration
+  has no attention. `membench explain` overlays them; a model without them gets Grad-CAM.
+
 Options a model accepts (`--model-option key=value`) reach its builder in
 `BuildContext.options`; the builder rejects unknown ones with a MembenchError.
 """
@@ -47,6 +52,19 @@ class FrozenOutputs(Protocol):
     def frozen_outputs(self, x: Any) -> tuple: ...
 
     def from_frozen(self, outputs: tuple) -> Any: ...
+
+
+@runtime_checkable
+class OwnAttention(Protocol):
+    """Optional: the model's own soft-attention maps (membench explain)."""
+
+    def attention_maps(self, x: Any) -> Any: ...
+
+
+def attention_maps(model, x):
+    """(maps (B, K, h, w), names) from the model's own attention, or None (no attention)."""
+    plain = unwrap(model)
+    return plain.attention_maps(x) if isinstance(plain, OwnAttention) else None
 
 
 def has_frozen_outputs(model) -> bool:

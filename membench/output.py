@@ -19,7 +19,6 @@ def emit(rows: list[dict], columns: list[str], fmt: str, title: str | None = Non
         for r in rows:
             w.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title)
@@ -27,7 +26,22 @@ def emit(rows: list[dict], columns: list[str], fmt: str, title: str | None = Non
             table.add_column(c, overflow="fold")
         for r in rows:
             table.add_row(*[_fmt(r.get(c)) for c in columns])
-        Console().print(table)
+        console().print(table)
+
+
+# Piped output (a file, `less`, `grep`) has no width: rich would assume 80 columns and fold
+# every long cell over several lines; tables are printed at their natural width instead.
+PIPED_WIDTH = 100_000
+
+
+def console(stderr: bool = False):
+    """A rich Console for tables: the terminal's width on a terminal, unlimited when piped."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=PIPED_WIDTH)
 
 
 def _fmt(v) -> str:

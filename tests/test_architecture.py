@@ -137,6 +137,7 @@ FORBIDDEN = {
     "membench.engine": ("membench.commands", "membench.cli", "membench.report", "membench.scale"),
     "membench.results": ("membench.commands", "membench.cli", "membench.report", "membench.scale"),
     "membench.report": ("membench.commands", "membench.cli"),
+    "membench.explain": ("membench.commands", "membench.cli", "membench.report", "membench.scale"),
     "membench.scale": ("membench.commands", "membench.cli"),
     "membench_plugins": ("membench.commands", "membench.cli"),
 }

@@ -437,7 +437,8 @@ def test_cli_report_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"wrote {out / 'table2_demo.tex'}" in printed
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        "README.md", "reported.csv", "fig3_demo.png", "fig3_demo.svg", ".membench-report.json",
+        "README.md", "reported.csv", "fig3_demo.png", "fig3_demo.svg", ".membench-report.json", "index.html",
+        "site",
         *(f"table{t}_demo.{x}" for t in (1, 2) for x in ("md", "tex", "csv"))])
     assert "amnet-lamem" not in (out / "table2_demo.md").read_text()
 

@@ -7,6 +7,7 @@ CORE_COMMANDS = (
     "membench.commands.run",
     "membench.commands.runs",
     "membench.commands.predict",
+    "membench.commands.explain",
     "membench.commands.report",
     "membench.commands.compare",
     "membench.commands.evaluate",

@@ -111,8 +111,9 @@ def cmd_bench(args) -> int:
 
 
 def _print_rows(rows, env) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from membench.output import console
 
     table = Table(title=f"membench bench ({env.tag})")
     for col in ("benchmark", "name", "impl", "images/s", "per CPU s", "ratio", "batch", "input"):
@@ -121,4 +122,4 @@ def _print_rows(rows, env) -> None:
         cpu = "" if r.images_per_cpu_s is None else f"{r.images_per_cpu_s:.1f}"
         table.add_row(r.benchmark, r.name, r.impl, f"{r.images_per_s:.1f}", cpu,
                       "" if r.ratio is None else f"{r.ratio:.2f}x", str(r.batch), r.input)
-    Console().print(table)
+    console().print(table)

@@ -1,4 +1,5 @@
-"""`membench predict`: score images with a model, CSV `image,score` on stdout."""
+"""`membench predict`: score images with a model, CSV `image,score` on stdout; `--html DIR`: a
+contact sheet (membench.report.contact)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ from membench.commands.common import add_image_options, apply_image_options, mod
 EPILOG = """examples:
   membench predict --model resnet50-lamem --checkpoint best.pt photo.jpg other.png
   membench predict --model resmem --recursive photos/ > scores.csv
+  membench predict --model resmem --recursive photos/ --html sheet/ --maps    # contact sheet with attention maps
+  membench predict --model resmem,resnet50-lamem --checkpoint none --checkpoint best.pt -r photos/ --html sheet/
 """
 
 
 def add_parser(sub) -> None:
     import argparse
 
-    p = sub.add_parser("predict", help="score images with a model (CSV image,score)",
-                       description="Score images with a model and print CSV image,score.",
+    p = sub.add_parser("predict", help="score images with a model (CSV image,score; --html: a contact sheet)",
+                       description="Score images with a model and print CSV image,score (several models: "
+                                   "image,<model>,...). --html DIR also writes a contact sheet: the images sorted "
+                                   "by predicted memorability, one column per model, with their rank correlation.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("--model", required=True, help="a model, or a comma list to compare several side by side")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
                    help="trained weights (a run's best.pt or a state_dict); no ImageNet weights are needed "
-                        "then; default: the model's own weights")
+                        "then; default: the model's own weights. Several models: one per model, in order "
+                        "('none': that model's own weights)")
     p.add_argument("--pretrained", choices=("auto", "none"), default="auto",
                    help="without --checkpoint: none scores with random weights (plumbing checks only)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
@@ -34,55 +40,123 @@ def add_parser(sub) -> None:
                    help="score every image under the directories given")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="missing or unreadable images: stop (default) or leave them out, named on stderr")
+    p.add_argument("--html", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/index.html: a contact sheet of the images sorted by predicted "
+                        "memorability (thumbnails, scores), beside DIR/scores.csv")
+    p.add_argument("--maps", action="store_true",
+                   help="with --html: each thumbnail's map of what the model attends to (as `membench explain`)")
     add_image_options(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (or directories with -r)")
     p.set_defaults(func=cmd_predict)
 
 
+def checkpoints(given: list[str], specs) -> list[Path | None]:
+    """One checkpoint (or None) per model: none given, one per model, or one for a single model."""
+    from membench.errors import MembenchError
+
+    if not given:
+        return [None] * len(specs)
+    if len(given) != len(specs):
+        raise MembenchError(f"{len(given)} --checkpoint for {len(specs)} models: give one per model, in the "
+                            "order of --model ('none' for a model's own weights)")
+    out = [None if c == "none" else Path(c) for c in given]
+    for path in out:
+        if path is not None and not path.is_file():
+            raise MembenchError("checkpoint not found", path)
+    return out
+
+
 def cmd_predict(args) -> int:
-    import csv
     import sys
 
     from membench import registry
-    from membench.weights.checkpoint_check import frozen_sources, load_into
     from membench.commands.predict_inputs import expand, usable
-    from membench.engine.device import resolve_device
-    from membench.engine.inference import predict
+    from membench.engine.device import resolve_device, resolve_precision
     from membench.errors import MembenchError
-    from membench.spec import BuildContext, Sample
+    from membench.spec import Sample
 
-    spec = registry.get_model(args.model)
-    options = model_options(args.model_option, [spec])  # a misspelt option stops before any work
+    specs = registry.select_models(args.model)
+    options = model_options(args.model_option, specs)  # a misspelt option stops before any work
     if args.batch_size < 1:
         raise MembenchError("--batch-size must be positive")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise MembenchError("checkpoint not found", args.checkpoint)
+    if args.maps and args.html is None:
+        raise MembenchError("--maps draws the maps on the contact sheet: add --html DIR")
+    files = checkpoints(args.checkpoint, specs)
     apply_image_options(args)
     paths = expand(args.images, args.recursive)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in paths), args.on_bad_image)
     device = resolve_device(args.device)
-    from membench.engine.device import resolve_precision
-
     device.precision = resolve_precision(args.precision, device.type)  # bf16 on the CPU: a one-line refusal
-    # A whole checkpoint replaces every weight, so ImageNet or published weights would only be
-    # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
-    # trained part: its frozen parts are rebuilt from the files it names, and checked.
-    sources = frozen_sources(args.checkpoint) if args.checkpoint else None
-    ctx = BuildContext(pretrained=args.pretrained != "none" and (args.checkpoint is None or sources is not None),
+    scores, maps, labels = {}, {}, {}
+    for spec, checkpoint in zip(specs, files):
+        scores[spec.name], found = score(spec, checkpoint, args, options, samples, device)
+        if found:
+            maps[spec.name], labels[spec.name] = found
+    text = scores_csv(samples, scores)
+    sys.stdout.write(text)
+    if args.html is not None:
+        from membench.report import contact
+
+        written = contact.write(args.html, [s.name for s in samples], [s.path for s in samples], scores, text,
+                                maps if args.maps else None, labels)
+        print(f"membench: wrote {written[-1]} (contact sheet of {len(samples)} images)", file=sys.stderr)
+    return 0
+
+
+def score(spec, checkpoint, args, options, samples, device):
+    """One model's scores of the samples and, with --maps, its map of each (grids, label)."""
+    from membench.engine.inference import predict
+    from membench.options import applicable
+
+    model = inference_model(spec, checkpoint, args.pretrained, applicable(spec.name, spec.options, options))
+    values = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
+    _refuse_non_finite(values, samples, spec.name, checkpoint)
+    if not args.maps:
+        return [float(v) for v in values], None
+    from membench.explain.maps import image_maps
+
+    grids, label = [], ""
+    for s in samples:
+        found = image_maps(model.eval(), spec.preprocess, s.path, device.torch)
+        grids.append(found.maps.mean(axis=0))
+        label = ("Grad-CAM" if found.method == "grad-cam" else "own attention") + (
+            f", mean of {len(found.names)} maps ({', '.join(found.names)})" if len(found.names) > 1 else "")
+    return [float(v) for v in values], (grids, label)
+
+
+def scores_csv(samples, scores: dict[str, list[float]]) -> str:
+    """image,score for one model; image,<model>,... for several."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", *(["score"] if len(scores) == 1 else scores)])
+    for i, s in enumerate(samples):
+        w.writerow([s.name, *(f"{v[i]:.6f}" for v in scores.values())])
+    return buf.getvalue()
+
+
+def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dict):
+    """The model `predict` and `explain` use: built, with the checkpoint's weights if given.
+    A whole checkpoint replaces every weight, so ImageNet or published weights would only be
+    loaded to be overwritten (and need not be on this machine). A frugal one holds only the
+    trained part: its frozen parts are rebuilt from the files it names, and checked."""
+    import sys
+
+    from membench.spec import BuildContext
+    from membench.weights.checkpoint_check import frozen_sources, load_into
+
+    sources = frozen_sources(checkpoint) if checkpoint else None
+    ctx = BuildContext(pretrained=pretrained != "none" and (checkpoint is None or sources is not None),
                        upstream=dict(sources or {}), options=options)
     model = spec.builder()(ctx)
-    if args.checkpoint:
-        load_into(model, spec.name, args.checkpoint)
+    if checkpoint:
+        load_into(model, spec.name, checkpoint)
     elif spec.trainable:
         print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
               "pretrained-only weights", file=sys.stderr)
-    scores = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
-    _refuse_non_finite(scores, samples, spec.name, args.checkpoint)
-    w = csv.writer(sys.stdout, lineterminator="\n")
-    w.writerow(["image", "score"])
-    for s, v in zip(samples, scores):
-        w.writerow([s.name, f"{v:.6f}"])
-    return 0
+    return model
 
 
 def _refuse_non_finite(scores, samples, model: str, checkpoint) -> None:

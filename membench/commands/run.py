@@ -15,6 +15,7 @@ HELP_EPILOG = """examples:
   membench run --model 'resnet50*,amnet' --data /data/lamem --splits 1,3 --device cuda
   membench run --model resmem --data /data/lamem --train none   # evaluate only
   membench run --model all --data /data/lamem --launcher slurm --slurm-partition gpu   # one Slurm job each
+  membench run --model resnet50-lamem --data demo --preset quick --pretrained none --log tensorboard
 """
 
 
@@ -88,6 +89,10 @@ def _add_storage_options(p) -> None:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="smoke/quick presets: keep the checkpoints after success (default: removed; see "
                         "`membench runs`)")
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER[=WHERE]",
+                   help="also log per-epoch loss, validation rho/MSE, learning rate and the configuration to "
+                        "tensorboard[=DIR] (default DIR ./tensorboard) or mlflow[=TRACKING_URI] (default: "
+                        "MLflow's own, ./mlflow.db); repeatable; needs pip install 'membench[tracking]'")
 
 
 def cmd_run(args) -> int:
@@ -113,9 +118,11 @@ def cmd_run(args) -> int:
         options=model_options(args.model_option, specs), compile=args.compile,
         frozen_train_cache=args.frozen_train_cache, keep_last=args.keep_last,
         keep_checkpoints=args.keep_checkpoints, precision=args.precision,
-        dataset_options=key_values(args.dataset_option, "--dataset-option"))
+        dataset_options=key_values(args.dataset_option, "--dataset-option"), log=tuple(args.log))
+    from membench.results.trackers import check_installed, parse
     from membench.scale.launch import launch, options_from_args
 
+    check_installed(parse(cfg.log))  # every launcher: before any job starts
     cluster = options_from_args(args)
     if cluster is None:  # a cluster's jobs get --precision for the nodes' device (membench.scale.launch)
         cfg = resolve_precision(cfg)  # before any job key: bf16 and fp32 jobs never share a work dir
@@ -132,17 +139,36 @@ def cmd_run(args) -> int:
 
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         run_grid(specs, splits, cfg, data, gpus=args.gpus, jobs_per_gpu=args.jobs_per_gpu or 1, say=console.print)
-        console.print(f"all jobs finished; see `membench report --leaderboard {args.out}`")
+        print(f"all jobs finished. {report_hint(args.out)}")
         return 0
     else:
         rows = run_all(specs, dataset, splits, cfg, console=console)
     emit(_summary(rows), ["model", "dataset", "configuration", "splits", "rho_mean", "rho_sd", "mse_mean", "mse_sd"],
          "table", title=f"test results (leaderboard: {args.out})")
+    print(report_hint(args.out))
+    for line in tracking_hints(cfg.log):
+        print(line)
     if args.preset in PLUMBING_ONLY:
         import shlex
 
         print(PLUMBING_ONLY[args.preset].format(model=shlex.quote(args.model)))
     return 0
+
+
+def report_hint(out: Path) -> str:
+    """The line that ends a run: how to see its results (tables, figures, the HTML site)."""
+    import shlex
+
+    quoted = shlex.quote(str(out))
+    return (f"next: membench report --leaderboard {quoted}   (Tables 1-2, Fig. 3 and the HTML leaderboard "
+            f"{Path(out) / 'index.html'})")
+
+
+def tracking_hints(log: tuple[str, ...]) -> list[str]:
+    """Where --log wrote the training curves, and the command that shows them."""
+    from membench.results.trackers import parse
+
+    return [tracker.hint() for tracker in parse(log)]
 
 
 # The last line after a run whose numbers mean nothing about the models: what to run next.

@@ -103,8 +103,13 @@ class RunConfig:
     keep_checkpoints: bool = False  # smoke/quick: keep checkpoints after success (disk only)
     precision: str = "fp32"  # fp32 (the protocol, every device) or bf16 (autocast on CUDA, opt-in)
     dataset_options: dict[str, str] = field(default_factory=dict)  # --dataset-option (for the configuration)
+    log: tuple[str, ...] = ()  # --log trackers of the training curves (membench.results.trackers; not in the key)
 
     def __post_init__(self):
+        from membench.results.trackers import parse
+
+        self.log = tuple(self.log or ())
+        parse(self.log)  # an unknown tracker: one line, before any work
         if self.preset not in PRESETS:
             raise MembenchError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.init not in ("imagenet", "scratch"):

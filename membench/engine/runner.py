@@ -45,6 +45,7 @@ from membench.util.files import check_writable, refuse_links, remove_own_tree
 from membench.data.images import apply_policy, check_images
 from membench.results.leaderboard import add_result, check_predictions, valid_rows
 from membench.results.metrics import mse, rho_note, spearman
+from membench.results.trackers import check_installed, job_log, parse
 from membench.spec import BuildContext, ModelSpec, Split
 from membench.util.testhooks import kill_point
 
@@ -189,22 +190,25 @@ class Runner:
             pre = authors.release.preprocess
         outcomes: dict[str, dict] = {}
         model = checkpoint = None
-        if train_mode == "full":
-            model, checkpoint = self._train(spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained)
-        if model is None:  # evaluate only (or a recipe made only of chained stages)
-            model, checkpoint = self._evaluation_model(spec, k, ctx, cfg, train_mode, authors)
-        task = self.progress.add_task(f"{spec.name} split {k}: test", total=len(split.test))
-        preds = predict(model, split.test, pre, self.device, batch_size=32,
-                        progress=lambda n: self.progress.advance(task, n))
-        self.progress.remove_task(task)
-        row = self._row(spec, k, key, cfg, split, preds, model, outcomes, train_mode, started)
-        predictions = [(s.name, s.score, float(p)) for s, p in zip(split.test, preds)]
-        provenance = run_provenance(spec, self.dataset, cfg, key, stages, pre, outcomes, self.device.type)
-        if authors:
-            provenance["released_weights"] = authors.provenance(k)
-            row["notes"] = "; ".join(filter(None, [f"weights={authors.label}", row.get("notes")]))
-        identity.record(row, provenance, spec=spec, cfg=cfg, device=self.device, dataset=self.dataset,
-                        stages=stages, outcomes=outcomes, train_mode=train_mode)
+        with job_log(cfg.log if self.dist.is_main else (), key, spec.name, self.dataset.name, k) as log:
+            if train_mode == "full":
+                model, checkpoint = self._train(spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained,
+                                                on_epoch=log.epoch)
+            if model is None:  # evaluate only (or a recipe made only of chained stages)
+                model, checkpoint = self._evaluation_model(spec, k, ctx, cfg, train_mode, authors)
+            task = self.progress.add_task(f"{spec.name} split {k}: test", total=len(split.test))
+            preds = predict(model, split.test, pre, self.device, batch_size=32,
+                            progress=lambda n: self.progress.advance(task, n))
+            self.progress.remove_task(task)
+            row = self._row(spec, k, key, cfg, split, preds, model, outcomes, train_mode, started)
+            predictions = [(s.name, s.score, float(p)) for s, p in zip(split.test, preds)]
+            provenance = run_provenance(spec, self.dataset, cfg, key, stages, pre, outcomes, self.device.type)
+            if authors:
+                provenance["released_weights"] = authors.provenance(k)
+                row["notes"] = "; ".join(filter(None, [f"weights={authors.label}", row.get("notes")]))
+            identity.record(row, provenance, spec=spec, cfg=cfg, device=self.device, dataset=self.dataset,
+                            stages=stages, outcomes=outcomes, train_mode=train_mode)
+            log.finish(row)
         result = JobResult(row, checkpoint, provenance)
         check_predictions(row, predictions)  # non-finite (NaN weights): an error before anything is written
         if self.dist.is_main:
@@ -217,7 +221,7 @@ class Runner:
             torch.cuda.empty_cache()
         return result
 
-    def _train(self, spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained=False):
+    def _train(self, spec, k, split, stages, pre, ctx, job_dir, cfg, outcomes, chained=False, on_epoch=None):
         """Every stage of the recipe in order; returns the trained model (None when every
         stage is chained) and its best checkpoint. Only the final stage of a job that no
         other model builds on keeps a frugal best.pt: builders read a whole state_dict."""
@@ -239,7 +243,8 @@ class Runner:
                 model, stage, split.train, split.val, pre, self.device, job_dir / stage.name, seed=cfg.seed + k,
                 patience=stage.patience or cfg.patience, resume=cfg.resume, progress=self.progress,
                 frozen_train_cache=views, keep_last=cfg.keep_last, frozen_sources=dict(ctx.upstream),
-                frugal_best=i == len(stages) - 1 and not chained, model_name=spec.name, view_seed=cfg.seed)
+                frugal_best=i == len(stages) - 1 and not chained, model_name=spec.name, view_seed=cfg.seed,
+                on_epoch=on_epoch)
             outcomes[stage.name] = asdict(outcome)
             kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
             if i < len(stages) - 1:
@@ -323,6 +328,7 @@ def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, 
                                TimeElapsedColumn, TimeRemainingColumn)
 
     cfg = resolve_precision(cfg)
+    check_installed(parse(cfg.log))  # --log tensorboard without tensorboard: now, not after an epoch
     cfg = preflight(specs, cfg, say=(console.print if console else print))
     for spec in specs:  # per-split released weights must cover every requested split, before any job
         authors = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)

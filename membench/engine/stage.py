@@ -128,7 +128,7 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
                 pre: Preprocess, device: Device, stage_dir: Path, *, seed: int, patience: int,
                 resume: bool, progress, frozen_train_cache: int = 0, keep_last: bool = False,
                 frozen_sources: dict | None = None, frugal_best: bool = True,
-                model_name: str | None = None, view_seed: int | None = None) -> StageOutcome:
+                model_name: str | None = None, view_seed: int | None = None, on_epoch=None) -> StageOutcome:
     """Train `model` in place for one stage; on return it holds the best epoch's weights.
     frozen_train_cache=K > 0: train on K cached views per image (membench.engine.cache.TrainViewCache),
     drawn from `view_seed` (default `seed`; the runner passes the run's seed, not the split's,
@@ -136,10 +136,12 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
     Checkpoints hold the trained part; `frozen_sources` ({name: file}) are the files the
     frozen parts came from (referenced, with their sha256). A finished stage drops last.pt
     unless `keep_last`. `frugal_best` False: best.pt holds the whole model (a later stage's
-    builder reads it)."""
+    builder reads it). `on_epoch(stage name, history entry)` is called after each validated
+    epoch (the --log trackers, membench.results.trackers)."""
     run = StageRun(model, stage, train, val, pre, device, stage_dir, seed=seed, patience=patience,
                    progress=progress, views=frozen_train_cache, keep_last=keep_last, sources=frozen_sources,
                    frugal_best=frugal_best, model_name=model_name, view_seed=view_seed)
+    run.on_epoch = on_epoch
     if resume:
         finished = run.finished_earlier()
         if finished is not None:
@@ -178,6 +180,7 @@ class StageRun:
         self.sched = _torch().optim.lr_scheduler.LambdaLR(self.opt, SCHEDULES[stage.schedule](stage))
         self.state = StageState()
         self.batches = None
+        self.on_epoch = None  # called with (stage name, history entry) after each validated epoch
 
     def restore(self) -> None:
         """Continue from last.pt, if a killed or interrupted run left one."""
@@ -276,6 +279,8 @@ class StageRun:
         s.seconds += time.perf_counter() - t0
         s.history.append({"epoch": epoch + 1, "lr": lr_used, "train_loss": _mean(s.losses),
                           "val_rho": val_rho, "val_mse": val_mse})
+        if self.on_epoch is not None:
+            self.on_epoch(self.stage.name, s.history[-1])
         score = val_rho if math.isfinite(val_rho) else -math.inf
         if score > s.best_val_rho or s.best_epoch == 0:
             s.best_val_rho, s.best_epoch, s.bad_epochs = score, epoch + 1, 0

@@ -40,6 +40,9 @@ TITLES = {
     "table1": "Table 1: ablation study of the proposed model",
     "table2": "Table 2: comparison with the state of the art",
 }
+SITE_LINE = ("Interactive version: [index.html](index.html) (sortable tables, Fig. 3 with the details of each "
+             "point, the transfer matrix as a heat map, a page per run with its predictions and training curves; "
+             "open it in a browser, it works offline).")
 MISSING = "—"
 NOT_REPORTED = "N/A"
 FOOTNOTE_MARKS = ("*", "†", "‡", "§", "¶")
@@ -462,9 +465,10 @@ def registry_specs(extra_models=()) -> dict:
 
 def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None = None,
                 preset: str | None = None, n_boot: int = 2000, seed: int = 0, figure: bool = True,
-                human: dict[str, float] | None = None) -> list[Path]:
+                human: dict[str, float] | None = None, site=None) -> list[Path]:
     """Write tables (md, tex, csv) and Fig. 3 (png, svg) per dataset, plus OUT/README.md
-    and OUT/reported.csv. Returns the written paths."""
+    and OUT/reported.csv. `site`: the writer of the HTML site (membench.report.site.write),
+    called last with what the tables are built from. Returns the written paths."""
     leaderboard, out = Path(leaderboard), Path(out)
     runs = load_runs(leaderboard)
     if preset:
@@ -500,6 +504,10 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
     sections += extra
     atomic_write_text(out / "reported.csv", csv_text(reported_rows(specs), REPORTED_COLUMNS))
     written.append(out / "reported.csv")
+    if site is not None:  # after every file it links to; the README points to it
+        sections[4:4] = [SITE_LINE, ""]
+        written += site(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset], specs, datasets,
+                        params, n_boot, seed, human, files=[p.name for p in written] + ["README.md"])
     atomic_write_text(out / "README.md", "\n".join(sections).rstrip("\n") + "\n")
     written.append(out / "README.md")
     return written

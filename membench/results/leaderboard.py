@@ -114,7 +114,7 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
             remove_stale_temp_files(d)
         atomic_write_text(targets[0], pred_text)
         kill_point("leaderboard:predictions")
-        atomic_write_json(targets[1], seal(provenance))
+        atomic_write_json(targets[1], seal(with_split_stages(targets[1], provenance, split)))
         same = lambda r: (r["run_id"], str(int(r["split"]))) == (run_id, str(split))  # noqa: E731
         rows = [r for r in found.rows if not same(r)]
         rows.append(_keep_users_cells(next((r for r in found.rows if same(r)), {}), row))
@@ -142,6 +142,24 @@ def check_predictions(row: dict, predictions) -> None:
         raise MembenchError(f"{where}: {len(bad)} of {len(predictions)} predictions are not finite numbers (e.g. "
                             f"{bad[0][0]}: {bad[0][2]}); nothing was recorded: the model's weights or its "
                             "output are broken (NaN weights, a diverged training)")
+
+
+def with_split_stages(path: Path, provenance: dict, split: int) -> dict:
+    """The run JSON to write for one more split: `stages` is the stage outcomes (with their
+    per-epoch histories) of the split written last, as before; `split_stages` keeps every
+    split's, {"<k>": outcomes}, carried over from the file already there (the training
+    curves of the report's run pages)."""
+    import json
+
+    kept = {}
+    if Path(path).is_file():
+        try:
+            kept = json.loads(Path(path).read_text()).get("split_stages") or {}
+        except (OSError, ValueError, AttributeError):
+            kept = {}  # unreadable: this split's history alone, the file is replaced anyway
+    kept = {k: v for k, v in kept.items() if str(k).isdigit()} if isinstance(kept, dict) else {}
+    kept[str(split)] = provenance.get("stages") or {}
+    return {**provenance, "split_stages": dict(sorted(kept.items(), key=lambda kv: int(kv[0])))}
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -65,6 +65,14 @@ class AMNet(nn.Module):
         self.last_alphas = torch.stack(alphas, 1)
         return torch.cat(outs, 1).mean(1) / 2 + TARGET_MEAN
 
+    def attention_maps(self, x):
+        """The soft attention of each LSTM step over the 14x14 grid (membench.contract):
+        (B, steps, 14, 14), each step's map a softmax over the 196 locations."""
+        with torch.no_grad():
+            self(x)
+        maps = self.last_alphas.reshape(x.shape[0], STEPS, 14, 14)
+        return maps, [f"LSTM step {i + 1}" for i in range(STEPS)]
+
     def loss(self, pred, target):
         """MSE in the official scaled space plus the attention penalty."""
         dtype = torch.promote_types(pred.dtype, torch.float32)  # no half-precision sums

@@ -84,6 +84,8 @@ def _make_module(backbone_a, backbone_b, captioner, beam_size: int):
                 # the captioner's own grid (14x14 for the shared checkpoint), pooled to 8x8
                 return fa, fb, self.captioner.attention_map(x, self.beam_size, grid=fa.shape[-1])
 
+        attention_maps = _attention_maps
+
         def features(self, x):
             """The attention-weighted 2048x8x8 feature map the head sees."""
             return self.combine(self.frozen_outputs(x))
@@ -100,6 +102,14 @@ def _make_module(backbone_a, backbone_b, captioner, beam_size: int):
             return self.from_frozen(self.frozen_outputs(x))
 
     return DualResNetAttention()
+
+
+def _attention_maps(model, x):
+    """The captioner's averaged map on the feature grid, the very weights forward gives the
+    features (membench.contract): (B, 1, 8, 8); None without a captioner (no attention)."""
+    if model.captioner is None:
+        return None
+    return model.frozen_outputs(x)[2].unsqueeze(1), ["averaged over the caption's words"]  # frozen: no grad
 
 
 def l2_normalise(t, eps: float = 1e-12):
