@@ -332,6 +332,20 @@ def test_report_replaces_a_report_written_before_it_listed_its_files(tmp_path, r
     assert code == 2 and "symbolic link" in err and target.read_text() == "mine"
 
 
+def test_a_report_directory_from_before_the_list_keeps_its_params_csv(tmp_path, run_cli):
+    """The committed leaderboards/ has a params.csv from `--count-params`: the list made by a
+    later report without that flag still counts it as the report's own (it refused it)."""
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--count-params")[0] == 0
+    (lb / ".membench-report.json").unlink()  # as an older membench left it
+    assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")[0] == 0
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--count-params")
+    assert code == 0, err
+
+
 # ------------------------------------------------------------------ captioner --out
 
 def test_installing_a_captioner_never_replaces_a_users_files(tmp_path):

@@ -34,16 +34,18 @@ def names(datasets, params: bool = False, site_runs=None) -> list[str]:
 def check(out: Path, datasets, params: bool = False, site_runs=None) -> list[str]:
     """Before anything is written: refuse, in one line naming it, a file in OUT the report
     would replace that membench did not write (or a link on the way to it). Returns the
-    names it may write."""
+    names it may write or wrote before (what `record` lists once they exist)."""
     planned = names(datasets, params, site_runs)
-    own = _written(Path(out), planned)
+    # a report directory from before the list: every file a report can write there is its own
+    # (params.csv too, written only with --count-params), so the list made now keeps them
+    own = _written(Path(out), names(datasets, True, site_runs))
     for name in planned:
         path = Path(out) / name
         refuse_links(path, out)
         if os.path.lexists(path) and name not in own:
             raise MembenchError("membench report did not write this file and never replaces one it did not "
                                 "write: move it away, or give --out another directory", path)
-    return planned
+    return sorted(set(planned) | own)
 
 
 def record(out: Path, planned: list[str]) -> None:
