@@ -202,3 +202,6 @@ def test_rows_scored_on_another_dataset_are_their_own_configuration():
     assert from_row(everything)[0] == "trained-on=lamem; eval-part=all"
     old = {k: v for k, v in transfer.items() if k not in ("config_id", "configuration")}  # derived, with its JSON
     assert from_row(old, {"eval_part": "all"})[0] == "trained-on=lamem; eval-part=all"
+    # scored again on the run's own test splits: an evaluation naming its run, never the run's row
+    again = {**native, "run_id": "m__csv__paper__s0__abc__on__csv-test__89abcdef"}
+    assert from_row(again)[0] == "evaluated-from=m__csv__paper__s0__abc" and from_row(again)[1] != "protocol"

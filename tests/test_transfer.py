@@ -110,7 +110,7 @@ def test_evaluate_and_transfer_matrix(tmp_path, two_datasets, run_cli):
     md = (board / "transfer.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     assert header.split(" | ")[1:] == ["csv-beta", "lamem", "lamem (all images) |"]
-    beta_row = next(line for line in md.splitlines() if line.startswith("| tiny-cnn [smoke] ← lamem"))
+    beta_row = next(line for line in md.splitlines() if line.startswith("| tiny-cnn [smoke; pretrained=none] ← lamem"))
     cell = f"{float(next(r for r in matrix if r['run_id'] == cross)['rho_mean']):.3f} ["
     assert cell in beta_row.split(" | ")[1]
     assert "README.md" in {p.name for p in board.iterdir()}
@@ -133,3 +133,45 @@ def test_evaluate_bad_inputs(tmp_path, two_datasets, run_cli):
                            "--work-dir", work)
     assert code == 2 and "no finished split 1" in err
     assert len(read_rows(board / "results.csv")) == 1  # nothing partial was written
+
+
+def test_evaluating_a_run_on_its_own_data_never_takes_the_runs_row(tmp_path, two_datasets, run_cli):
+    """`evaluate --from-run` on the run's own dataset (one split) is an evaluation of that
+    run: its own row in Table 2, summary.csv, the every-run table and the transfer matrix,
+    labelled with the run it evaluates; the run's 2-split row stays the run's."""
+    alpha, beta = two_datasets
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
+    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    own = [float(r["rho"]) for r in read_rows(board / "results.csv")]
+    for data, splits in ((alpha, "1"), (beta, "1,2")):  # its own data (split 1), then another dataset
+        code, _, err = run_cli("evaluate", "--from-run", run_id, *data, "--splits", splits, *common)
+        assert code == 0, err
+    code, _, err = run_cli("report", "--leaderboard", board, "--n-boot", "20", "--no-figure")
+    assert code == 0, err
+
+    _, rows = md_rows(board / "table2_lamem.md")
+    run_row = rows["tiny-cnn [preset=smoke; pretrained=none]"]
+    assert run_row[1].startswith(f"{statistics.fmean(own):.3f} ± ") and run_row[4] == "2"
+    evaluated = rows[f"tiny-cnn [preset=smoke; pretrained=none; evaluated-from={run_id}]"]
+    assert evaluated[4] == "1"
+    summary = {r["run_ids"]: r for r in read_rows(board / "summary.csv") if r["dataset"] == "lamem"}
+    assert summary[run_id]["n_splits"] == "2" and len(summary) == 2
+    assert f"evaluated-from={run_id}" in next(r for k, r in summary.items() if k != run_id)["configuration"]
+    # the transfer matrix: the run keeps its diagonal cell, the evaluation is a row of its own
+    diagonal = [r for r in read_rows(board / "transfer.csv") if r["dataset"] == "lamem"]
+    assert sorted((r["n_splits"], r["run_id"][:len(run_id) + 16]) for r in diagonal) == [
+        ("1", f"{run_id}__on__lamem-test"), ("2", run_id)]
+    md = (board / "transfer.md").read_text()
+    assert "| tiny-cnn [smoke; pretrained=none] ← lamem | " in md
+    assert f"| tiny-cnn [smoke; pretrained=none; evaluated-from={run_id}] ← lamem | " in md
+    labels = [r["label"] for r in read_rows(board / "runs_lamem.csv") if r["kind"] == "measured"]
+    assert len(labels) == len(set(labels)) == 2
+
+
+def md_rows(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """The first Markdown table of a file as {row label without footnote marks: cells}."""
+    rows = [line.strip("|").split(" | ") for line in path.read_text().splitlines() if line.startswith("| ")]
+    return rows[0], {cells[0].strip().rstrip("¹²³⁴⁵⁶⁷⁸⁹"): [c.strip() for c in cells] for cells in rows[1:]}
