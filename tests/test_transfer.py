@@ -175,3 +175,54 @@ def md_rows(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     """The first Markdown table of a file as {row label without footnote marks: cells}."""
     rows = [line.strip("|").split(" | ") for line in path.read_text().splitlines() if line.startswith("| ")]
     return rows[0], {cells[0].strip().rstrip("¹²³⁴⁵⁶⁷⁸⁹"): [c.strip() for c in cells] for cells in rows[1:]}
+
+
+def test_evaluate_checks_every_splits_checkpoint_before_any_work(tmp_path, two_datasets, run_cli):
+    """A checkpoint gone from split 2 stops `evaluate` before split 1 is scored (nothing
+    written); `membench runs` says which checkpoints were kept."""
+    alpha, _ = two_datasets
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
+    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    (work / run_id / "split2" / "stage1" / "best.pt").unlink()
+    code, out, err = run_cli("runs", "--work-dir", work, "--format", "json")
+    assert code == 0, err
+    assert {r["split"]: r["checkpoints"] for r in json.loads(out)} == {1: "kept", 2: "removed"}
+    assert "checkpoints" in run_cli("runs", "--work-dir", work)[1]  # a column of the table too
+
+    code, _, err = run_cli("evaluate", "--from-run", run_id, *alpha, *common)
+    assert code == 2 and "checkpoint of split 2 is gone" in err and "Traceback" not in err, err
+    assert len(read_rows(board / "results.csv")) == 2  # nothing of split 1 was written
+    assert [p.name for p in work.iterdir()] == [run_id]
+    # without --keep-checkpoints every split's checkpoint is gone: one line names them all
+    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke", "--seed", "1",
+                   "--pretrained", "none", *common)[0] == 0
+    dropped = next(r["run_id"] for r in read_rows(board / "results.csv") if r["seed"] == "1")
+    code, out, _ = run_cli("runs", "--work-dir", work, "--format", "csv")
+    assert {r["checkpoints"] for r in csv.DictReader(out.splitlines()) if r["run"] == dropped} == {"removed"}
+    code, _, err = run_cli("evaluate", "--from-run", dropped, *alpha, *common)
+    assert code == 2 and "checkpoints of splits 1, 2 are gone" in err and "--keep-checkpoints" in err
+
+
+def test_the_csv_example_of_evaluate_help_works(tmp_path, run_cli):
+    from membench.commands.evaluate import EPILOG
+
+    board, work = tmp_path / "board", tmp_path / "work"
+    folder = demo_as_csv(tmp_path / "mine", seed=2) / "images"  # images + scores.csv
+    data = generate(tmp_path / "three", n_images=40, n_splits=3, seed=0)  # the example scores splits 1 and 3
+    assert run_cli("run", "--model", "tiny-cnn", "--data", data, "--splits", "1,3", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", "--out", board, "--work-dir", work)[0] == 0
+    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    example = next(line for line in EPILOG.splitlines() if "--dataset csv" in line).split()[2:]
+    given = example[example.index("--data") + 1]
+    args = [run_id if a == "RUN_ID" else a for a in example]
+    args[args.index("--data") + 1] = folder / "scores.csv" if given.endswith(".csv") else folder
+    args[args.index("--feature-store") + 1] = tmp_path / "fs"
+    code, _, err = run_cli("evaluate", *args, "--out", board, "--work-dir", work)
+    assert code == 0, err
+    # the CSV itself instead of its folder: one line saying what to give
+    code, _, err = run_cli("evaluate", "--from-run", run_id, "--data", folder / "scores.csv", "--dataset", "csv",
+                           "--out", board, "--work-dir", work)
+    assert code == 2 and "not a file" in err and "--dataset-option csv=scores.csv" in err, err

@@ -23,6 +23,10 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
             from membench.data.layout import LAYOUT_HINT
 
             raise MembenchError(f"data directory does not exist; {LAYOUT_HINT}", root)
+        if not root.is_dir():  # e.g. the CSV of a csv dataset given instead of its folder
+            hint = (f"; for a CSV of scores give its folder: --data {root.parent} --dataset csv --dataset-option "
+                    f"csv={root.name}" if root.suffix.lower() == ".csv" else "")
+            raise MembenchError(f"--data must be the dataset's directory, not a file{hint}", root)
         if not os.access(root, os.R_OK | os.X_OK):
             raise MembenchError("data directory is not readable", root)
         return spec.opener()(root, options)

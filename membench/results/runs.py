@@ -8,11 +8,13 @@ holds, how much disk it takes, and removing those nobody needs.
 
 Status: `running` (its lock is held now), `finished` (result.json), `interrupted` (a stage
 left last.pt or finished: `membench run ... --resume` continues it), `orphaned` (nothing
-to resume: killed before its first checkpoint).
+to resume: killed before its first checkpoint). Checkpoints: `kept`, `removed` (smoke and
+quick jobs drop theirs after success) or `none`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ class JobRun:
     path: Path
     status: str
     bytes: int
+    checkpoints: str = ""  # kept, removed (smoke/quick after success) or none (see `checkpoints`)
 
     @property
     def model(self) -> str:
@@ -44,7 +47,8 @@ class JobRun:
 
     def row(self) -> dict:
         return {"run": self.key, "split": self.split, "model": self.model, "preset": self.preset,
-                "status": self.status, "size": human(self.bytes), "bytes": self.bytes, "path": str(self.path)}
+                "status": self.status, "checkpoints": self.checkpoints, "size": human(self.bytes),
+                "bytes": self.bytes, "path": str(self.path)}
 
 
 def human(n: int) -> str:
@@ -81,6 +85,23 @@ def status(job_dir: Path) -> str:
     return "orphaned"
 
 
+def checkpoints(job_dir: Path, status: str) -> str:
+    """Whether the job's weights are still on disk, for `membench evaluate --from-run` and
+    `--resume`: "kept", "removed" (a finished smoke/quick job drops them unless run with
+    --keep-checkpoints) or "none" (a job that saved none: released weights, or killed before
+    its first checkpoint)."""
+    if status != "finished":
+        return "kept" if any(job_dir.glob("*/*.pt")) else "none"
+    try:
+        recorded = json.loads((job_dir / "result.json").read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+    if not recorded:
+        return "none"
+    here = job_dir / Path(recorded).parent.name / Path(recorded).name  # the work dir may have moved
+    return "kept" if Path(recorded).is_file() or here.is_file() else "removed"
+
+
 def size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -101,7 +122,9 @@ def scan(work_dir: Path) -> list[JobRun]:
     for key_dir in sorted(p for p in work_dir.iterdir() if p.is_dir()):
         for job_dir in sorted(key_dir.glob("split*")):
             if job_dir.is_dir() and job_dir.name[5:].isdigit():
-                out.append(JobRun(key_dir.name, int(job_dir.name[5:]), job_dir, status(job_dir), size(job_dir)))
+                state = status(job_dir)
+                out.append(JobRun(key_dir.name, int(job_dir.name[5:]), job_dir, state, size(job_dir),
+                                  checkpoints(job_dir, state)))
     return out
 
 
