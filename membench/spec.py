@@ -170,6 +170,9 @@ class ModelSpec:
     license: str = ""
     params_expected: dict[str, int] = field(default_factory=dict)  # e.g. {"total": ..., "used": ...}
     trainable: bool = True  # False: evaluate-only (weights required)
+    # False: the builder loads no pretrained or published weights, so `--pretrained none`
+    # changes nothing; it is then left out of the job key and the configuration
+    pretrained_weights: bool = True
     notes: str = ""
     released_weights: tuple[ReleasedWeights, ...] = ()  # the authors' published weights, if any
     plugin: str = ""  # filled in by the registry

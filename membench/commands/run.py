@@ -122,6 +122,8 @@ def cmd_run(args) -> int:
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
+    for line in notices(specs, dataset, splits, args):
+        console.print(line, markup=False, highlight=False)
     if cluster is not None:  # each (model, split) job a Slurm (or submitit-local) job
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         rows = launch(specs, dataset, splits, cfg, data, args.launcher, cluster, wait=args.wait, say=console.print)
@@ -143,6 +145,40 @@ def cmd_run(args) -> int:
 
         print(PLUMBING_ONLY[args.preset].format(model=shlex.quote(args.model)))
     return 0
+
+
+def notices(specs, dataset, splits: list[int], args) -> list[str]:
+    """What a user should know before a run starts: that the demo data are synthetic (and
+    how much the preset will train on them), and when `--pretrained none` changes nothing."""
+    out = []
+    if dataset.name == "demo":
+        recipes = "; ".join(f"{spec.name}: {recipe_summary(spec, args.preset)}" for spec in specs)
+        quick = "" if args.preset != "paper" else " For a look in minutes: --preset smoke (plumbing) or quick."
+        out.append(f"note: --data {args.data} is membench's synthetic demo data (generated images: a red disc whose "
+                   "size sets the score), not LaMem: its numbers say nothing about real memorability. Preset "
+                   f"{args.preset} trains {recipes} (at most: early stopping may end a stage sooner), on "
+                   f"{len(splits)} split(s); each stage prints its estimated time after its first epoch.{quick}")
+    if args.pretrained == "none":
+        for spec in specs:
+            if not spec.pretrained_weights:
+                out.append(f"note: {spec.name} has no pretrained weights: --pretrained none changes nothing "
+                           "(the same job and configuration as without it)")
+    return out
+
+
+def recipe_summary(spec, preset: str) -> str:
+    """"stage1 = resnet50-lamem (stage1 150 epochs) + stage2 50 epochs": the epochs each
+    stage of `preset` runs at most (early stopping may end a stage sooner)."""
+    from membench import registry
+    from membench.engine.job import effective
+
+    parts = []
+    for stage in effective(spec, preset)[0]:
+        if stage.model:
+            parts.append(f"{stage.name} = {stage.model} ({recipe_summary(registry.get_model(stage.model), preset)})")
+        else:
+            parts.append(f"{stage.name} {stage.epochs} epoch{'s' * (stage.epochs != 1)}")
+    return " + ".join(parts)
 
 
 # The last line after a run whose numbers mean nothing about the models: what to run next.
