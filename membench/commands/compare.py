@@ -3,6 +3,8 @@ their stored predictions."""
 
 from __future__ import annotations
 
+from membench.commands.common import non_negative
+
 EPILOG = """examples:
   membench compare resnet50-lamem amnet --leaderboard runs/demo
   membench compare ours squalli --leaderboard runs/lamem --splits 1,3 --n-boot 5000
@@ -31,8 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", metavar="NAME", help="needed when both models have runs on several datasets")
     p.add_argument("--preset", metavar="NAME", help="use runs of this preset (needed when both models have several)")
     p.add_argument("--splits", default="all", metavar="K,K", help="splits to use, e.g. 1,3 (default: all in common)")
-    p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--n-boot", type=non_negative, default=2000, metavar="N",
+                   help="bootstrap resamples (default: 2000)")
+    p.add_argument("--seed", type=non_negative, default=0, help="bootstrap seed (default: 0)")
     p.set_defaults(func=cmd_compare)
 
 

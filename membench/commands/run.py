@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from membench.commands.common import (add_data_options, add_image_options, apply_image_options, key_values,
-                                      membench_home, model_options, open_dataset)
+                                      membench_home, model_options, non_negative, open_dataset)
 
 HELP_EPILOG = """examples:
   membench run --model resnet50-lamem --data demo --preset smoke --pretrained none --splits 1   # works anywhere, offline
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
                         "12 epochs per stage (the largest CPU-sized recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU)")
+    p.add_argument("--workers", type=non_negative, default=None, help="data loader workers (default: 0 on CPU)")
     p.add_argument("--patience", type=int, default=10,
                    help="early stopping: epochs without a better validation rho (default 10)")
     p.add_argument("--pretrained", choices=("auto", "none"), default="auto",
