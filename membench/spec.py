@@ -260,6 +260,9 @@ class DatasetSpec:
     needs_path: bool = True
     human_consistency: float | None = None
     plugin: str = ""
+    # the --dataset-option keys `open` reads ({key: what it does}); checked before opening, so
+    # an unknown one is an error naming these. None: not declared, `open` checks its own
+    options: dict[str, str] | None = None
 
     def opener(self) -> Callable[..., Any]:
         return resolve_callable(self.open)

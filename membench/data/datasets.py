@@ -15,6 +15,7 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
 
     name = name or ("demo" if data == "demo" else "lamem")
     spec = registry.get_dataset(name)
+    check_options(spec, options)
     if spec.needs_path:
         if data == "demo":
             raise MembenchError(f"dataset {name!r} needs --data DIR")
@@ -32,6 +33,24 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
         return spec.opener()(root, options)
     root = None if data == "demo" else Path(data).expanduser()
     return spec.opener()(root, options)
+
+
+def check_options(spec, options: dict[str, str]) -> None:
+    """--dataset-option keys against those the dataset declares (`-` read as `_`): an
+    unknown one is a one-line error naming the known ones, never silently ignored."""
+    import difflib
+
+    if spec.options is None:
+        return
+    for key in options:
+        if str(key).strip().replace("-", "_") in spec.options:
+            continue
+        if not spec.options:
+            raise MembenchError(f"unknown dataset option {key!r}: dataset {spec.name!r} takes no options")
+        close = difflib.get_close_matches(key, list(spec.options), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        known = ", ".join(f"{k} ({v})" for k, v in spec.options.items())
+        raise MembenchError(f"unknown dataset option {key!r} for {spec.name}{hint} (known options: {known})")
 
 
 def open_described(data_args: dict):

@@ -184,4 +184,5 @@ def register_datasets(register):
         open=open_csv,
         summary="a folder of images + a CSV (image, score[, split] columns); "
                 "5 seeded 70/10/20 splits unless a split column is given",
+        options=OPTIONS,
     ))

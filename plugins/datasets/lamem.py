@@ -23,4 +23,5 @@ def register_datasets(register):
         summary="LaMem: 58,741 images, 5 splits of 45,000/3,741/10,000 (lamem.tar.gz layout)",
         citation="Khosla et al., Understanding and Predicting Image Memorability at a Large Scale, ICCV 2015",
         human_consistency=LAMEM_HUMAN_CONSISTENCY,
+        options={},
     ))

@@ -258,4 +258,5 @@ def register_datasets(register):
         summary="LNSIM natural scenes: Image_data/ + Random_splits/subject_hrs{1,2}.mat; "
                 "5 seeded 70/10/20 splits (--dataset-option seed=N)",
         citation=CITATION,
+        options=OPTIONS,
     ))
