@@ -435,6 +435,18 @@ def test_cli_compare_prints_an_interval_and_a_verdict(capsys):
     assert "95% CI [" in out and "\nverdict: " in out and "splits 1,2,3" in out
 
 
+def test_compare_help_describes_the_bootstrap_it_runs(capsys):
+    """The bootstrap draws from the union of the splits' test images once per replicate
+    (membench.report.compare), not each split on its own as the help used to say."""
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "from the union of the common splits' test images once and applies that one draw to every split" in text
+    assert "per split, images matched by name" not in text
+    assert "one draw for every split" in compare.Comparison(
+        "a", "b", "demo", [1], {1: 3}, 10, 0, 0.5, 0.4, 0.01, 0.02, None, None).render()
+
+
 def test_cli_compare_errors(capsys):
     board = ["--leaderboard", str(BOARD)]
     assert main(["compare", "resnet50-lamem", "nothere", *board]) == 2
