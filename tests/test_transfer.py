@@ -135,16 +135,22 @@ def test_evaluate_bad_inputs(tmp_path, two_datasets, run_cli):
     assert len(read_rows(board / "results.csv")) == 1  # nothing partial was written
 
 
+def smoke_run(tmp_path: Path, data: list, run_cli) -> tuple[Path, list, str]:
+    """tiny-cnn trained (smoke) on splits 1 and 2 of `data`, checkpoints kept: (leaderboard,
+    the --out/--work-dir arguments, its run id)."""
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    assert run_cli("run", "--model", "tiny-cnn", *data, "--splits", "1,2", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
+    return board, common, read_rows(board / "results.csv")[0]["run_id"]
+
+
 def test_evaluating_a_run_on_its_own_data_never_takes_the_runs_row(tmp_path, two_datasets, run_cli):
     """`evaluate --from-run` on the run's own dataset (one split) is an evaluation of that
     run: its own row in Table 2, summary.csv, the every-run table and the transfer matrix,
     labelled with the run it evaluates; the run's 2-split row stays the run's."""
     alpha, beta = two_datasets
-    board, work = tmp_path / "board", tmp_path / "work"
-    common = ["--out", board, "--work-dir", work]
-    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke",
-                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
-    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    board, common, run_id = smoke_run(tmp_path, alpha, run_cli)
     own = [float(r["rho"]) for r in read_rows(board / "results.csv")]
     for data, splits in ((alpha, "1"), (beta, "1,2")):  # its own data (split 1), then another dataset
         code, _, err = run_cli("evaluate", "--from-run", run_id, *data, "--splits", splits, *common)
@@ -181,11 +187,8 @@ def test_evaluate_checks_every_splits_checkpoint_before_any_work(tmp_path, two_d
     """A checkpoint gone from split 2 stops `evaluate` before split 1 is scored (nothing
     written); `membench runs` says which checkpoints were kept."""
     alpha, _ = two_datasets
-    board, work = tmp_path / "board", tmp_path / "work"
-    common = ["--out", board, "--work-dir", work]
-    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke",
-                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
-    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    board, common, run_id = smoke_run(tmp_path, alpha, run_cli)
+    work = tmp_path / "work"
     (work / run_id / "split2" / "stage1" / "best.pt").unlink()
     code, out, err = run_cli("runs", "--work-dir", work, "--format", "json")
     assert code == 0, err

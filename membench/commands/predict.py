@@ -90,8 +90,8 @@ def scoring_model(spec, args, options: dict[str, str]):
         # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
         # trained part: its frozen parts are rebuilt from the files it names, and checked.
         sources = frozen_sources(args.checkpoint)
-        model = _build(spec, BuildContext(pretrained=args.pretrained != "none" and sources is not None,
-                                          upstream=dict(sources or {}), options=options))
+        model = spec.builder()(BuildContext(pretrained=args.pretrained != "none" and sources is not None,
+                                            upstream=dict(sources or {}), options=options))
         load_into(model, spec.name, args.checkpoint)
         return model, spec.preprocess
     trained_option = any(o.trained and o.name in options for o in spec.options)

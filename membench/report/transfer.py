@@ -6,10 +6,10 @@ Transfer matrix (transfer.md, transfer.csv): one row per (model, training datase
 configuration: preset and what else differs from the protocol), one column per evaluation
 dataset and part ("test": each split's test images, "all": every image), cells "ρ [95% CI]"
 with ρ the mean over splits of the per-split Spearman and the interval that of the tables
-(membench.report.tables). A run's training dataset
-is its `trained_on` column (see membench.engine.crosseval.trained_on): the run's own dataset
-for a trained run, "released weights" for a `--train none` run. Several runs in one cell:
-the latest (timestamp, then run id) is shown.
+(membench.report.tables). A run's training dataset is its `trained_on` column (see
+membench.engine.crosseval.trained_on): the run's own dataset for a trained run, "released
+weights" for a `--train none` run. Several runs in one cell: the latest (timestamp, then
+run id) is shown.
 
 Per-dataset table (runs_<dataset>.md/.csv, figure runs_<dataset>.png/.svg): every run
 evaluated on that dataset's test splits, labelled by model, training data, train mode and
