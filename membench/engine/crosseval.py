@@ -86,10 +86,7 @@ def preprocess_of(provenance: dict, where: Path):
 def evaluation_samples(dataset, part: str, k: int):
     """The images checkpoint k is scored on."""
     if part == "test":
-        if k not in dataset.splits:
-            raise MembenchError(f"the evaluation dataset has no split {k} (splits: "
-                                f"{', '.join(map(str, dataset.splits)) or 'none'}); use --eval-part all or --splits",
-                                dataset.root)
+        check_split(dataset, k)
         return dataset.load_split(k).test
     every = {}
     for j in dataset.splits:
@@ -97,6 +94,13 @@ def evaluation_samples(dataset, part: str, k: int):
             for s in samples:
                 every.setdefault(s.name, s)
     return tuple(every[n] for n in sorted(every))
+
+
+def check_split(dataset, k: int) -> None:
+    if k not in dataset.splits:
+        raise MembenchError(f"the evaluation dataset has no split {k} (splits: "
+                            f"{', '.join(map(str, dataset.splits)) or 'none'}); use --eval-part all or --splits",
+                            dataset.root)
 
 
 def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
@@ -182,6 +186,8 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     if missing:
         raise MembenchError(f"the run has no finished split {', '.join(map(str, missing))} (finished: "
                             f"{', '.join(map(str, sorted(jobs)))})", run_dir)
+    for k in chosen if part == "test" else ():
+        check_split(dataset, k)
     check_inputs(run_dir, jobs, chosen)  # every split's model, options and checkpoint, before any work
     check_writable(out)
     valid_rows(Path(out) / "results.csv")
