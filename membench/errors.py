@@ -25,7 +25,8 @@ class MembenchError(Exception):
 
 
 class WeightsUnavailable(MembenchError):
-    """Published or ImageNet weights are not on this machine (nothing is downloaded)."""
+    """Published or ImageNet weights are not on this machine and could not be downloaded
+    (offline, or no URL for them: membench.weights.resolve)."""
 
 
 class StopRequested(Exception):

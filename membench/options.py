@@ -35,6 +35,7 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple[str, ...] = ()
+    trained: bool = False  # a path option whose file holds the model's trained weights (predict scores with it)
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -169,9 +170,11 @@ def file_options(declared: tuple[Option, ...], values: dict[str, str]) -> dict[s
     return {k: v for k, v in values.items() if kinds.get(k) == "path"}
 
 
-def weights_option(what: str) -> Option:
-    """The common `weights=PATH` option: a state_dict file loaded instead of the default weights."""
-    return Option("weights", "path", help=f"load {what} from this file instead of the default weights")
+def weights_option(what: str, trained: bool = False) -> Option:
+    """The common `weights=PATH` option: a state_dict file loaded instead of the default
+    weights; `trained`: the file holds the trained model (not only pretrained parts)."""
+    return Option("weights", "path", help=f"load {what} from this file instead of the default weights",
+                  trained=trained)
 
 
 def key_values(pairs: list[str], flag: str) -> dict[str, str]:

@@ -170,6 +170,9 @@ class ModelSpec:
     license: str = ""
     params_expected: dict[str, int] = field(default_factory=dict)  # e.g. {"total": ..., "used": ...}
     trainable: bool = True  # False: evaluate-only (weights required)
+    # False: the builder loads no pretrained or published weights, so `--pretrained none`
+    # changes nothing; it is then left out of the job key and the configuration
+    pretrained_weights: bool = True
     notes: str = ""
     released_weights: tuple[ReleasedWeights, ...] = ()  # the authors' published weights, if any
     plugin: str = ""  # filled in by the registry
@@ -272,6 +275,9 @@ class DatasetSpec:
     license: str = ""
     homepage: str = ""
     manual_download: str = ""
+    # the --dataset-option keys `open` reads ({key: what it does}); checked before opening, so
+    # an unknown one is an error naming these. None: not declared, `open` checks its own
+    options: dict[str, str] | None = None
 
     def opener(self) -> Callable[..., Any]:
         return resolve_callable(self.open)

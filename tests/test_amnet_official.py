@@ -336,3 +336,40 @@ def test_frozen_batchnorm_trains_only_when_the_stage_says_so(tmp_path, bn_train)
     assert torch.equal(after["0.weight"], before["0.weight"]) and torch.equal(after["1.weight"], before["1.weight"])
     moved = not torch.equal(after["1.running_mean"], before["1.running_mean"])
     assert moved == bn_train
+
+
+def test_predict_scores_with_an_official_weights_file_or_the_installed_release(tmp_path, states, small_demo,
+                                                                               run_cli):
+    """An official weights_<epoch>.pkl given as --model-option weights= is a trained AMNet: no
+    warning about untrained weights. Once the release is installed, predict uses it without
+    --checkpoint (split 1's checkpoint) and says so."""
+    import csv
+
+    from membench_plugins.models.amnet import _official_keys
+
+    from membench.engine.device import resolve_device
+    from membench.engine.inference import predict
+    from membench.spec import BuildContext, Sample
+
+    images = sorted((small_demo / "images").iterdir())[:3]
+    pkl = tmp_path / "weights_35.pkl"
+    pkl.write_bytes(legacy_bytes(states[1]))
+    code, out, err = run_cli("predict", "--model", "amnet", "--model-option", f"weights={pkl}", *images)
+    assert code == 0, err
+    assert "warning" not in err and "untrained" not in err, err
+    scores = {r["image"]: float(r["score"]) for r in csv.DictReader(out.splitlines())}
+    spec = registry.get_model("amnet")
+    model = spec.builder()(BuildContext(pretrained=False))
+    model.load_state_dict(_official_keys(states[1]))
+    by_hand = predict(model, [Sample(str(p), p, 0.0) for p in images], spec.preprocess, resolve_device("cpu"),
+                      batch_size=8)
+    assert [scores[str(p)] for p in images] == pytest.approx(list(by_hand), abs=1e-5)
+
+    assert run_cli("weights", "import", "amnet", write_archive(tmp_path / f"{RELEASE}.zip",
+                                                               {1: {35: states[1]}, 2: {7: states[2]}}))[0] == 0
+    code, out, err = run_cli("predict", "--model", "amnet", *images)
+    assert code == 0, err
+    assert f"scoring with authors' weights ({RELEASE}), the checkpoint of split 1" in err
+    assert "untrained" not in err
+    again = {r["image"]: float(r["score"]) for r in csv.DictReader(out.splitlines())}
+    assert again == pytest.approx(scores, abs=1e-5)

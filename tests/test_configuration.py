@@ -202,3 +202,69 @@ def test_rows_scored_on_another_dataset_are_their_own_configuration():
     assert from_row(everything)[0] == "trained-on=lamem; eval-part=all"
     old = {k: v for k, v in transfer.items() if k not in ("config_id", "configuration")}  # derived, with its JSON
     assert from_row(old, {"eval_part": "all"})[0] == "trained-on=lamem; eval-part=all"
+    # scored again on the run's own test splits: an evaluation naming its run, never the run's row
+    again = {**native, "run_id": "m__csv__paper__s0__abc__on__csv-test__89abcdef"}
+    assert from_row(again)[0] == "evaluated-from=m__csv__paper__s0__abc" and from_row(again)[1] != "protocol"
+
+
+class _ScratchOnly:
+    """A third-party model without pretrained weights (its builder never reads ctx.pretrained)."""
+
+    @staticmethod
+    def register_models(register):
+        import tiny_plugin
+
+        from membench import ModelSpec, Stage
+
+        register(ModelSpec(name="tiny-scratch", build=tiny_plugin.build_tiny, preprocess=tiny_plugin.PRE,
+                           recipe=(Stage("stage1", epochs=1, batch_size=8, lr=1e-2),), pretrained_weights=False))
+
+
+@pytest.fixture
+def scratch_model(tiny_plugin):
+    from membench import hookimpl, plugins, registry
+
+    plugin = _ScratchOnly()
+    hookimpl(_ScratchOnly.register_models)
+    plugins.load().register(plugin, name="tests.scratch_only")
+    registry.clear_cache()
+    yield registry.get_model("tiny-scratch")
+    plugins.load().unregister(plugin)
+    registry.clear_cache()
+
+
+# Job keys of models with pretrained weights, computed before `pretrained_weights` existed:
+# they must never change (finished jobs are found again by their key).
+KEYS = {("tiny-cnn", True): "tiny-cnn__demo__smoke__s0__6a6e360e7a",
+        ("tiny-cnn", False): "tiny-cnn__demo__smoke__s0__e07c5335c9",
+        ("resnet50-lamem", True): "resnet50-lamem__demo__smoke__s0__a0cfaa598c",
+        ("resnet50-lamem", False): "resnet50-lamem__demo__smoke__s0__2188ab857a"}
+
+
+def test_pretrained_none_is_no_other_configuration_of_a_model_without_weights(scratch_model, demo_root, tmp_path,
+                                                                              run_cli):
+    from membench import registry
+    from membench.engine.job import RunConfig, job_key
+    from membench.results.leaderboard import read_rows
+
+    class Data:
+        name, root = "demo", None
+
+        def fingerprint(self):
+            return "fp"
+
+    def key(spec, pretrained):
+        return job_key(spec, Data(), RunConfig(out=tmp_path, work_dir=tmp_path, preset="smoke", pretrained=pretrained))
+
+    assert key(scratch_model, False) == key(scratch_model, True)
+    for (model, pretrained), expected in KEYS.items():  # models with weights: keys as they were
+        assert key(registry.get_model(model), pretrained) == expected
+    board = tmp_path / "board"
+    for extra in (["--pretrained", "none"], ["--resume"]):
+        code, _, err = run_cli("run", "--model", "tiny-scratch", "--data", demo_root, "--dataset", "demo", "--splits",
+                               "1", "--preset", "smoke", "--out", board, "--work-dir", tmp_path / "work", *extra)
+        assert code == 0, err
+        assert ("tiny-scratch has no pretrained weights: --pretrained none changes nothing" in " ".join(err.split())) \
+            == ("none" in extra)
+    rows = read_rows(board / "results.csv")
+    assert len({r["run_id"] for r in rows}) == 1 and rows[0]["configuration"] == "preset=smoke"

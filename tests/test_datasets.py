@@ -188,6 +188,26 @@ def test_lnsim_not_a_release_dir_and_unknown_option(tmp_path):
         open_dataset("lnsim", tmp_path / "lnsim", seed="x")
 
 
+@pytest.mark.parametrize("dataset, data, key, message", [
+    ("demo", "demo", "seed", "unknown dataset option 'seed': dataset 'demo' takes no options"),
+    ("lamem", "DEMO", "name", "unknown dataset option 'name': dataset 'lamem' takes no options"),
+    ("lnsim", "LNSIM", "sed", "unknown dataset option 'sed' for lnsim; did you mean seed? (known options: seed ("),
+    ("csv", "CSV", "score-colum", "unknown dataset option 'score-colum' for csv; did you mean score_column?"),
+])
+def test_an_unknown_dataset_option_is_an_error_naming_the_known_ones(tmp_path, demo_root, run_cli, dataset, data,
+                                                                     key, message):
+    """lamem and demo read no options: one given used to be silently ignored."""
+    if data == "LNSIM":
+        make_lnsim(tmp_path / "lnsim")
+    if data == "CSV":
+        make_csv_dataset(tmp_path / "csv")
+    data = {"DEMO": demo_root, "LNSIM": tmp_path / "lnsim", "CSV": tmp_path / "csv"}.get(data, data)
+    code, out, err = run_cli("data", "check", "--data", data, "--dataset", dataset, "--dataset-option", f"{key}=1")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli("data", "check", "--data", data, "--dataset", dataset)
+    assert code == 0, err
+
+
 # --- csv -------------------------------------------------------------------------------
 
 def make_csv_dataset(root: Path, n=30, header=("image", "score"), split=None, subdir=""):

@@ -40,6 +40,22 @@ def test_a_choice_nothing_resembles_lists_the_choices_only(capsys):
     assert "did you mean" not in err and "choose from paper, smoke, quick, cpu" in err
 
 
+@pytest.mark.parametrize("args", [
+    ("run", "--model", "resnet50-lamem", "--preset", "smoke", "--splits", "1", "--workers", "-1"),
+    ("bench", "--what", "pipeline", "--images", "2", "--workers", "-1"),
+    ("compare", "a", "b", "--seed", "-1"),
+    ("compare", "a", "b", "--n-boot", "-3"),
+    ("report", "--seed", "-1"),
+])
+def test_negative_counts_and_seeds_are_one_line_before_any_work(capsys, tmp_path, args):
+    """They reached torch's DataLoader or numpy's RNG as a traceback (after the work)."""
+    flag, value = args[-2:]
+    where = {"run": ("--out", tmp_path), "bench": ("--out", tmp_path), "compare": ("--leaderboard", tmp_path),
+             "report": ("--leaderboard", tmp_path, "--out", tmp_path)}[args[0]]
+    assert f"argument {flag}: must be 0 or more, not {value}" in _argparse_error(capsys, *args[:-2], *where, *args[-2:])
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_data_directory_hints_at_the_layout_and_demo(run_cli, tmp_path):
     code, _, err = run_cli("data", "check", "--data", tmp_path / "nope")
     assert code == 2 and err.count("\n") == 1

@@ -53,6 +53,19 @@ def test_checkpoint_needs_no_imagenet_weights(demo_root, tmp_path, run_cli, monk
     assert list(_scores(out)) == [str(image)]
 
 
+def test_without_weights_predict_points_to_trained_weights_never_to_random_ones(demo_root, tmp_path, run_cli,
+                                                                               monkeypatch):
+    """Random weights (`--pretrained none`) are no way to score photos: a model whose weights
+    are not here is one line saying which trained weights would do."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no weights on this machine
+    image = sorted((demo_root / "images").iterdir())[0]
+    for model, way in (("resnet50-lamem", "--checkpoint FILE"), ("amnet", "membench weights fetch amnet"),
+                       ("squalli", "--model-option weights=FILE")):
+        code, out, err = run_cli("predict", "--model", model, image)
+        assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+        assert "--pretrained none" not in err and "--checkpoint FILE" in err and way in err, err
+
+
 def test_a_checkpoint_in_another_models_job_names_that_model(tiny_weights, demo_root, tmp_path, run_cli):
     import torch
 

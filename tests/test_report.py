@@ -188,7 +188,7 @@ def test_missing_values_print_as_missing_never_zero(latest):
     assert rows["memnet"][1:5] == ["—"] * 4
     assert rows["memnet"][5] == "56.9M"  # measured count from params.csv, no run needed
     assert rows["squalli"][1:6] == ["—"] * 5
-    assert rows["vitmem"] == ["vitmem"] + ["—"] * 9  # no run and no reported numbers
+    assert "vitmem" not in rows  # no run and no published number: no (empty) row
     assert rows["resnet50-lamem"][2] == "—"  # its predictions are missing: no CI
     assert rows["ours [preset=smoke]"][1] == "0.935" and "±" not in rows["ours [preset=smoke]"][1]  # one split
     assert rows["resnet50-lamem [preset=smoke]"][8] == "—"  # Table 1 gives only ρ/MSE, on LaMem
@@ -197,6 +197,43 @@ def test_missing_values_print_as_missing_never_zero(latest):
     for row in csv.DictReader(report.render_csv("table2", "demo", entries(latest)).splitlines()):
         del row["seeds"]  # seed 0 is a real value
         assert "0.0" not in row.values() and "0" not in row.values()
+
+
+def test_table2_has_no_row_without_a_number_on_its_dataset(latest):
+    """An installed model with neither a run on the dataset nor a published number the table
+    can show gets no row (it used to add an empty one to every dataset's Table 2)."""
+    specs = dict(SPECS, **{"third-party": _spec("third-party"),
+                           "lamem-only": _spec("lamem-only", rho=0.6, source="a paper")})
+    demo = [e.label for e in entries(latest, specs=specs)]
+    lamem = [e.label for e in entries(latest, dataset="lamem", specs=specs)]
+    assert "third-party" not in demo + lamem and "vitmem" not in demo + lamem
+    assert "lamem-only" in lamem and "lamem-only" not in demo  # its ρ was published on LaMem only
+    assert "memnet" in demo  # its published parameter count is shown on every dataset
+    assert "resnet50-lamem [preset=smoke]" in demo and "resnet50-lamem-imagenet" not in demo
+    assert "resnet50-lamem-imagenet" in [e.label for e in entries(latest, "table1")]  # Table 1: the paper's rows
+
+
+def test_a_footnote_has_one_mark_in_both_tables_of_a_dataset(tmp_path):
+    """Table 2 lists amnet's quick run first: its configuration is ¹ there, so the smoke
+    configuration is ² in Table 2 and in Table 1 alike."""
+    board = tmp_path / "board"
+    shutil.copytree(BOARD, board)
+    rows = list(csv.DictReader((board / "results.csv").read_text().splitlines()))
+    quick = [dict(r, run_id="amnet-quick", preset="quick") for r in rows if r["run_id"] == "amnet-1"]
+    (board / "results.csv").write_text(report.csv_text(rows + quick, list(rows[0])))
+    report.make_report(board, tmp_path / "out", SPECS, n_boot=0, figure=False)
+    marks = {}
+    for table in ("table1", "table2"):
+        text = (tmp_path / "out" / f"{table}_demo.md").read_text()
+        for line in text.splitlines():
+            if line.startswith("| ") and "[preset=" in line:
+                label = line.split(" | ")[0].lstrip("| ")
+                marks.setdefault(label.rstrip("¹²³⁴⁵⁶⁷⁸⁹"), set()).add(label[-1])
+        notes = [line[0] for line in text.splitlines() if line and line[0] in "¹²³"]
+        assert notes == sorted(notes, key="¹²³".index)  # footnotes in mark order
+    assert marks["amnet [preset=quick]"] == {"¹"}
+    assert marks["resnet50-lamem [preset=smoke]"] == marks["ours [preset=smoke]"] == {"²"}
+    assert "² [preset=smoke]" in (tmp_path / "out" / "table1_demo.md").read_text()
 
 
 def test_table1_holds_the_ablations_in_paper_order(latest):
@@ -396,6 +433,18 @@ def test_cli_compare_prints_an_interval_and_a_verdict(capsys):
     out = capsys.readouterr().out
     assert "resnet50-lamem: run r50-new (preset smoke, 3 split(s))" in out
     assert "95% CI [" in out and "\nverdict: " in out and "splits 1,2,3" in out
+
+
+def test_compare_help_describes_the_bootstrap_it_runs(capsys):
+    """The bootstrap draws from the union of the splits' test images once per replicate
+    (membench.report.compare), not each split on its own as the help used to say."""
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "from the union of the common splits' test images once and applies that one draw to every split" in text
+    assert "per split, images matched by name" not in text
+    assert "one draw for every split" in compare.Comparison(
+        "a", "b", "demo", [1], {1: 3}, 10, 0, 0.5, 0.4, 0.01, 0.02, None, None).render()
 
 
 def test_cli_compare_errors(capsys):

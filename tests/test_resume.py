@@ -217,7 +217,10 @@ def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resume_matches(reference, data,
                  MEMBENCH_TEST_KILL_SIGNAL="INT", MEMBENCH_TEST_KILL_GROUP="1")
     assert proc.returncode == 130, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 2, proc.stderr  # the "fit (2 epochs ...)" line, then the message
+    # the "fit (2 epochs ...)" line, the stage's time estimate after epoch 1, then the message
+    assert lines[0].startswith("tiny-one split 1: fit (2 epochs"), proc.stderr
+    estimate = " ".join(" ".join(lines[1:-1]).split())
+    assert estimate.startswith("fit: epoch 1/2 took ") and estimate.endswith("in 10 epochs)"), proc.stderr
     assert "interrupted in fit, epoch 2, step 3" in lines[-1] and "--resume" in lines[-1]
     assert "Traceback" not in proc.stderr
     (last,) = (tmp_path / "work").glob("tiny-one__*/split1/fit/last.pt")

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 
 import pytest
 
@@ -197,3 +198,21 @@ def test_a_split_is_loaded_once_and_options_checked_once(tiny_plugin, demo_root,
     assert code == 0, err
     assert sorted(loads) == [1, 2]  # 4 jobs (+ 2 chained stages), each split read once
     assert sorted(checks) == ["tiny-chain", "tiny-cnn"]  # once per selected model that takes options
+
+
+def test_a_run_on_the_demo_data_says_they_are_synthetic_and_how_long_each_stage_takes(tiny_plugin, demo_root,
+                                                                                     tmp_path, run_cli):
+    """Before any work: the demo data are synthetic, what the preset trains and on how many
+    splits; after a stage's first epoch: the time it took and the estimate for the rest."""
+    code, _, err = run_cli("run", "--model", "tiny-chain", "--data", demo_root, "--dataset", "demo", "--splits", "1",
+                           "--out", tmp_path / "lb", "--work-dir", tmp_path / "work")
+    assert code == 0, err
+    text = " ".join(err.split())  # rich wraps long lines
+    assert "synthetic demo data" in text and "not LaMem" in text
+    assert ("Preset paper trains tiny-chain: stage1 = tiny-cnn (stage1 3 epochs) + stage2 2 epochs (at most: "
+            "early stopping may end a stage sooner), on 1 split(s)") in text
+    assert text.index("synthetic") < text.index("epoch 1/3 took")
+    for stage, epochs in (("stage1", 3), ("stage2", 2)):
+        (took, left), = re.findall(rf"{stage}: epoch 1/{epochs} took ([\d.]+) s; the {epochs - 1} epoch\(s\) "
+                                   r"left take about ([\d.]+) s more", text)
+        assert float(left) == pytest.approx(float(took) * (epochs - 1), abs=0.1 * (epochs - 1))

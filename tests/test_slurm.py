@@ -11,6 +11,7 @@ tests/tiny_plugin.py (32x32 inputs), found by the jobs through an entry point.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pickle
@@ -216,6 +217,81 @@ def test_failures_collected_from_submitit_are_one_line_naming_job_and_log(tmp_pa
                               "/data/images/00000007.jpg: cannot read image "
                               f"(log: {tmp_path / '41' / '41_0_log.err'})")
     assert "tiny-cnn split 2: FAILED (job 42): it ended without a result (state NO PROCESS AND NO RESULT)" in said[1]
+
+
+def test_a_job_that_runs_on_after_its_submitit_process_ended_is_waited_for(tmp_path):
+    """A local job's controller stopped by the warning signal (`kill -USR2 JOB_ID`) leaves
+    its task running: while the job's lock is held, `--wait` waits for it and reports the
+    row the task returns, never FAILED."""
+    from submitit.core.utils import cloudpickle_dump
+    from submitit.local.local import LocalJob
+
+    from membench.engine.job import job_lock
+    from membench.scale.launch import ClusterJob, Submitted, collect
+
+    handle = LocalJob(tmp_path / "43", "43")  # no process, no result yet: as after the controller died
+    handle.paths.folder.mkdir(parents=True)
+    handle._results_timeout_s = 0
+    job = Submitted(ClusterJob("tiny-cnn", 1, {}, {}), handle)
+    job.job_dir = tmp_path / "work" / "tiny-cnn__demo__smoke__s0__0123456789" / "split1"
+    row = {"run_id": "tiny-cnn__demo__smoke__s0__0123456789", "split": 1}
+    said = []
+    with contextlib.ExitStack() as running:
+        running.enter_context(job_lock(job.job_dir, wait=False))  # the task, still at work
+
+        def say(text):
+            said.append(text)
+            if "still runs" in text:  # the task finishes: releases its lock, then returns its row
+                running.close()
+                cloudpickle_dump(("success", row), handle.paths.result_pickle)
+
+        assert collect([job], say=say, poll=0.01) == [row]
+    assert "tiny-cnn split 1: its submitit process ended (job 43), but the job still runs" in said[0]
+    assert said[-1] == "tiny-cnn split 1: finished (job 43)" and not any("FAILED" in t for t in said)
+
+
+@pytest.mark.slow
+def test_warning_a_local_jobs_controller_is_no_failure(tiny, demo_root, tmp_path, run_cli, monkeypatch):
+    """`kill -USR2 JOB_ID` on a local-submitit job stops its controller (the job id is its
+    pid) while the job runs on and writes its row: `--wait` says finished, not FAILED."""
+    import time
+
+    from membench.engine.job import job_lock
+    from membench.scale import launch
+
+    args = run_args(demo_root, tmp_path, "tiny-cnn", "1")
+    assert run_cli(*args)[0] == 0  # the job, finished: the launched one reuses it
+    (job_dir,) = (tmp_path / "work").glob("*/split1")
+    original = launch.collect
+
+    def warn_then_collect(submitted, say=print, **kwargs):
+        s = submitted[0]
+        s.handle._results_timeout_s = 0  # as a job that runs on longer than submitit's grace
+        deadline = time.time() + 120
+        while "waiting for another membench process" not in job_logs(tmp_path / "work"):
+            assert time.time() < deadline, job_logs(tmp_path / "work")
+            time.sleep(0.1)
+        os.kill(int(s.handle.job_id), signal.SIGUSR2)
+        while not s.handle.done():
+            time.sleep(0.05)
+
+        def said(text):
+            say(text)
+            if "still runs" in text:
+                held.close()  # the job goes on, finishes and writes its row
+
+        try:
+            return original(submitted, say=said, **kwargs)
+        finally:
+            held.close()
+
+    held = contextlib.ExitStack()
+    held.enter_context(job_lock(job_dir, wait=False))  # the launched job waits for this
+    monkeypatch.setattr(launch, "collect", warn_then_collect)
+    code, _out, err = run_cli(*args, "--resume", "--launcher", "local-submitit", "--wait")
+    assert code == 0, err
+    text = " ".join(err.split())  # rich wraps lines
+    assert "but the job still runs" in text and "tiny-cnn split 1: finished" in text and "FAILED" not in text
 
 
 # ------------------------------------------------------------------------------ Slurm

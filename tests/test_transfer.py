@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_evaluate_and_transfer_matrix(tmp_path, two_datasets, run_cli):
     md = (board / "transfer.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     assert header.split(" | ")[1:] == ["csv-beta", "lamem", "lamem (all images) |"]
-    beta_row = next(line for line in md.splitlines() if line.startswith("| tiny-cnn [smoke] ← lamem"))
+    beta_row = next(line for line in md.splitlines() if line.startswith("| tiny-cnn [smoke; pretrained=none] ← lamem"))
     cell = f"{float(next(r for r in matrix if r['run_id'] == cross)['rho_mean']):.3f} ["
     assert cell in beta_row.split(" | ")[1]
     assert "README.md" in {p.name for p in board.iterdir()}
@@ -189,9 +190,107 @@ def test_transfer_matrix_across_the_fields_datasets(tmp_path, run_cli):
     md = (board / "transfer.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[0] == "| Model ← trained on | memcat | sun | things |"
-    assert [line.split(" | ")[0] for line in table[1:]] == [
-        "| tiny-cnn [smoke] ← memcat", "| tiny-cnn [smoke] ← released weights", "| *human consistency (ceiling)*"]
+    labels = [re.sub(r"@[0-9a-f]{8}", "@HASH", line.split(" | ")[0]) for line in table[1:]]
+    assert sorted(labels[:2]) == ["| tiny-cnn [smoke; checkpoint=w.pt@HASH; pretrained=none] ← released weights",
+                                  "| tiny-cnn [smoke; pretrained=none] ← memcat"]
+    assert labels[2] == "| *human consistency (ceiling)*"
     assert table[-1] == f"| *human consistency (ceiling)* | 0.700 | {sun_ceiling:.3f} | — |"
     for line in table[1:3]:
         assert line.count(" [") == 4 and line.count("(n=2)") == 3  # each cell: ρ [CI] (n=2)
     assert "corrected recognition" in md and "hit rate" in md and "compare models within a column" in md
+
+
+def smoke_run(tmp_path: Path, data: list, run_cli) -> tuple[Path, list, str]:
+    """tiny-cnn trained (smoke) on splits 1 and 2 of `data`, checkpoints kept: (leaderboard,
+    the --out/--work-dir arguments, its run id)."""
+    board, work = tmp_path / "board", tmp_path / "work"
+    common = ["--out", board, "--work-dir", work]
+    assert run_cli("run", "--model", "tiny-cnn", *data, "--splits", "1,2", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", *common)[0] == 0
+    return board, common, read_rows(board / "results.csv")[0]["run_id"]
+
+
+def test_evaluating_a_run_on_its_own_data_never_takes_the_runs_row(tmp_path, two_datasets, run_cli):
+    """`evaluate --from-run` on the run's own dataset (one split) is an evaluation of that
+    run: its own row in Table 2, summary.csv, the every-run table and the transfer matrix,
+    labelled with the run it evaluates; the run's 2-split row stays the run's."""
+    alpha, beta = two_datasets
+    board, common, run_id = smoke_run(tmp_path, alpha, run_cli)
+    own = [float(r["rho"]) for r in read_rows(board / "results.csv")]
+    for data, splits in ((alpha, "1"), (beta, "1,2")):  # its own data (split 1), then another dataset
+        code, _, err = run_cli("evaluate", "--from-run", run_id, *data, "--splits", splits, *common)
+        assert code == 0, err
+    code, _, err = run_cli("report", "--leaderboard", board, "--n-boot", "20", "--no-figure")
+    assert code == 0, err
+
+    _, rows = md_rows(board / "table2_lamem.md")
+    run_row = rows["tiny-cnn [preset=smoke; pretrained=none]"]
+    assert run_row[1].startswith(f"{statistics.fmean(own):.3f} ± ") and run_row[4] == "2"
+    evaluated = rows[f"tiny-cnn [preset=smoke; pretrained=none; evaluated-from={run_id}]"]
+    assert evaluated[4] == "1"
+    summary = {r["run_ids"]: r for r in read_rows(board / "summary.csv") if r["dataset"] == "lamem"}
+    assert summary[run_id]["n_splits"] == "2" and len(summary) == 2
+    assert f"evaluated-from={run_id}" in next(r for k, r in summary.items() if k != run_id)["configuration"]
+    # the transfer matrix: the run keeps its diagonal cell, the evaluation is a row of its own
+    diagonal = [r for r in read_rows(board / "transfer.csv") if r["dataset"] == "lamem"]
+    assert sorted((r["n_splits"], r["run_id"][:len(run_id) + 16]) for r in diagonal) == [
+        ("1", f"{run_id}__on__lamem-test"), ("2", run_id)]
+    md = (board / "transfer.md").read_text()
+    assert "| tiny-cnn [smoke; pretrained=none] ← lamem | " in md
+    assert f"| tiny-cnn [smoke; pretrained=none; evaluated-from={run_id}] ← lamem | " in md
+    labels = [r["label"] for r in read_rows(board / "runs_lamem.csv") if r["kind"] == "measured"]
+    assert len(labels) == len(set(labels)) == 2
+
+
+def md_rows(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """The first Markdown table of a file as {row label without footnote marks: cells}."""
+    rows = [line.strip("|").split(" | ") for line in path.read_text().splitlines() if line.startswith("| ")]
+    return rows[0], {cells[0].strip().rstrip("¹²³⁴⁵⁶⁷⁸⁹"): [c.strip() for c in cells] for cells in rows[1:]}
+
+
+def test_evaluate_checks_every_splits_checkpoint_before_any_work(tmp_path, two_datasets, run_cli):
+    """A checkpoint gone from split 2 stops `evaluate` before split 1 is scored (nothing
+    written); `membench runs` says which checkpoints were kept."""
+    alpha, _ = two_datasets
+    board, common, run_id = smoke_run(tmp_path, alpha, run_cli)
+    work = tmp_path / "work"
+    (work / run_id / "split2" / "stage1" / "best.pt").unlink()
+    code, out, err = run_cli("runs", "--work-dir", work, "--format", "json")
+    assert code == 0, err
+    assert {r["split"]: r["checkpoints"] for r in json.loads(out)} == {1: "kept", 2: "removed"}
+    assert "checkpoints" in run_cli("runs", "--work-dir", work)[1]  # a column of the table too
+
+    code, _, err = run_cli("evaluate", "--from-run", run_id, *alpha, *common)
+    assert code == 2 and "checkpoint of split 2 is gone" in err and "Traceback" not in err, err
+    assert len(read_rows(board / "results.csv")) == 2  # nothing of split 1 was written
+    assert [p.name for p in work.iterdir()] == [run_id]
+    # without --keep-checkpoints every split's checkpoint is gone: one line names them all
+    assert run_cli("run", "--model", "tiny-cnn", *alpha, "--splits", "1,2", "--preset", "smoke", "--seed", "1",
+                   "--pretrained", "none", *common)[0] == 0
+    dropped = next(r["run_id"] for r in read_rows(board / "results.csv") if r["seed"] == "1")
+    code, out, _ = run_cli("runs", "--work-dir", work, "--format", "csv")
+    assert {r["checkpoints"] for r in csv.DictReader(out.splitlines()) if r["run"] == dropped} == {"removed"}
+    code, _, err = run_cli("evaluate", "--from-run", dropped, *alpha, *common)
+    assert code == 2 and "checkpoints of splits 1, 2 are gone" in err and "--keep-checkpoints" in err
+
+
+def test_the_csv_example_of_evaluate_help_works(tmp_path, run_cli):
+    from membench.commands.evaluate import EPILOG
+
+    board, work = tmp_path / "board", tmp_path / "work"
+    folder = demo_as_csv(tmp_path / "mine", seed=2) / "images"  # images + scores.csv
+    data = generate(tmp_path / "three", n_images=40, n_splits=3, seed=0)  # the example scores splits 1 and 3
+    assert run_cli("run", "--model", "tiny-cnn", "--data", data, "--splits", "1,3", "--preset", "smoke",
+                   "--pretrained", "none", "--keep-checkpoints", "--out", board, "--work-dir", work)[0] == 0
+    run_id = read_rows(board / "results.csv")[0]["run_id"]
+    example = next(line for line in EPILOG.splitlines() if "--dataset csv" in line).split()[2:]
+    given = example[example.index("--data") + 1]
+    args = [run_id if a == "RUN_ID" else a for a in example]
+    args[args.index("--data") + 1] = folder / "scores.csv" if given.endswith(".csv") else folder
+    args[args.index("--feature-store") + 1] = tmp_path / "fs"
+    code, _, err = run_cli("evaluate", *args, "--out", board, "--work-dir", work)
+    assert code == 0, err
+    # the CSV itself instead of its folder: one line saying what to give
+    code, _, err = run_cli("evaluate", "--from-run", run_id, "--data", folder / "scores.csv", "--dataset", "csv",
+                           "--out", board, "--work-dir", work)
+    assert code == 2 and "not a file" in err and "--dataset-option csv=scores.csv" in err, err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from membench.commands.common import non_negative
+
 HELP_EPILOG = """examples:
   membench bench --what pipeline                       # decode + transform, 1 thread
   membench bench --what pipeline,loader --workers 4
@@ -40,7 +42,7 @@ def add_parser(sub) -> None:
                    help="torch threads for model rows (default: torch's); the pipeline uses 1")
     p.add_argument("--images", type=int, default=64, help="generated JPEGs (default 64)")
     p.add_argument("--image-size", default="400x300", help="WxH of generated JPEGs (default 400x300)")
-    p.add_argument("--workers", type=int, default=2, help="loader workers for --what loader (default 2)")
+    p.add_argument("--workers", type=non_negative, default=2, help="loader workers for --what loader (default 2)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the models (mode reduce-overhead on cuda: CUDA graphs)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",

@@ -8,6 +8,20 @@ from membench.options import key_values  # noqa: F401  (commands import it from 
 from membench.util.files import membench_home  # noqa: F401  (commands import it from here)
 
 
+def non_negative(text: str) -> int:
+    """argparse type of counts and seeds (`--workers`, `--seed`, `--n-boot`): an integer >= 0,
+    else argparse's one-line error (exit 2) instead of a traceback from torch or numpy."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def add_data_options(p, splits: bool = True) -> None:
     p.add_argument("--data", default="demo", metavar="DIR|demo",
                    help="dataset directory, or 'demo' for the built-in synthetic data (default)")

@@ -3,6 +3,8 @@ their stored predictions."""
 
 from __future__ import annotations
 
+from membench.commands.common import non_negative
+
 EPILOG = """examples:
   membench compare resnet50-lamem amnet --leaderboard runs/demo
   membench compare ours squalli --leaderboard runs/lamem --splits 1,3 --n-boot 5000
@@ -16,9 +18,13 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "compare", help="paired bootstrap of the difference between two models",
-        description="Resample the same test images for both models (per split, images matched by "
-                    "name), give the 95% interval of the difference in rho and MSE (A - B) and a "
-                    "verdict. Runs are picked per (model, dataset, configuration), as the report's rows: "
+        description="Paired bootstrap over test images (membench/report/compare.py): each replicate draws, "
+                    "with replacement, from the union of the common splits' test images once and applies "
+                    "that one draw to every split and to both models (images matched by name; the splits' "
+                    "test sets overlap, so resampling each split on its own would understate the spread); "
+                    "its difference is the mean over splits of the per-split difference A - B in rho and "
+                    "MSE. Prints the 95% percentile interval of the differences and a verdict (whether it "
+                    "excludes 0). Runs are picked per (model, dataset, configuration), as the report's rows: "
                     "name a configuration as MODEL[LABEL or ID] (the label or id the report prints, or "
                     "'protocol'); without one, a model with several configurations uses its protocol "
                     "configuration, or is an error listing them. Uses the stored per-image predictions of "
@@ -31,8 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", metavar="NAME", help="needed when both models have runs on several datasets")
     p.add_argument("--preset", metavar="NAME", help="use runs of this preset (needed when both models have several)")
     p.add_argument("--splits", default="all", metavar="K,K", help="splits to use, e.g. 1,3 (default: all in common)")
-    p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--n-boot", type=non_negative, default=2000, metavar="N",
+                   help="bootstrap replicates, each one draw from the union of the splits' test images "
+                        "(default: 2000)")
+    p.add_argument("--seed", type=non_negative, default=0, help="bootstrap seed (default: 0)")
     p.set_defaults(func=cmd_compare)
 
 

@@ -9,8 +9,10 @@ from membench.commands.common import add_data_options, membench_home, open_datas
 EPILOG = """examples:
   membench evaluate --from-run RUN_ID --data /data/lnsim --dataset lnsim --out leaderboards/transfer
   membench evaluate --from-run ~/.cache/membench/runs/RUN_ID --data demo --eval-part all
-  membench evaluate --from-run RUN_ID --data my.csv --dataset csv --splits 1,3 --feature-store ~/fs
-RUN_ID is the run_id column of results.csv; its jobs live in WORK/RUN_ID (--work-dir).
+  membench evaluate --from-run RUN_ID --data my_images/ --dataset csv --splits 1,3 --feature-store ~/fs
+RUN_ID is the run_id column of results.csv; its jobs live in WORK/RUN_ID (--work-dir), and
+`membench runs` says whether their checkpoints were kept. A csv dataset is a folder of
+images with one *.csv of scores in it (or --dataset-option csv=FILE; docs/user-guide.md).
 Rows record trained_on (the run's dataset) and dataset (the evaluation dataset);
 `membench report` renders them as a transfer matrix (transfer.md, transfer.csv).
 """

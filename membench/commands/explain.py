@@ -64,15 +64,18 @@ def cmd_explain(args) -> int:
                      "fail")
     device = resolve_device(args.device)
     torch.manual_seed(0)  # random weights (--pretrained none) are the same on every call
-    model = inference_model(spec, args.checkpoint, args.pretrained, options).to(device.torch).eval()
+    model, pre = inference_model(spec, args.checkpoint, args.pretrained, options)
+    model = model.to(device.torch).eval()
     for path in explain_images(model, spec, [s.path for s in samples], args.out, device.torch, args.method,
-                               args.layer):
+                               args.layer, preprocess=pre):
         print(f"wrote {path}")
     return 0
 
 
-def explain_images(model, spec, images, out: Path, device, method: str = "auto", layer: str | None = None) -> list[Path]:
-    """The maps of each image, saved by membench.explain.overlay; returns the written paths."""
+def explain_images(model, spec, images, out: Path, device, method: str = "auto", layer: str | None = None,
+                   preprocess=None) -> list[Path]:
+    """The maps of each image, saved by membench.explain.overlay; returns the written paths.
+    `preprocess`: the weights' own (the authors' released weights may bring theirs)."""
     import torch
 
     from membench.explain import overlay
@@ -80,7 +83,7 @@ def explain_images(model, spec, images, out: Path, device, method: str = "auto",
 
     written, seen = [], {}
     for i, image in enumerate(images):
-        u8, x = prepare(spec.preprocess, image, device)
+        u8, x = prepare(preprocess or spec.preprocess, image, device)
         with torch.no_grad():
             score = float(model(x).reshape(-1)[0])
         maps = explain(model, x, method, layer)

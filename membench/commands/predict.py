@@ -12,6 +12,7 @@ EPILOG = """examples:
   membench predict --model resmem --recursive photos/ > scores.csv
   membench predict --model resmem --recursive photos/ --html sheet/ --maps    # contact sheet with attention maps
   membench predict --model resmem,resnet50-lamem --checkpoint none --checkpoint best.pt -r photos/ --html sheet/
+  membench predict --model amnet photo.jpg      # the authors' weights, once `membench weights fetch amnet`
 """
 
 
@@ -26,8 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="a model, or a comma list to compare several side by side")
     p.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
                    help="trained weights (a run's best.pt or a state_dict); no ImageNet weights are needed "
-                        "then; default: the model's own weights. Several models: one per model, in order "
-                        "('none': that model's own weights)")
+                        "then; default: the authors' released weights when installed (`membench weights`), "
+                        "else the model's own weights. Several models: one per model, in order ('none': that "
+                        "model's default weights)")
     p.add_argument("--pretrained", choices=("auto", "none"), default="auto",
                    help="without --checkpoint: none scores with random weights (plumbing checks only)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
@@ -108,8 +110,8 @@ def score(spec, checkpoint, args, options, samples, device):
     from membench.engine.inference import predict
     from membench.options import applicable
 
-    model = inference_model(spec, checkpoint, args.pretrained, applicable(spec.name, spec.options, options))
-    values = predict(device.prepare(model), samples, spec.preprocess, device, batch_size=args.batch_size)
+    model, pre = inference_model(spec, checkpoint, args.pretrained, applicable(spec.name, spec.options, options))
+    values = predict(device.prepare(model), samples, pre, device, batch_size=args.batch_size)
     _refuse_non_finite(values, samples, spec.name, checkpoint)
     if not args.maps:
         return [float(v) for v in values], None
@@ -117,7 +119,7 @@ def score(spec, checkpoint, args, options, samples, device):
 
     grids, label = [], ""
     for s in samples:
-        found = image_maps(model.eval(), spec.preprocess, s.path, device.torch)
+        found = image_maps(model.eval(), pre, s.path, device.torch)
         grids.append(found.maps.mean(axis=0))
         label = ("Grad-CAM" if found.method == "grad-cam" else "own attention") + (
             f", mean of {len(found.names)} maps ({', '.join(found.names)})" if len(found.names) > 1 else "")
@@ -137,26 +139,64 @@ def scores_csv(samples, scores: dict[str, list[float]]) -> str:
     return buf.getvalue()
 
 
-def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dict):
-    """The model `predict` and `explain` use: built, with the checkpoint's weights if given.
-    A whole checkpoint replaces every weight, so ImageNet or published weights would only be
-    loaded to be overwritten (and need not be on this machine). A frugal one holds only the
-    trained part: its frozen parts are rebuilt from the files it names, and checked."""
+def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dict[str, str]):
+    """The model `predict` and `explain` use, and its preprocessing: the checkpoint's weights;
+    else the weights a trained-weights option names (e.g. amnet's weights=FILE); else the
+    authors' released weights when installed (`membench weights`); else the model's own
+    weights, with a warning when those are not trained to predict memorability."""
     import sys
 
     from membench.spec import BuildContext
+    from membench.weights import released
     from membench.weights.checkpoint_check import frozen_sources, load_into
 
-    sources = frozen_sources(checkpoint) if checkpoint else None
-    ctx = BuildContext(pretrained=pretrained != "none" and (checkpoint is None or sources is not None),
-                       upstream=dict(sources or {}), options=options)
-    model = spec.builder()(ctx)
     if checkpoint:
+        # A whole checkpoint replaces every weight, so ImageNet or published weights would only be
+        # loaded to be overwritten (and need not be on this machine). A frugal one holds only the
+        # trained part: its frozen parts are rebuilt from the files it names, and checked.
+        sources = frozen_sources(checkpoint)
+        model = spec.builder()(BuildContext(pretrained=pretrained != "none" and sources is not None,
+                                            upstream=dict(sources or {}), options=options))
         load_into(model, spec.name, checkpoint)
-    elif spec.trainable:
+        return model, spec.preprocess
+    trained_option = any(o.trained and o.name in options for o in spec.options)
+    authors = None if trained_option or pretrained == "none" else released.installed(spec)
+    if authors:  # they replace every tensor: no ImageNet weights needed
+        split = (authors.splits() or [1])[0]
+        model = _build(spec, BuildContext(pretrained=False, options=options))
+        model.load_state_dict(authors.state_dict(split))
+        which = f"the checkpoint of split {split}" if authors.splits() else "one checkpoint for every split"
+        print(f"membench: scoring with {authors.label}, {which}", file=sys.stderr)
+        return model, authors.release.preprocess or spec.preprocess
+    model = _build(spec, BuildContext(pretrained=pretrained != "none", options=options))
+    if spec.trainable and not trained_option and "pretrained-weights" not in spec.tags:
         print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
-              "pretrained-only weights", file=sys.stderr)
-    return model
+              f"pretrained-only weights{_trained_weights_hint(spec)}", file=sys.stderr)
+    return model, spec.preprocess
+
+
+def _build(spec, ctx):
+    """The builder, with advice for scoring: `--pretrained none` (random weights) is no way
+    out here, trained weights are."""
+    import re
+
+    from membench.errors import WeightsUnavailable
+
+    try:
+        return spec.builder()(ctx)
+    except WeightsUnavailable as exc:
+        reason = re.sub(r",? or (run )?with --pretrained none[^;.)]*", "", exc.message)
+        raise WeightsUnavailable(f"no trained weights of {spec.name} to score images with: give --checkpoint FILE "
+                                 f"(a trained model, e.g. a run's best.pt: see `membench runs`)"
+                                 f"{_trained_weights_hint(spec)}. Its own weights are not here either: {reason}",
+                                 exc.path, exc.line) from None
+
+
+def _trained_weights_hint(spec) -> str:
+    if spec.released_weights:
+        return f" or install its authors' weights (`membench weights fetch {spec.name}` or `weights import`)"
+    names = [o.name for o in spec.options if o.trained]
+    return f" or pass --model-option {names[0]}=FILE (trained weights)" if names else ""
 
 
 def _refuse_non_finite(scores, samples, model: str, checkpoint) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from membench.commands.common import non_negative
+
 EPILOG = """examples:
   membench report --leaderboard runs/demo
   membench report --leaderboard leaderboards --out leaderboards --count-params
@@ -26,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", metavar="NAME", help="only runs of this preset")
     p.add_argument("--n-boot", type=int, default=2000, metavar="N",
                    help="bootstrap resamples for the rho 95%% CI; 0 skips it (default: 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--seed", type=non_negative, default=0, help="bootstrap seed (default: 0)")
     p.add_argument("--no-figure", action="store_true", help="skip Fig. 3")
     p.add_argument("--no-site", action="store_true",
                    help="skip the HTML site (OUT/index.html and a page per run in OUT/site/)")

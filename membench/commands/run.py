@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from membench.commands.common import (add_data_options, add_image_options, apply_image_options, key_values,
-                                      membench_home, model_options, open_dataset)
+                                      membench_home, model_options, non_negative, open_dataset)
 
 HELP_EPILOG = """examples:
   membench run --model resnet50-lamem --data demo --preset smoke --pretrained none --splits 1   # works anywhere, offline
@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
                         "12 epochs per stage (the largest CPU-sized recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU)")
+    p.add_argument("--workers", type=non_negative, default=None, help="data loader workers (default: 0 on CPU)")
     p.add_argument("--patience", type=int, default=10,
                    help="early stopping: epochs without a better validation rho (default 10)")
     p.add_argument("--pretrained", choices=("auto", "none"), default="auto",
@@ -129,6 +129,8 @@ def cmd_run(args) -> int:
     dataset = open_dataset(args)
     splits = parse_splits(args.splits, dataset.splits, dataset.root or args.data)
     console = Console(stderr=True)
+    for line in notices(specs, dataset, splits, args):
+        console.print(line, markup=False, highlight=False)
     if cluster is not None:  # each (model, split) job a Slurm (or submitit-local) job
         data = {"data": args.data, "dataset": args.dataset, "dataset_option": args.dataset_option}
         rows = launch(specs, dataset, splits, cfg, data, args.launcher, cluster, wait=args.wait, say=console.print)
@@ -169,6 +171,40 @@ def tracking_hints(log: tuple[str, ...]) -> list[str]:
     from membench.results.trackers import parse
 
     return [tracker.hint() for tracker in parse(log)]
+
+
+def notices(specs, dataset, splits: list[int], args) -> list[str]:
+    """What a user should know before a run starts: that the demo data are synthetic (and
+    how much the preset will train on them), and when `--pretrained none` changes nothing."""
+    out = []
+    if dataset.name == "demo":
+        recipes = "; ".join(f"{spec.name}: {recipe_summary(spec, args.preset)}" for spec in specs)
+        quick = "" if args.preset != "paper" else " For a look in minutes: --preset smoke (plumbing) or quick."
+        out.append(f"note: --data {args.data} is membench's synthetic demo data (generated images: a red disc whose "
+                   "size sets the score), not LaMem: its numbers say nothing about real memorability. Preset "
+                   f"{args.preset} trains {recipes} (at most: early stopping may end a stage sooner), on "
+                   f"{len(splits)} split(s); each stage prints its estimated time after its first epoch.{quick}")
+    if args.pretrained == "none":
+        for spec in specs:
+            if not spec.pretrained_weights:
+                out.append(f"note: {spec.name} has no pretrained weights: --pretrained none changes nothing "
+                           "(the same job and configuration as without it)")
+    return out
+
+
+def recipe_summary(spec, preset: str) -> str:
+    """"stage1 = resnet50-lamem (stage1 150 epochs) + stage2 50 epochs": the epochs each
+    stage of `preset` runs at most (early stopping may end a stage sooner)."""
+    from membench import registry
+    from membench.engine.job import effective
+
+    parts = []
+    for stage in effective(spec, preset)[0]:
+        if stage.model:
+            parts.append(f"{stage.name} = {stage.model} ({recipe_summary(registry.get_model(stage.model), preset)})")
+        else:
+            parts.append(f"{stage.name} {stage.epochs} epoch{'s' * (stage.epochs != 1)}")
+    return " + ".join(parts)
 
 
 # The last line after a run whose numbers mean nothing about the models: what to run next.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EPILOG = """examples:
-  membench runs                       # every job under $MEMBENCH_HOME/runs: status and size
+  membench runs                       # every job under $MEMBENCH_HOME/runs: status, checkpoints, size
   membench runs clean --dry-run       # what clean would remove
   membench runs clean                 # remove finished and orphaned jobs (never running or interrupted)
 """
@@ -17,12 +17,15 @@ def add_parser(sub) -> None:
 
     from membench.output import FORMATS
 
-    p = sub.add_parser("runs", help="list job directories (status, size); `runs clean` removes finished ones",
+    p = sub.add_parser("runs", help="list job directories (status, checkpoints, size); `runs clean` removes "
+                                    "finished ones",
                        description="List the job directories under the work directory with their status "
                                    "(running, finished, unrecorded: finished but its row never reached the "
                                    "leaderboard, interrupted: resumable with --resume, orphaned: nothing to "
-                                   "resume) and disk size. `clean` removes finished and orphaned jobs; their "
-                                   "leaderboard rows stay. Symbolic links there are never followed.",
+                                   "resume), whether its checkpoints were kept (kept; removed: smoke and quick "
+                                   "jobs drop theirs unless run with --keep-checkpoints, so `evaluate --from-run` "
+                                   "cannot use them; none) and disk size. `clean` removes finished and orphaned "
+                                   "jobs; their leaderboard rows stay. Symbolic links there are never followed.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
     p.add_argument("--work-dir", type=Path, default=None, help="default: $MEMBENCH_HOME/runs")
@@ -40,7 +43,7 @@ def cmd_runs(args) -> int:
     if args.work_dir is None and not work_dir.exists():  # a fresh machine: nothing has run yet
         print(f"no runs yet in {work_dir}")
         return 0
-    columns = ["run", "split", "status", "size"]
+    columns = ["run", "split", "status", "checkpoints", "size"]
     found = runs.scan(work_dir)
     if args.action == "list":
         emit([r.row() for r in found], columns if args.format == "table" else [*columns, "bytes", "path"],

@@ -40,6 +40,7 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
 
     name = name or ("demo" if data == "demo" else "lamem")
     spec = registry.get_dataset(name)
+    check_options(spec, options)
     if spec.needs_path:
         if data == "demo":
             installed = installed_path(name)
@@ -52,11 +53,33 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
             from membench.data.layout import LAYOUT_HINT
 
             raise MembenchError(f"data directory does not exist; {LAYOUT_HINT}", root)
+        if not root.is_dir():  # e.g. the CSV of a csv dataset given instead of its folder
+            hint = (f"; for a CSV of scores give its folder: --data {root.parent} --dataset csv --dataset-option "
+                    f"csv={root.name}" if root.suffix.lower() == ".csv" else "")
+            raise MembenchError(f"--data must be the dataset's directory, not a file{hint}", root)
         if not os.access(root, os.R_OK | os.X_OK):
             raise MembenchError("data directory is not readable", root)
         return spec.opener()(root, options)
     root = None if data == "demo" else Path(data).expanduser()
     return spec.opener()(root, options)
+
+
+def check_options(spec, options: dict[str, str]) -> None:
+    """--dataset-option keys against those the dataset declares (`-` read as `_`): an
+    unknown one is a one-line error naming the known ones, never silently ignored."""
+    import difflib
+
+    if spec.options is None:
+        return
+    for key in options:
+        if str(key).strip().replace("-", "_") in spec.options:
+            continue
+        if not spec.options:
+            raise MembenchError(f"unknown dataset option {key!r}: dataset {spec.name!r} takes no options")
+        close = difflib.get_close_matches(key, list(spec.options), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        known = ", ".join(f"{k} ({v})" for k, v in spec.options.items())
+        raise MembenchError(f"unknown dataset option {key!r} for {spec.name}{hint} (known options: {known})")
 
 
 def open_described(data_args: dict):

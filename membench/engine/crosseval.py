@@ -82,10 +82,7 @@ def preprocess_of(provenance: dict, where: Path):
 def evaluation_samples(dataset, part: str, k: int):
     """The images checkpoint k is scored on."""
     if part == "test":
-        if k not in dataset.splits:
-            raise MembenchError(f"the evaluation dataset has no split {k} (splits: "
-                                f"{', '.join(map(str, dataset.splits)) or 'none'}); use --eval-part all or --splits",
-                                dataset.root)
+        check_split(dataset, k)
         return dataset.load_split(k).test
     every = {}
     for j in dataset.splits:
@@ -93,6 +90,13 @@ def evaluation_samples(dataset, part: str, k: int):
             for s in samples:
                 every.setdefault(s.name, s)
     return tuple(every[n] for n in sorted(every))
+
+
+def check_split(dataset, k: int) -> None:
+    if k not in dataset.splits:
+        raise MembenchError(f"the evaluation dataset has no split {k} (splits: "
+                            f"{', '.join(map(str, dataset.splits)) or 'none'}); use --eval-part all or --splits",
+                            dataset.root)
 
 
 def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
@@ -130,6 +134,31 @@ def _without_rho_note(notes: str) -> str:
     return "; ".join(p for p in notes.split("; ") if p and not p.startswith("rho undefined ("))
 
 
+def check_inputs(run_dir: Path, jobs: dict[int, dict], chosen: list[int]) -> None:
+    """What every chosen split needs, checked before any split is scored: its model is
+    registered and takes the run's options, its preprocessing is known and its checkpoint
+    is still on disk (one line naming every split whose checkpoint is gone)."""
+    from membench import registry
+
+    gone = []
+    for k in chosen:
+        saved, where = jobs[k], run_dir / f"split{k}" / "result.json"
+        preprocess_of(saved["provenance"], where)
+        spec = registry.get_model(saved["row"]["model"])
+        spec.check_options(dict((saved["provenance"].get("config") or {}).get("options") or {}))
+        checkpoint = saved.get("checkpoint")
+        if checkpoint and not Path(checkpoint).is_file():
+            gone.append((k, Path(checkpoint)))
+        elif not checkpoint and saved["row"].get("train_mode") == "full":
+            raise MembenchError(f"split {k}: this trained job kept no checkpoint", where)
+    if gone:
+        which = (f"checkpoint of split {gone[0][0]} is" if len(gone) == 1 else
+                 f"checkpoints of splits {', '.join(str(k) for k, _ in gone)} are")
+        raise MembenchError(f"the run's {which} gone (smoke and quick runs delete theirs "
+                            "unless run with --keep-checkpoints; `membench runs` shows which were kept): rerun "
+                            "the job with --keep-checkpoints, or choose other --splits", gone[0][1])
+
+
 def _git_dirty():
     from membench.results.identity import git_dirty
 
@@ -159,6 +188,9 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
     if missing:
         raise MembenchError(f"the run has no finished split {', '.join(map(str, missing))} (finished: "
                             f"{', '.join(map(str, sorted(jobs)))})", run_dir)
+    for k in chosen if part == "test" else ():
+        check_split(dataset, k)
+    check_inputs(run_dir, jobs, chosen)  # every split's model, options and checkpoint, before any work
     check_writable(out)
     valid_rows(Path(out) / "results.csv")
     source_run = jobs[chosen[0]]["row"]["run_id"]

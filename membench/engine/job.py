@@ -127,12 +127,16 @@ class RunConfig:
 
     def for_model(self, spec: ModelSpec) -> "RunConfig":
         """This configuration as `spec` receives it: only the --model-option values it declares
-        (with several models, an option goes to the models that declare it). Selection only:
-        `options` were checked, and made canonical, once before any work
+        (with several models, an option goes to the models that declare it); for a model
+        without pretrained weights `--pretrained none` is the default (the same job).
+        Selection only: `options` were checked, and made canonical, once before any work
         (membench.commands.common.model_options)."""
         declared = {o.name for o in spec.options}
         options = {k: v for k, v in self.options.items() if k in declared}
-        return self if options == self.options else replace(self, options=options)
+        pretrained = self.pretrained or not getattr(spec, "pretrained_weights", True)
+        if options == self.options and pretrained == self.pretrained:
+            return self
+        return replace(self, options=options, pretrained=pretrained)
 
     def upstream(self) -> "RunConfig":
         """The configuration of chained stages' jobs: --model-option addresses the models named

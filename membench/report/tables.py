@@ -109,18 +109,23 @@ def order_models(names, first: tuple[str, ...]) -> list[str]:
 
 def build_entries(table: str, dataset: str, runs, specs: dict,
                   params: dict[str, tuple[int, int]] | None = None, n_boot: int = 2000,
-                  seed: int = 0) -> list[Entry]:
+                  seed: int = 0, marks: dict | None = None) -> list[Entry]:
     """The rows of `table` ("table1" or "table2") for one dataset. `specs` maps model name
     to ModelSpec (the registry, or fixtures in tests); `runs` is grouping.group_runs(...)
-    (runs, or a dict of runs, are grouped here)."""
+    (runs, or a dict of runs, are grouped here). Table 2 has a row for every model with a
+    run on the dataset or a published number that the table shows (reported_for), never
+    an empty one. `marks` (one dict per dataset, shared by its tables) gives a footnote
+    the same mark in every table of the dataset."""
     params = params or {}
+    marks = {} if marks is None else marks
     runs = runs if isinstance(runs, dict) and all(isinstance(g, grouping.RunGroup) for g in runs.values()) \
         else grouping.group_runs(list(runs.values()) if isinstance(runs, dict) else list(runs), specs)
     mine = {key: group for key, group in runs.items() if key[1] == dataset}
     if table == "table1":
         names = order_models([n for n, s in specs.items() if TABLE1_TAG in s.tags], TABLE1_ORDER)
     else:
-        names = order_models(set(specs) | {m for m, _, _ in mine}, TABLE2_ORDER)
+        published = {n for n, s in specs.items() if _has_number(reported_for(s.reported, dataset))}
+        names = order_models(published | {m for m, _, _ in mine}, TABLE2_ORDER)
     entries = []
     for name in names:
         spec = specs.get(name)
@@ -131,9 +136,13 @@ def build_entries(table: str, dataset: str, runs, specs: dict,
             _fill_params(entry, params.get(name))
             entry.rho_ci = compare.runs_rho_interval(run, n_boot, seed) if run else None
             entries.append(entry)
-    _assign_marks(entries)
-    grouping.assign_config_marks(entries)
+    _assign_marks(entries, marks.setdefault("notes", {}))
+    grouping.assign_config_marks(entries, marks.setdefault("configurations", {}))
     return entries
+
+
+def _has_number(reported) -> bool:
+    return reported is not None and (reported.rho, reported.mse, reported.params) != (None, None, None)
 
 
 def reported_for(reported, dataset: str):
@@ -154,10 +163,11 @@ def _fill_params(entry: Entry, fallback: tuple[int, int] | None) -> None:
         entry.params_total, entry.params_used = fallback
 
 
-def _assign_marks(entries: list[Entry]) -> None:
+def _assign_marks(entries: list[Entry], notes: dict[str, str] | None = None) -> None:
     """A reported note becomes a footnote: on the cell its first word names (rho, MSE,
-    params: e.g. "MSE estimated by the authors"), else on the source cell."""
-    notes: dict[str, str] = {}
+    params: e.g. "MSE estimated by the authors"), else on the source cell. `notes` (note ->
+    mark) carries the marks from one table of a dataset to the next."""
+    notes = {} if notes is None else notes
     for entry in entries:
         note = entry.reported.note if entry.reported else ""
         if not note:
@@ -276,7 +286,8 @@ def footnotes(entries: list[Entry]) -> list[str]:
         if entry.marks:
             seen.setdefault(entry.reported.note, []).append(entry.model)
             marks[entry.reported.note] = next(iter(entry.marks.values()))
-    return [f"{marks[note]} {note} ({', '.join(dict.fromkeys(models))})." for note, models in seen.items()] + \
+    ordered = sorted(seen.items(), key=lambda item: FOOTNOTE_MARKS.index(marks[item[0]]))  # marks shared by tables
+    return [f"{marks[note]} {note} ({', '.join(dict.fromkeys(models))})." for note, models in ordered] + \
         grouping.config_footnotes(entries)
 
 
@@ -518,10 +529,11 @@ def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, ou
     """Tables 1-2 (md, tex, csv) and Fig. 3 of one dataset; its README section."""
     written: list[Path] = []
     sections = [f"## {ds}", ""]
-    entries_by_table = {}
+    marks: dict = {}  # one numbering of footnotes for both tables: Table 2 (every measured row) first
+    entries_by_table = {table: build_entries(table, ds, latest, specs, params, n_boot, seed, marks)
+                        for table in ("table2", "table1")}
     for table in ("table1", "table2"):
-        entries = build_entries(table, ds, latest, specs, params, n_boot, seed)
-        entries_by_table[table] = entries
+        entries = entries_by_table[table]
         stem = out / f"{table}_{safe_name(ds)}"
         md = render_markdown(table, ds, entries, n_boot, seed)
         for suffix, text in ((".md", md), (".tex", render_latex(table, ds, entries, n_boot, seed)),

@@ -3,15 +3,16 @@ a table of every run on it (with literature rows, the human ceiling and fine-tun
 zero-shot comparisons). `membench report` calls `write`.
 
 Transfer matrix (transfer.md, transfer.csv): one row per (model, training dataset,
-preset), one column per evaluation dataset and part ("test": each split's test images,
-"all": every image), cells "ρ [95% CI]" with ρ the mean over splits of the per-split
-Spearman and the interval that of the tables (membench.report.tables). A run's training dataset
-is its `trained_on` column (see membench.engine.crosseval.trained_on): the run's own dataset
-for a trained run, "released weights" for a `--train none` run (zero-shot rows). Several runs
-in one cell: the latest (timestamp, then run id) is shown. Under the rows, each evaluation
-dataset's human consistency (its ceiling: the `human_consistency` column of transfer.csv)
-and which measure its scores are (they differ: hit rate, corrected recognition), so models
-are compared within a column.
+configuration: preset and what else differs from the protocol), one column per evaluation
+dataset and part ("test": each split's test images, "all": every image), cells "ρ [95% CI]"
+with ρ the mean over splits of the per-split Spearman and the interval that of the tables
+(membench.report.tables). A run's training dataset is its `trained_on` column (see
+membench.engine.crosseval.trained_on): the run's own dataset for a trained run, "released
+weights" for a `--train none` run (zero-shot rows). Several runs in one cell: the latest
+(timestamp, then run id) is shown. Under the rows, each evaluation dataset's human
+consistency (its ceiling: the `human_consistency` column of transfer.csv) and which measure
+its scores are (they differ: hit rate, corrected recognition), so models are compared
+within a column.
 
 Per-dataset table (runs_<dataset>.md/.csv, figure runs_<dataset>.png/.svg): every run
 evaluated on that dataset's test splits, labelled by model, training data, train mode and
@@ -65,8 +66,17 @@ class RunView:
 
     @property
     def row_label(self) -> str:
-        preset = f" [{self.run.preset}]" if self.run.preset != "paper" else ""
-        return f"{self.run.model}{preset} ← {self.trained_on or RELEASED}"
+        """The matrix row: model, preset and what else differs from the protocol (what the
+        row and column already say left out), then the training data. A configuration
+        is its own row, so an evaluation of a run never takes the run's own cell."""
+        from membench.results.configuration import from_row
+
+        label = from_row(self.run.rows[0], self.provenance)[0]
+        parts = [self.run.preset] * (self.run.preset != "paper") + [
+            p for p in label.split("; ") if p and p != "train=none"
+            and not p.startswith(("preset=", "trained-on=", "eval-part=", "weights="))]
+        mark = f" [{'; '.join(parts)}]" if parts else ""
+        return f"{self.run.model}{mark} ← {self.trained_on or RELEASED}"
 
     @property
     def column(self) -> str:
@@ -125,9 +135,9 @@ def matrix_rows(items: list[RunView], n_boot: int = 2000, seed: int = 0,
                 ceilings: dict[str, float] | None = None) -> list[dict]:
     """One row per cell; `human_consistency` is the evaluation dataset's (None if unknown)."""
     ceilings = ceilings or {}
-    cells = _latest(items, lambda v: (v.run.model, v.trained_on, v.run.preset, v.column))
+    cells = _latest(items, lambda v: (v.run.model, v.trained_on, v.run.preset, v.row_label, v.column))
     rows = []
-    for (model, trained, preset, _col), v in sorted(cells.items()):
+    for (model, trained, preset, _label, _col), v in sorted(cells.items()):
         ci = _ci(v, n_boot, seed)
         n_test = sorted({int(r["n_test"]) for r in v.run.rows if r.get("n_test")})
         rows.append({"model": model, "trained_on": trained or RELEASED, "preset": preset, "dataset": v.run.dataset,
@@ -172,10 +182,11 @@ def render_matrix(rows: list[dict], n_boot: int, seed: int) -> str:
               + ". Columns: the evaluation dataset's test split of the same index as the checkpoint's split, "
               "or '(all images)': every image of it, scored by each split's checkpoint. "
               f"'{RELEASED}': weights membench did not train (`--train none`). Rows from `membench run` "
-              "(diagonal) and `membench evaluate --from-run` (off-diagonal); each cell is the latest run. "
-              "Last row: each evaluation dataset's human consistency, the split-half ρ of its participants "
-              "(published with its plugin, computed from its files, or given with --dataset-option "
-              "human_consistency; '—' when unknown)."
+              "(diagonal) and `membench evaluate --from-run` (off-diagonal); each cell is the latest run of its "
+              "row's configuration (an evaluation of a run on the run's own data is a row of its own, "
+              "[evaluated-from=RUN]). Last row: each evaluation dataset's human consistency, the split-half ρ of "
+              "its participants (published with its plugin, computed from its files, or given with "
+              "--dataset-option human_consistency; '—' when unknown)."
               + _measures_sentence(sorted({r["dataset"] for r in rows})), ""]
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ MEANINGS = {
     "weights": "the authors' released weights (imported with `membench weights`), evaluated without training",
     "trained-on": "a checkpoint trained on another dataset, scored on this one (`membench evaluate`)",
     "eval-part=all": "scored on every image of the dataset, not on its test split",
+    "evaluated-from": "the checkpoints of that run scored again by `membench evaluate`: an evaluation of "
+                      "that run, never the run's own row",
 }
 
 
@@ -191,21 +194,29 @@ def from_row(row: dict, provenance: dict | None = None, declared_options=()) -> 
 def _evaluated_elsewhere(label: str, config_id: str, derived: bool, row: dict, provenance: dict | None):
     """Rows of `membench evaluate` score a checkpoint trained on another dataset (its
     `trained_on`), or every image rather than the test split: never the same row as the
-    runs trained on this dataset."""
-    import re
-
+    runs trained on this dataset. One scored on the very data its run was trained and
+    tested on (or released weights scored as `run --train none` would) names its source
+    run: it never replaces or joins that run's own row."""
     extra = {}
     trained = (row.get("trained_on") or "").strip()
     if trained and trained != row.get("dataset"):
         extra["trained-on"] = trained
+    found = _EVALUATION_ID.search(row.get("run_id") or "")
     part = (provenance or {}).get("eval_part")
     if part is None:  # the run id of an evaluation ends in __on__<dataset>-<part>__<digest>
-        found = re.search(r"__on__.+-([a-z]+)__[0-9a-f]{8}$", row.get("run_id") or "")
-        part = found.group(1) if found else None
+        part = found.group("part") if found else None
     if part and part != "test":
         extra["eval-part"] = part
+    source = ((provenance or {}).get("evaluated_from") or {}).get("run_id")
+    source = source or (found.group("source") if found else None)
+    if source and not extra:
+        extra["evaluated-from"] = source
     if not extra:
         return label, config_id, derived
     label = "; ".join([label] * bool(label) + [f"{k}={v}" for k, v in extra.items()])
     digest = hashlib.sha256(json.dumps([config_id, extra], sort_keys=True).encode()).hexdigest()[:8]
     return label, digest, derived
+
+
+# the run id of `membench evaluate` rows (membench.engine.crosseval.eval_run_id)
+_EVALUATION_ID = re.compile(r"^(?P<source>.+)__on__.+-(?P<part>[a-z]+)__[0-9a-f]{8}$")

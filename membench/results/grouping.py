@@ -116,9 +116,15 @@ def superscript(n: int) -> str:
     return SUPERSCRIPTS[n - 1] if n <= len(SUPERSCRIPTS) else f"^{n}"
 
 
-def assign_config_marks(entries) -> None:
-    """One footnote mark per non-protocol configuration (¹, ², ...), on every row that has it."""
-    marks: dict[str, str] = {}
+def mark_number(mark: str) -> int:
+    """1 for ¹, 2 for ², ... (the inverse of `superscript`): footnotes are listed in mark order."""
+    return SUPERSCRIPTS.index(mark) + 1 if mark in SUPERSCRIPTS else int(mark.lstrip("^"))
+
+
+def assign_config_marks(entries, marks: dict[str, str] | None = None) -> None:
+    """One footnote mark per non-protocol configuration (¹, ², ...), on every row that has it;
+    `marks` carries the numbering from one table of a dataset to the next."""
+    marks = {} if marks is None else marks
     for entry in entries:
         group = entry.run
         if group is not None and not group.is_protocol:
@@ -137,7 +143,7 @@ def config_footnotes(entries) -> list[str]:
             if group.model not in models:
                 models.append(group.model)
     out = []
-    for mark, (group, models) in seen.items():
+    for mark, (group, models) in sorted(seen.items(), key=lambda item: mark_number(item[0])):
         meanings = []
         for part in group.configuration.split("; "):
             key = part.partition("=")[0]

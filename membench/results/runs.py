@@ -10,7 +10,8 @@ Status: `running` (its lock is held now), `finished` (result.json), `unrecorded`
 but its row is missing from the leaderboard result.json names: killed between the two
 writes; the same command again, with --resume for `membench run`, adds it), `interrupted` (a
 stage left last.pt or finished: `membench run ... --resume` continues it), `orphaned`
-(nothing to resume: killed before its first checkpoint). Symbolic links in the work
+(nothing to resume: killed before its first checkpoint). Checkpoints: `kept`, `removed`
+(smoke and quick jobs drop theirs after success) or `none`. Symbolic links in the work
 directory are never followed: `links` names them, nothing lists or removes what they hold.
 """
 
@@ -36,6 +37,7 @@ class JobRun:
     path: Path
     status: str
     bytes: int
+    checkpoints: str = ""  # kept, removed (smoke/quick after success) or none (see `checkpoints`)
 
     @property
     def model(self) -> str:
@@ -48,7 +50,8 @@ class JobRun:
 
     def row(self) -> dict:
         return {"run": self.key, "split": self.split, "model": self.model, "preset": self.preset,
-                "status": self.status, "size": human(self.bytes), "bytes": self.bytes, "path": str(self.path)}
+                "status": self.status, "checkpoints": self.checkpoints, "size": human(self.bytes),
+                "bytes": self.bytes, "path": str(self.path)}
 
 
 def human(n: int) -> str:
@@ -83,6 +86,23 @@ def status(job_dir: Path, recorded: dict | None = None) -> str:
     if any(job_dir.glob("*/last.pt")) or any(job_dir.glob(f"*/{STAGE_DONE}")):
         return "interrupted"
     return "orphaned"
+
+
+def checkpoints(job_dir: Path) -> str:
+    """Whether the job's weights are still on disk, for `membench evaluate --from-run` and
+    `--resume`: "kept", "removed" (a finished smoke/quick job drops them unless run with
+    --keep-checkpoints) or "none" (a job that saved none: released weights, or killed before
+    its first checkpoint)."""
+    if not (job_dir / "result.json").is_file():
+        return "kept" if any(job_dir.glob("*/*.pt")) else "none"
+    try:
+        recorded = json.loads((job_dir / "result.json").read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+    if not recorded:
+        return "none"
+    here = job_dir / Path(recorded).parent.name / Path(recorded).name  # the work dir may have moved
+    return "kept" if Path(recorded).is_file() or here.is_file() else "removed"
 
 
 def size(path: Path) -> int:
@@ -137,7 +157,11 @@ def links(work_dir: Path) -> list[Path]:
 def scan(work_dir: Path) -> list[JobRun]:
     """Every job directory under WORK, by key and split (symbolic links skipped: see links)."""
     recorded: dict = {}
-    return [JobRun(d.parent.name, int(d.name[5:]), d, status(d, recorded), size(d)) for d in job_dirs(work_dir)]
+    out = []
+    for d in job_dirs(work_dir):
+        state = status(d, recorded)
+        out.append(JobRun(d.parent.name, int(d.name[5:]), d, state, size(d), checkpoints(d)))
+    return out
 
 
 def leaderboard_of(job_dir: Path) -> str:

@@ -215,6 +215,7 @@ class _Preemption:
 class Submitted:
     job: ClusterJob
     handle: object  # submitit Job
+    job_dir: Path | None = None  # WORK/<job key>/split<k>: its lock says whether the job still runs
 
     @property
     def log(self) -> Path:
@@ -228,6 +229,7 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
     from membench.results.leaderboard import valid_rows
     from membench.output import emit
     from membench.scale.parallel import _config_to_json, plan
+    from membench.engine.job import job_key
     from membench.engine.runner import preflight, resolve_precision
 
     submitit = require_submitit()
@@ -251,7 +253,10 @@ def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: st
     config = _config_to_json(replace(cfg, resume=True))
     jobs = [ClusterJob(j.model, j.split, config, data_args) for j in plan(specs, splits)]
     folder = cfg.work_dir / "logs" / "submitit"
-    submitted = _submit(submitit, launcher, folder, opts, jobs, {s.name: s for s in specs})
+    by_name = {s.name: s for s in specs}
+    submitted = _submit(submitit, launcher, folder, opts, jobs, by_name)
+    for s in submitted:
+        s.job_dir = cfg.work_dir / job_key(by_name[s.job.model], dataset, cfg) / f"split{s.job.split}"
     emit([{"model": s.job.model, "split": s.job.split, "job_id": s.handle.job_id, "log": str(s.log)}
           for s in submitted], ["model", "split", "job_id", "log"], "table",
          title=f"{len(submitted)} jobs submitted ({launcher})")
@@ -335,23 +340,30 @@ def _submit_group(executor, group: list[ClusterJob], launcher: str) -> list:
 
 def collect(submitted: list[Submitted], say=print, poll: float = 1.0) -> list[dict]:
     """Wait for every job; their rows in submission order. Failures: one line naming the
-    first failed job and its log."""
+    first failed job and its log. A job whose submitit process ended without a result while
+    the job itself still runs (a local job's controller stopped by the warning signal: its
+    task runs on) is waited for, not reported as failed."""
     rows: dict[int, dict] = {}
     failed: list[tuple[Submitted, str]] = []
-    pending = set(range(len(submitted)))
+    pending, orphans = set(range(len(submitted))), set()
     try:
         while pending:
             for i in sorted(pending):
                 s = submitted[i]
-                if not s.handle.done():
+                if not s.handle.done() or (i in orphans and _still_running(s)):
                     continue
-                pending.discard(i)
                 try:
-                    rows[i] = s.handle.result()
+                    rows[i] = _orphan_result(s, poll) if i in orphans else s.handle.result()
                     say(f"{s.job.label}: finished (job {s.handle.job_id})")
                 except Exception as exc:
+                    if i not in orphans and _still_running(s):
+                        orphans.add(i)
+                        say(f"{s.job.label}: its submitit process ended (job {s.handle.job_id}), but the job "
+                            "still runs: waiting for it")
+                        continue
                     failed.append((s, failure_reason(exc)))
                     say(f"[red]{s.job.label}: FAILED (job {s.handle.job_id}): {failed[-1][1]}[/]")
+                pending.discard(i)
             if pending:
                 time.sleep(poll)
     except KeyboardInterrupt:
@@ -362,6 +374,26 @@ def collect(submitted: list[Submitted], say=print, poll: float = 1.0) -> list[di
         more = f"{len(failed)} of {len(submitted)} jobs failed; first: " if len(failed) > 1 else ""
         raise MembenchError(f"{more}{s.job.label} (job {s.handle.job_id}) failed: {reason} (log: {s.log})")
     return [rows[i] for i in sorted(rows)]
+
+
+ORPHAN_RESULT_S = 60  # after an orphaned job released its lock: how long its result file may take
+
+
+def _still_running(s: Submitted) -> bool:
+    """Whether a process (the job, or the one it waits for) holds the job's lock, while
+    submitit has no result for it."""
+    from membench.results.runs import is_running
+
+    return s.job_dir is not None and not s.handle.paths.result_pickle.exists() and is_running(s.job_dir)
+
+
+def _orphan_result(s: Submitted, poll: float):
+    """The result of a job that ran on after its submitit process ended: written by the job
+    itself when it returns, just after releasing its lock."""
+    deadline = time.time() + ORPHAN_RESULT_S
+    while not s.handle.paths.result_pickle.exists() and time.time() < deadline:
+        time.sleep(min(poll, 0.2))
+    return s.handle.result()
 
 
 def failure_reason(exc: Exception) -> str:

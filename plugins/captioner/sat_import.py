@@ -154,5 +154,16 @@ def cmd_import(args) -> int:
     g = info["encoded_size"]
     print(f"captioner installed: {target} (word map {target.with_name('word_map.json')}); "
           f"encoder grid {g}x{g} ({info['grid_source']}), attention area-pooled to 8x8 for `ours`; "
-          "`ours` now uses it by default")
+          f"{how_ours_uses(target.parent)}")
     return 0
+
+
+def how_ours_uses(directory: Path) -> str:
+    """`ours` loads the captioner in $MEMBENCH_HOME/captioner by itself; one anywhere else
+    only when named."""
+    from membench_plugins.captioner import sat
+
+    if directory.resolve() == sat.captioner_dir().resolve():
+        return "`ours` now uses it by default"
+    return (f"`ours` uses it with --model-option captioner={directory} (by default it uses the one in "
+            f"{sat.captioner_dir()})")

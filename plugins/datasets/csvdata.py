@@ -189,4 +189,5 @@ def register_datasets(register):
         score_measure="yours, on [0, 1]",
         consistency_note="--dataset-option human_consistency=X",
         license="yours",
+        options=OPTIONS,
     ))

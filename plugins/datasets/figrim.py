@@ -136,4 +136,5 @@ def register_datasets(register):
         license="not stated in the files membench reads; the images come from the SUN database",
         homepage="http://figrim.mit.edu/",
         manual_download="download the target images and image_data_targets.mat from http://figrim.mit.edu/",
+        options=OPTIONS,
     ))

@@ -29,4 +29,5 @@ def register_datasets(register):
         consistency_note="0.68, published (Khosla et al. 2015)",
         license="not stated in the archive; see memorability.csail.mit.edu",
         homepage="http://memorability.csail.mit.edu/",
+        options={},
     ))

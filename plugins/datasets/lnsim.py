@@ -289,4 +289,5 @@ def register_datasets(register):
         consistency_note="computed from the files: mean over the 25 halvings of Spearman's rho between halves (0.779)",
         license="no licence file in the repository (ask the authors for uses beyond research)",
         homepage="https://github.com/JiaxinLu-home/Natural-Scene-Memorability-Dataset",
+        options=OPTIONS,
     ))

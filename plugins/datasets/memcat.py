@@ -89,4 +89,5 @@ def register_datasets(register):
         homepage="https://gestaltrevision.be/projects/memcat/",
         manual_download="download the release from https://gestaltrevision.be/projects/memcat/ "
                         "(the page's terms apply)",
+        options=OPTIONS,
     ))

@@ -188,4 +188,5 @@ def register_datasets(register):
                          "participant halves (the paper reports 0.75)",
         license="not stated in the release; the images come from the SUN database",
         homepage="http://web.mit.edu/phillipi/Public/WhatMakesAnImageMemorable/",
+        options=OPTIONS,
     ))

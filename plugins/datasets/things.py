@@ -87,4 +87,5 @@ def register_datasets(register):
         manual_download="download images_THINGS.zip and password_images.txt from https://osf.io/jum2f/, "
                         "read its LICENSE, unzip with that password; get THINGS_Memorability_Scores.csv "
                         "from the paper's OSF data",
+        options=OPTIONS,
     ))

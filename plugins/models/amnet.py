@@ -215,7 +215,7 @@ def register_models(register):
             license="MIT", citation=CITATION, dataset="lamem",
             note="Trained by the authors on the five LaMem train splits; evaluated with the official "
                  "test transform (Resize 224x224, ImageNet normalisation), which is the model's own."),),
-        options=(weights_option("a trained AMNet state_dict (membench or official key layout)"),),
+        options=(weights_option("a trained AMNet state_dict (membench or official key layout)", trained=True),),
         tags=("paper", "table2", "attention"),
         license="MIT",
         params_expected={"total": 38_880_493, "used": 21_866_757},

@@ -89,7 +89,7 @@ def register_models(register):
                                "LaMem+MemCat split, not LaMem's official splits"),
         preprocess=Preprocess(size=(256, 256), crop=227, mean=None, std=None, train="crop"),
         recipe=(FINETUNE,),
-        options=(weights_option("a ResMem state_dict (the package's model.pt layout)"),),
+        options=(weights_option("a ResMem state_dict (the package's model.pt layout)", trained=True),),
         tags=("peer", "pretrained-weights", "possibly-contaminated-on-lamem"),
         license="non-commercial (ResMem licence)",
         params_expected={"total": 131_688_809},

@@ -86,7 +86,7 @@ def register_models(register):
                           note="MSE estimated by the authors of Leonardi et al."),
         preprocess=Preprocess(size=(256, 256), crop=224, train="crop"),
         recipe=(RECIPE,),
-        options=(weights_option("a trained squalli state_dict"),),
+        options=(weights_option("a trained squalli state_dict", trained=True),),
         tags=("paper", "table2", "reconstruction"),
         params_expected={"total": 280_648_577},
         notes="Reconstruction (the full paper was unavailable): fusion MLP, the stand-in for the "

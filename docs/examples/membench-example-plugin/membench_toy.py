@@ -38,9 +38,9 @@ def build_toy_cnn(ctx):
     # On the meta device (parameter counting) nothing is allocated.
     with torch.device("meta") if ctx.meta else contextlib.nullcontext():
         model = ToyCNN(width)
-    # There are no published weights, so ctx.pretrained changes nothing here. A model with
-    # weights would load them with membench.weights.resolve_file(...) when
-    # ctx.pretrained and not ctx.meta.
+    # There are no published weights, so ctx.pretrained changes nothing here (the spec says
+    # so: pretrained_weights=False). A model with weights would load them with
+    # membench.weights.resolve_file(...) when ctx.pretrained and not ctx.meta.
     return model
 
 
@@ -58,6 +58,8 @@ def register_models(register):
         # against these before any work starts, shows them in `membench models toy-cnn`, and
         # labels runs with non-default values as their own configuration.
         options=(Option("width", "int", default=8, help="channels of the first convolution"),),
+        # No pretrained weights: `--pretrained none` is then the same job, not a configuration.
+        pretrained_weights=False,
         tags=("example",),
         license="MIT",
         params_expected={"total": TOY_PARAMS},
