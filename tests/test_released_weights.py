@@ -260,3 +260,35 @@ def test_fetch_from_a_mirror_url(toy, server, run_cli):
     code, out, err = run_cli("weights", "fetch", "toy-released", "--url", f"{base}/mirror/toy_release.zip")
     assert code == 0, err
     assert released.installed(registry.get_model("toy-released")).splits() == [3]
+
+
+def test_evaluate_from_a_released_weights_run_scores_with_those_weights(toy, tmp_path, demo_root, run_cli):
+    """`evaluate --from-run` of a `--train none` run that evaluated the authors' weights loads
+    those weights (it built the bare model before: other numbers under the run's name).
+    Scored on the run's own data, it reproduces the run's predictions exactly; a different
+    installed release is refused before any work."""
+    (tmp_path / "a.zip").write_bytes(archive_bytes({1: authors_state(1), 2: authors_state(2)}))
+    assert run_cli("weights", "import", "toy-released", tmp_path / "a.zip")[0] == 0
+    lb, work = tmp_path / "lb", tmp_path / "w"
+    common = ["--out", lb, "--work-dir", work, "--device", "cpu"]
+    code, _, err = run_cli("run", "--model", "toy-released", "--train", "none", "--data", demo_root, "--splits", "1,2",
+                           *common)
+    assert code == 0, err
+    run_id = next(csv.DictReader(open(lb / "results.csv")))["run_id"]
+    code, _, err = run_cli("evaluate", "--from-run", run_id, "--data", demo_root, "--dataset", "lamem", *common)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(lb / "results.csv")))
+    evaluated = [r for r in rows if r["run_id"] != run_id]
+    assert len(evaluated) == 2
+    for row in evaluated:
+        k = row["split"]
+        read = lambda rid: {r["image"]: float(r["pred"])  # noqa: E731
+                            for r in csv.DictReader(open(lb / "predictions" / rid / f"split{k}.csv"))}
+        assert read(row["run_id"]) == read(run_id)
+
+    (tmp_path / "b.zip").write_bytes(archive_bytes({1: authors_state(3), 2: authors_state(4)}))
+    assert run_cli("weights", "import", "toy-released", tmp_path / "b.zip")[0] == 0
+    code, _, err = run_cli("evaluate", "--from-run", run_id, "--data", demo_root, "--dataset", "lamem",
+                           "--out", tmp_path / "lb2", "--work-dir", work, "--device", "cpu")
+    assert code == 2 and "is not the one the run evaluated" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "lb2").exists()

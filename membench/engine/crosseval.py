@@ -105,7 +105,7 @@ def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
     return f"{source_run}__on__{dataset.name}-{part}__{digest}"
 
 
-def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path):
+def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path, split: int):
     from membench import registry
     from membench.weights.checkpoint_check import load_into
     from membench.engine.checkpoints import is_frugal, sources_of
@@ -113,8 +113,9 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
 
     spec = registry.get_model(row["model"])
     config = provenance.get("config", {})
-    ctx = BuildContext(pretrained=bool(config.get("pretrained", True)), init=config.get("init", "imagenet"),
-                       options=dict(config.get("options") or {}), device="cpu")
+    authors = None if checkpoint else release_used(spec, provenance, split, where)
+    ctx = BuildContext(pretrained=bool(config.get("pretrained", True)) and authors is None,
+                       init=config.get("init", "imagenet"), options=dict(config.get("options") or {}), device="cpu")
     if checkpoint and not Path(checkpoint).is_file():
         raise MembenchError("the run's checkpoint is gone (smoke and quick runs delete theirs unless run with "
                             "--keep-checkpoints); rerun the job to evaluate it", Path(checkpoint))
@@ -123,9 +124,32 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
     model = spec.builder()(ctx)
     if checkpoint:  # as `membench run --train none --checkpoint` loads one (frugal or whole, strictly)
         load_into(model, spec.name, Path(checkpoint))
+    elif authors is not None:  # the authors' weights the run evaluated replace every tensor, as in the run
+        model.load_state_dict(authors.state_dict(split))
     elif row.get("train_mode") == "full":
         raise MembenchError("this trained job kept no checkpoint", where)
     return spec, model
+
+
+def release_used(spec, provenance: dict, split: int, where: Path):
+    """The installed authors' weights a `--train none` run evaluated (its run JSON names them),
+    checked to be the very checkpoint it used; None for a run that used none."""
+    used = provenance.get("released_weights")
+    if not used:
+        return None
+    from membench.weights import released
+
+    installed = released.installed(spec)
+    if installed is None:
+        raise MembenchError(f"split {split}: the run evaluated {used.get('label', 'released weights')}, which are not "
+                            f"installed here: `membench weights fetch {spec.name}` (or `weights import`) first",
+                            where)
+    _, entry = installed.checkpoint(split)
+    if entry["sha256"] != used.get("sha256"):
+        raise MembenchError(f"split {split}: the installed {installed.release.name} checkpoint (sha256 "
+                            f"{entry['sha256'][:12]}) is not the one the run evaluated "
+                            f"({str(used.get('sha256'))[:12]}): install that release again", where)
+    return installed
 
 
 def _without_rho_note(notes: str) -> str:
@@ -151,6 +175,8 @@ def check_inputs(run_dir: Path, jobs: dict[int, dict], chosen: list[int]) -> Non
             gone.append((k, Path(checkpoint)))
         elif not checkpoint and saved["row"].get("train_mode") == "full":
             raise MembenchError(f"split {k}: this trained job kept no checkpoint", where)
+        elif not checkpoint:
+            release_used(spec, saved["provenance"], k, where)
     if gone:
         which = (f"checkpoint of split {gone[0][0]} is" if len(gone) == 1 else
                  f"checkpoints of splits {', '.join(str(k) for k, _ in gone)} are")
@@ -242,7 +268,7 @@ class _SplitJob:
         src_row, src_prov = self.saved["row"], self.saved["provenance"]
         where = self.run_dir / f"split{k}" / "result.json"
         pre = preprocess_of(src_prov, where)
-        spec, model = build_model(src_row, src_prov, self.saved.get("checkpoint"), where)
+        spec, model = build_model(src_row, src_prov, self.saved.get("checkpoint"), where, k)
         if len(samples) < 2:
             raise MembenchError(f"split {k}: fewer than 2 usable evaluation images", dataset.root)
         say(f"{spec.name} (split {k} of {self.source_run}) on {dataset.name}: {len(samples)} {part} images")
