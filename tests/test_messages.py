@@ -46,13 +46,17 @@ def test_a_choice_nothing_resembles_lists_the_choices_only(capsys):
     ("compare", "a", "b", "--seed", "-1"),
     ("compare", "a", "b", "--n-boot", "-3"),
     ("report", "--seed", "-1"),
+    ("demo-data", "--seed", "-1"),
+    ("demo-data", "--splits", "0"),
 ])
 def test_negative_counts_and_seeds_are_one_line_before_any_work(capsys, tmp_path, args):
     """They reached torch's DataLoader or numpy's RNG as a traceback (after the work)."""
     flag, value = args[-2:]
     where = {"run": ("--out", tmp_path), "bench": ("--out", tmp_path), "compare": ("--leaderboard", tmp_path),
-             "report": ("--leaderboard", tmp_path, "--out", tmp_path)}[args[0]]
-    assert f"argument {flag}: must be 0 or more, not {value}" in _argparse_error(capsys, *args[:-2], *where, *args[-2:])
+             "report": ("--leaderboard", tmp_path, "--out", tmp_path), "demo-data": (tmp_path / "demo",)}[args[0]]
+    least = 1 if flag == "--splits" else 0
+    assert f"argument {flag}: must be {least} or more, not {value}" in _argparse_error(capsys, *args[:-2], *where,
+                                                                                      *args[-2:])
     assert not any(tmp_path.iterdir())
 
 

@@ -8,7 +8,7 @@ from membench.options import key_values  # noqa: F401  (commands import it from 
 from membench.util.files import membench_home  # noqa: F401  (commands import it from here)
 
 
-def non_negative(text: str) -> int:
+def non_negative(text: str, least: int = 0) -> int:
     """argparse type of counts and seeds (`--workers`, `--seed`, `--n-boot`): an integer >= 0,
     else argparse's one-line error (exit 2) instead of a traceback from torch or numpy."""
     import argparse
@@ -17,9 +17,14 @@ def non_negative(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects an integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
     return value
+
+
+def positive(text: str) -> int:
+    """argparse type of a count that cannot be 0 (`demo-data --splits`)."""
+    return non_negative(text, least=1)
 
 
 def add_data_options(p, splits: bool = True) -> None:

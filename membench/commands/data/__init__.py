@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import add_data_options, add_image_options
+from membench.commands.common import add_data_options, add_image_options, non_negative, positive
 from membench.commands.data.check import cmd_check
 
 
@@ -16,8 +16,8 @@ def add_parser(sub) -> None:
                                    "whose scores depend learnably on image content.")
     p.add_argument("dir", type=Path)
     p.add_argument("--images", type=int, default=None, help="number of images (default 1200)")
-    p.add_argument("--splits", type=int, default=5, help="number of random splits (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", type=positive, default=5, help="number of random splits (default 5)")
+    p.add_argument("--seed", type=non_negative, default=0)
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("data", help="dataset tools")
