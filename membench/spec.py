@@ -21,6 +21,7 @@ EVAL_RESIZES = ("exact", "shorter")
 INTERPOLATIONS = ("bilinear", "bicubic")
 SCHEDULES = ("paper-poly", "constant")
 OPTIMIZERS = ("adam", "sgd")
+FITS = ("epochs", "frozen-outputs")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class Stage:
     stage is the full training of another registered model on the same split (e.g.
     stage 1 of `ours` is `resnet50-lamem`), and its best checkpoint is handed to this
     model's builder as `ctx.upstream[stage.name]`.
+
+    `fit`: "epochs" (default) trains with the optimiser, schedule and epochs below;
+    "frozen-outputs" has no epochs: membench computes the frozen outputs of every training
+    and validation image once (evaluation transform) and the model fits its trainable part
+    on them itself (membench.contract.FitsFrozen: a closed-form ridge regression, say).
     """
 
     name: str
@@ -109,8 +115,13 @@ class Stage:
     # BatchNorm layers normalise with batch statistics and their running statistics adapt.
     frozen_bn_train: bool = False
     drop_last: bool = False  # drop the last incomplete training batch of each epoch
+    fit: str = "epochs"  # or "frozen-outputs": the model's fit_frozen on cached frozen outputs
 
     def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"stage {self.name!r}: fit must be one of {FITS}, not {self.fit!r}")
+        if self.fit == "frozen-outputs" and not self.frozen:
+            raise ValueError(f"stage {self.name!r}: fit='frozen-outputs' needs the frozen part named in frozen=")
         if self.model is None:
             if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
                 raise ValueError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")

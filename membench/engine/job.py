@@ -159,7 +159,7 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
         "seed": cfg.seed, "patience": cfg.patience, "pretrained": cfg.pretrained, "init": cfg.init,
         "train": cfg.train, "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
         "on_bad_image": cfg.on_bad_image, "options": cfg.options,
-        "stages": [asdict(s) for s in stages], "preprocess": asdict(pre),
+        "stages": [_stage_material(s) for s in stages], "preprocess": asdict(pre),
         # an approximation never shares a job with the exact protocol (absent when off: old keys stay)
         **({"frozen_train_cache": cfg.frozen_train_cache}
            if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
@@ -172,6 +172,14 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
+
+
+def _stage_material(stage: Stage) -> dict:
+    """A stage as its job key sees it; `fit` only when not the default (old keys stay)."""
+    material = asdict(stage)
+    if material["fit"] == "epochs":
+        del material["fit"]
+    return material
 
 
 def _decoding_settings() -> dict:

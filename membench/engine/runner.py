@@ -233,8 +233,9 @@ class Runner:
                 kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
                 continue
             model = self.device.prepare(self._build(spec, ctx, k, stage.name, cfg))
-            self.say(f"{spec.name} split {k}: {stage.name} ({stage.epochs} epochs, batch "
-                     f"{stage.batch_size}, lr {stage.lr:g})")
+            self.say(f"{spec.name} split {k}: {stage.name} " + (
+                "(fitted by the model on the frozen outputs of the training images)" if stage.fit == "frozen-outputs"
+                else f"({stage.epochs} epochs, batch {stage.batch_size}, lr {stage.lr:g})"))
             views, ignored = train_views(model, stage, cfg.frozen_train_cache)
             if ignored:
                 self.say(f"[yellow]warning: {spec.name}: {ignored}[/]")
