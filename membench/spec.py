@@ -132,6 +132,18 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class ReleaseFile:
+    """A further file of a release, downloaded beside its main file (e.g. a mean image kept
+    in another repository): its address, its name in the release folder, and a checksum
+    when one is published (sha256 or its prefix, or git's object id for files in git)."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+    git_blob_sha1: str | None = None
+
+
+@dataclass(frozen=True)
 class ReleasedWeights:
     """Weights a model's authors published, declared as data. membench.weights.released downloads
     (or takes) the archive, checks it, converts it with `convert` and installs one
@@ -141,7 +153,13 @@ class ReleasedWeights:
     `convert` ("module:function" or callable) takes the archive path (file or unpacked
     folder) and returns {split or None: (state_dict in this model's layout, source member)};
     the shared code checks every key and shape against the model. `preprocess` is the
-    reference's test-time preprocessing when it differs from the model's own."""
+    reference's test-time preprocessing when it differs from the model's own.
+
+    `files`: further files fetched beside `archive` into one release folder, which is then
+    what `convert` receives. `options`: the model options of the authors' test protocol
+    (e.g. {"crops": "10"}), the defaults whenever these weights are evaluated (rows show
+    them). `part`: the submodule the release holds when it is not the whole model (a head
+    released for a public backbone, e.g. "head"); the rest keeps its own weights."""
 
     name: str  # e.g. "lamem_ResNet50FC_lstm3"
     convert: Callable[..., Any] | str
@@ -157,6 +175,9 @@ class ReleasedWeights:
     dataset: str = "lamem"
     preprocess: Preprocess | None = None
     note: str = ""
+    files: tuple[ReleaseFile, ...] = ()
+    options: dict[str, str] = field(default_factory=dict)
+    part: str = ""
 
     def converter(self) -> Callable[..., Any]:
         return resolve_callable(self.convert)

@@ -185,7 +185,7 @@ def test_google_drive_path_goes_through_gdown(server, tmp_path):
 
 
 def test_fetch_without_a_direct_download_says_where_to_get_it(run_cli):
-    code, out, err = run_cli("weights", "fetch", "memnet")
+    code, out, err = run_cli("weights", "fetch", "memnet", "--release", "memnet_caffe")
     assert code == 2 and "LaMem download page" in err and "membench weights import memnet" in err
 
 

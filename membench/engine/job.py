@@ -122,10 +122,16 @@ class RunConfig:
 
     def for_model(self, spec: ModelSpec) -> "RunConfig":
         """This configuration as `spec` receives it: only the --model-option values it declares
-        (with several models, an option goes to the models that declare it)."""
+        (with several models, an option goes to the models that declare it), over the options
+        of the authors' test protocol when their released weights are evaluated."""
         from membench.options import applicable
+        from membench.weights.released import evaluation_options
 
         options = applicable(spec.name, spec.options, self.options)
+        # the authors' test protocol (e.g. MemNet port: ten crops) when their weights are evaluated
+        protocol = evaluation_options(spec, self.train if spec.trainable else "none", self.checkpoint)
+        if protocol:
+            options = spec.check_options({**protocol, **options})
         return self if options == self.options else replace(self, options=options)
 
     def upstream(self) -> "RunConfig":

@@ -263,7 +263,7 @@ class Runner:
                 "recipe": (upstream.provenance or {}).get("recipe")}
 
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
-        if authors:  # the release replaces every tensor: no ImageNet or other weights needed
+        if authors and not authors.release.part:  # it replaces every tensor: no ImageNet or other weights needed
             ctx = replace(ctx, pretrained=False)
         if cfg.checkpoint and is_frugal(cfg.checkpoint):  # its frozen parts come from the files it names
             ctx.upstream.update(sources_of(cfg.checkpoint))
@@ -275,7 +275,7 @@ class Runner:
 
             load_into(model, spec.name, cfg.checkpoint)
         elif authors:
-            model.load_state_dict(authors.state_dict(k))
+            authors.load_into(model, k)
             self.say(f"{spec.name} split {k}: {authors.label}, checkpoint {authors.checkpoint(k)[1]['member']}")
         elif train_mode == "none" and not cfg.pretrained:
             raise MembenchError(f"--train none with --pretrained none would evaluate random weights of "
@@ -383,7 +383,8 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
             _check_small_input(spec, cfg.preset)
         if cfg.train == "none" and cfg.checkpoint:
             continue
-        if released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint):
+        authors = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
+        if authors and not authors.release.part:
             continue  # installed (else it raised, saying how to install them); they replace every tensor
         try:
             _build_once(spec, cfg.for_model(spec))
