@@ -71,8 +71,12 @@ def cmd_predict(args) -> int:
     ctx = BuildContext(pretrained=args.pretrained != "none" and (args.checkpoint is None or sources is not None),
                        upstream=dict(sources or {}), options=options)
     model = spec.builder()(ctx)
+    from membench.weights.released import loaded_by_builder
+
     if args.checkpoint:
         load_into(model, spec.name, args.checkpoint)
+    elif loaded_by_builder(spec.name):
+        print(f"membench: scores from the {loaded_by_builder(spec.name)}", file=sys.stderr)
     elif spec.trainable:
         print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
               "pretrained-only weights", file=sys.stderr)

@@ -153,13 +153,23 @@ def ensure(spec: ModelSpec, rw: ReleasedWeights, say=None) -> "Installed":
     return installed(spec, rw)
 
 
+_loaded_by_builders: dict[str, str] = {}
+
+
 def released_state(model: str, release: str | None = None) -> dict:
     """What a builder loads by default: the state_dict of `model`'s installed release (ensured
     first: downloaded on first use where the network allows)."""
     from membench import registry
 
     spec = registry.get_model(model)
-    return ensure(spec, find_release(spec, release)).state_dict(0)
+    found = ensure(spec, find_release(spec, release))
+    _loaded_by_builders[model] = found.label
+    return found.state_dict(0)
+
+
+def loaded_by_builder(model: str) -> str | None:
+    """The label of the release a builder of `model` loaded in this process, if any."""
+    return _loaded_by_builders.get(model)
 
 
 def _reason(message: str) -> str:

@@ -256,6 +256,83 @@ def resmem_penultimate(ctx):
     return ResMemPenultimate(net), 256
 
 
+# ------------------------------------------------------------------------------ MemCoach
+
+MEMCOACH_CITATION = ("Laiti, Talon, Staiano, Ricci, How to Take a Memorable Picture? Empowering Users with "
+                     "Actionable Feedback, CVPR 2026 (github.com/laitifranz/MemCoach)")
+MEMCOACH_BACKBONE = ("ViT-SO400M-14-SigLIP-384", "webli")  # its metadata.json: backbone_model, pretrained_backbone_model
+MEMCOACH_COMMIT = "64a2e1f4fbe2d97d04fee6d94c5e4acf8c2aa4d9"
+MEMCOACH_HEAD = ReleasedWeights(
+    name="memcoach_head", convert="membench_plugins.models.probe:memcoach_checkpoint",
+    url=f"https://raw.githubusercontent.com/laitifranz/MemCoach/{MEMCOACH_COMMIT}/ckpt/target_predictor/memorability/"
+        "ours/model_weights.pth",
+    archive="model_weights.pth", per_split=False, part="head", size="1.2 MB",
+    sha256="2ac0b0eb89311b409f64b13648c7214b21efa45da14c38672480958e53317517",
+    layout="torch.save({'model': {fc1.*, fc2.*}, 'input_dim': 1152, 'hidden_dim': 256, 'backbone_model': ..., "
+           "'pretrained_backbone_model': ...})",
+    source="github.com/laitifranz/MemCoach, ckpt/target_predictor/memorability/ours/", license="Apache-2.0",
+    citation=MEMCOACH_CITATION, dataset="",
+    note="The repository does not say which images the head was trained on (its metadata.json reports a test "
+         "Spearman of 0.826 on unnamed data): a LaMem or LNSIM number may be contaminated.")
+
+
+def memcoach_checkpoint(archive):
+    """Yield (None, state_dict, member): the head's tensors (the checkpoint's 'model', read
+    weights-only) under `head.`; the shared import checks every shape against 1152-256-1."""
+    from pathlib import Path
+
+    from membench.weights.resolve import load_state_dict
+
+    state = load_state_dict(Path(archive))  # the "model" entry of the authors' dict
+    yield None, {f"head.{k}": v for k, v in state.items()}, Path(archive).name
+
+
+def build_memcoach(ctx):
+    import torch.nn as nn
+
+    from membench_plugins.models.probe_net import MemCoach
+
+    backbone, dim = open_clip_image(ctx, *MEMCOACH_BACKBONE)
+    with ctx.on_device():
+        head = nn.Module()
+        head.fc1, head.fc2 = nn.Linear(dim, 256), nn.Linear(256, 1)
+        model = MemCoach(backbone, head)
+    if _load(ctx):
+        from membench.weights.released import released_state
+
+        state = released_state("memcoach", MEMCOACH_HEAD.name)
+        model.head.load_state_dict({k[len("head."):]: v for k, v in state.items()})
+    return model
+
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec(
+        name="memcoach",
+        build=build_memcoach,
+        summary="MemCoach's memorability predictor: open_clip SigLIP SO400M/14@384 image features + its released "
+                "MLP head (1152-256-1), clipped to [0, 1]",
+        citation=MEMCOACH_CITATION,
+        preprocess=open_clip_preprocess_static(),
+        trainable=False,
+        released_weights=(MEMCOACH_HEAD,),
+        options=(weights_option("the SigLIP backbone's open_clip weights"),),
+        tags=("peer", "pretrained-weights", "foundation-model"),
+        params_expected={"total": 428_521_025},
+        license="Apache-2.0 (MemCoach); SigLIP weights: see their model card",
+        notes="Evaluation only (--train none): the backbone from open_clip (Hugging Face Hub, timm/"
+              "ViT-SO400M-14-SigLIP-384, ~1.7 GB), the head from the MemCoach repository (`membench weights fetch "
+              "memcoach`, or on first use). Training data of the head not stated by its authors.",
+    ))
+
+
+def open_clip_preprocess_static() -> Preprocess:
+    """SigLIP's evaluation transform (open_clip's pretrained config of MemCoach's backbone: squash
+    to 384x384, bicubic, mean = std = 0.5), without importing open_clip at registration."""
+    return Preprocess(size=(384, 384), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), train="none",
+                      interpolation="bicubic")
+
+
 BACKBONES = {"timm": timm_backbone, "open_clip": lambda ctx, model, tag: open_clip_image(ctx, model, tag),
              "resmem-resnet152": resmem_trunk, "resmem": resmem_penultimate}
 

@@ -169,3 +169,24 @@ class OpenClipImage(nn.Module):
 
     def forward(self, x):
         return self.visual(x)
+
+
+class MemCoach(nn.Module):
+    """MemCoach's predictor: SigLIP image features -> fc1 -> ReLU -> fc2, clipped to [0, 1] (its
+    `MemBenchMemorabilityPredictor.predict`; the reference skips the clip for a batch of one)."""
+
+    frozen_output_modules = ("backbone",)
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def frozen_outputs(self, x):
+        return (self.backbone(x).float(),)
+
+    def from_frozen(self, outputs):
+        (e,) = outputs
+        return self.head.fc2(torch.relu(self.head.fc1(e))).squeeze(1).clamp(0.0, 1.0)
+
+    def forward(self, x):
+        return self.from_frozen(self.frozen_outputs(x))

@@ -67,9 +67,10 @@ RELEASE = ReleasedWeights(
     sha256=VITMEM_FILE.rsplit("-", 1)[1].split(".")[0], size="343 MB",
     layout="one state_dict of the vitmem package's ViTMem_model (keys vit.*)",
     source="the vitmem package (PyPI), Hugging Face repository brainpriority/vitmem",
-    license="see the vitmem package", citation=CITATION, dataset="lamem+memcat",
-    note="Trained by its authors on their own splits of several datasets (LaMem among them): its "
-         "numbers on LaMem's test splits are possibly contaminated.")
+    license="MIT (the vitmem package)", citation=CITATION, dataset="",
+    note="The package does not say which images the released checkpoint was trained on (the paper "
+         "trains and tests on its own splits of LaMem and other datasets): its numbers on LaMem's test "
+         "splits are possibly contaminated.")
 
 
 def create_timm(arch: str, ctx, weights: str | None):
