@@ -55,9 +55,9 @@ def cmd_list(args) -> int:
                 "installed": (("splits " + ",".join(map(str, found.splits())) if found.splits() else "all splits")
                               if mine else "no"),
             })
-    columns = ["model", "release", "per_split", "size", "license", "installed", "download"]
-    if args.format == "table":  # the terminal keeps what fits; csv/json carry the address
-        columns.remove("download")
+    columns = ["model", "release", "per_split", "size", "installed", "download"]
+    if args.format != "table":  # the terminal keeps what fits
+        columns.insert(4, "license")
     emit(rows, columns, args.format, title="released weights (the authors' own)")
     return 0
 
