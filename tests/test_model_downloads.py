@@ -12,10 +12,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -24,57 +22,6 @@ import torch.nn.functional as F
 
 from membench import BuildContext, registry
 from membench.weights import released
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-class _Hub(http.server.BaseHTTPRequestHandler):
-    """Files by path; HEAD answers as the Hugging Face Hub does (commit, etag, size)."""
-
-    files: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    def _head(self):
-        path = self.path.split("?")[0]
-        self.requests.append(f"{self.command} {path}")
-        data = self.files.get(path)
-        if data is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.end_headers()
-        return data
-
-    def do_HEAD(self):  # noqa: N802
-        self._head()
-
-    def do_GET(self):  # noqa: N802
-        data = self._head()
-        if data is not None:
-            self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    from membench.data import download
-
-    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
-    _Hub.files, _Hub.requests = {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Hub
-    httpd.shutdown()
-    httpd.server_close()
-
 
 def _saved(obj) -> bytes:
     buf = io.BytesIO()

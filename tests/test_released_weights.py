@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 import zipfile
 
 import pytest
@@ -100,37 +98,6 @@ def archive_bytes(states: dict[int, dict]) -> bytes:
             torch.save(state, b)
             z.writestr(f"toy_release/split_{k}/model.pt", b.getvalue())
     return buf.getvalue()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-
-    def do_GET(self):  # noqa: N802
-        data = self.files.get(self.path.split("?")[0])
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    from membench.data import download
-
-    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
-    _Handler.files = {}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_fetch_downloads_checks_and_installs_one_checkpoint_per_split(toy, server, run_cli):

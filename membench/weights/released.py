@@ -135,6 +135,7 @@ def ensure(spec: ModelSpec, rw: ReleasedWeights, say=None) -> "Installed":
     copy = local_copy(spec, rw, dest_dir)
     if copy is None and rw.url and not is_google_drive(rw.url):
         from membench.data.download import DownloadError
+        from membench.weights.resolve import _reason
 
         try:
             copy = fetch(spec, rw, dest_dir)
@@ -171,10 +172,6 @@ def loaded_by_builder(model: str) -> str | None:
     """The label of the release a builder of `model` loaded in this process, if any."""
     return _loaded_by_builders.get(model)
 
-
-def _reason(message: str) -> str:
-    start, end = message.find("("), message.find(");")
-    return message[start + 1:end] if 0 <= start < end else message
 
 
 def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Path:

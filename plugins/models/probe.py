@@ -206,22 +206,6 @@ def _embed_dim(model: str) -> int:
     return int(open_clip.get_model_config(model)["embed_dim"])
 
 
-def resmem_weights(ctx) -> dict:
-    from membench.weights.resolve import load_state_dict, resolve_file
-
-    from membench_plugins.models.resmem import package_weights_file
-
-    explicit = ctx.options.get("weights")
-    if explicit:
-        return load_state_dict(resolve_file("model.pt", "ResMem", explicit))
-    path = package_weights_file()
-    if path is None:
-        raise WeightsUnavailable("the ResMem backbones come with the `resmem` package, which is not installed: "
-                                 "pip install 'membench[resmem]' (or `pip install --no-deps resmem`), or pass "
-                                 "--model-option weights=PATH, or run with --pretrained none")
-    return load_state_dict(path)
-
-
 def resmem_trunk(ctx):
     import torch
     import torch.nn as nn
@@ -233,7 +217,9 @@ def resmem_trunk(ctx):
         net = resnet152(weights=None)
         net.fc = nn.Identity()  # the pooled 2048-d embedding
     if _load(ctx):
-        state = resmem_weights(ctx)
+        from membench_plugins.models.resmem import resmem_state
+
+        state = resmem_state(ctx)
         net.load_state_dict({k[len("features."):]: v for k, v in state.items()
                              if k.startswith("features.") and not k.startswith("features.fc.")})
     net = net.to(memory_format=torch.channels_last)  # ~9% faster convolutions on CPU, as ResMem
@@ -252,7 +238,9 @@ def resmem_penultimate(ctx):
     with ctx.on_device():
         net = ResMem().to(memory_format=torch.channels_last)
     if _load(ctx):
-        net.load_state_dict(resmem_weights(ctx))
+        from membench_plugins.models.resmem import resmem_state
+
+        net.load_state_dict(resmem_state(ctx))
     return ResMemPenultimate(net), 256
 
 
