@@ -168,6 +168,26 @@ def test_timm_weights_download_from_the_hub_into_its_cache(server, tmp_path, mon
     assert hub.requests == []
 
 
+def test_open_clip_weights_download_under_the_names_open_clip_uses(server, tmp_path, monkeypatch):
+    """SigLIP's weights as open_clip fetches them: repository timm/ViT-SO400M-14-SigLIP-384,
+    open_clip_model.safetensors first, else open_clip_pytorch_model.bin (here only the .bin)."""
+    pytest.importorskip("open_clip")
+    from huggingface_hub import constants
+
+    from membench.weights.hub import open_clip_file
+
+    base, hub = server
+    monkeypatch.setattr(constants, "ENDPOINT", base)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", base + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub.files["/timm/ViT-SO400M-14-SigLIP-384/resolve/main/open_clip_pytorch_model.bin"] = b"weights"
+    path = open_clip_file("ViT-SO400M-14-SigLIP-384", "webli")
+    assert path.endswith("open_clip_pytorch_model.bin") and open(path, "rb").read() == b"weights"
+    assert str(tmp_path / "hf") in path
+    assert "HEAD /timm/ViT-SO400M-14-SigLIP-384/resolve/main/open_clip_model.safetensors" in hub.requests
+
+
 # ----------------------------------------------------------------------------- MemNet's PyTorch port
 
 PORT_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
