@@ -302,6 +302,16 @@ def test_weights_fetch_memnet_port_then_run_train_none(server, tmp_path, monkeyp
     assert code == 0, err
     manifest = json.loads((released.release_dir(spec, port) / "manifest.json").read_text())
     assert set(manifest["archive"]["files"]) == {"memnet_lamem-a92fdac2.pth", "memnet_mean.mat"}
+    assert manifest["archive"]["published_sha256"] is None  # none published: the first download's is recorded
+    lb = tmp_path / "lb"
+    code, out, err = run_cli("run", "--model", "memnet", "--train", "none", "--data", demo_root, "--splits", "1",
+                             "--out", lb, "--work-dir", tmp_path / "w", "--device", "cpu")
+    assert code == 0, err
+    row, = csv.DictReader(open(lb / "results.csv"))
+    assert row["configuration"].startswith("crops=10; output=port") and "memnet_pretorched" in row["configuration"]
+    with open(lb / "predictions" / row["run_id"] / "split1.csv") as f:
+        preds = [float(r["pred"]) for r in csv.DictReader(f)]
+    assert all(0.0 <= p <= 1.0 for p in preds) and len(set(preds)) > 1
 
 
 # ----------------------------------------------------------------------------- MemCoach
