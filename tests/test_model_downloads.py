@@ -344,6 +344,9 @@ def test_memcoach_full_size_and_its_released_head_format():
     assert sum(p.numel() for p in model.parameters()) == spec.params_expected["total"]
     rw, = spec.released_weights
     assert rw.part == "head" and rw.license == "Apache-2.0"
+    from membench_plugins.models.probe import MEMCOACH_BACKBONE, open_clip_preprocess
+
+    assert spec.preprocess == open_clip_preprocess(*MEMCOACH_BACKBONE)  # written out, so registering needs no open_clip
     assert released.expected_state(spec, rw) == {"head.fc1.weight": (256, 1152), "head.fc1.bias": (256,),
                                                  "head.fc2.weight": (1, 256), "head.fc2.bias": (1,)}
 

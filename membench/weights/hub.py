@@ -66,13 +66,16 @@ def download(repo: str, names: tuple[str, ...], what: str, library: str) -> str:
                                  f"cache {cache_dir()} (run once with a network to download it there, or pass "
                                  "--model-option weights=PATH, or --pretrained none)")
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     reason = ""
     for name in names:  # as timm and open_clip do: safetensors first, then the pickle
         try:
             return hf_hub_download(repo, name, cache_dir=cache_dir(), library_name=library)
-        except Exception as exc:  # EntryNotFound: try the next name; anything else is said below
+        except Exception as exc:  # the Hub has no such file: try the next name; anything else is said below
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not isinstance(exc, RemoteEntryNotFoundError):
+                break
     raise WeightsUnavailable(f"cannot download {what} weights {url} ({reason}); put the file in the Hugging Face "
                              "cache by running once with a network, or pass --model-option weights=PATH, or "
                              "--pretrained none")

@@ -80,6 +80,9 @@ def create_timm(arch: str, ctx, weights: str | None):
     if weights is None:
         with ctx.on_device():
             return timm.create_model(arch, pretrained=False, num_classes=1)
+    from membench.weights.files_loaded import note_loaded
+
+    note_loaded(weights)  # timm reads it: its sha256 goes into the run JSON all the same
     return timm.create_model(arch, pretrained=True, num_classes=1,
                              pretrained_cfg_overlay=dict(file=weights, source=None))
 
@@ -113,7 +116,9 @@ def build_vitmem(ctx):
     state = None
     if load and start == "vitmem":  # before the slow build: a missing file is said at once
         if explicit:
-            state = next(vitmem_checkpoint(explicit))[1]
+            from membench.weights.resolve import resolve_file
+
+            state = next(vitmem_checkpoint(resolve_file(VITMEM_FILE, "ViTMem", explicit)))[1]
         else:
             from membench.weights.released import released_state
 
