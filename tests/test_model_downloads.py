@@ -262,8 +262,8 @@ def test_memnet_port_converts_exactly_and_evaluates_with_its_protocol(tmp_path, 
         raw.load_state_dict(converted)
         raw_fc8 = raw(Normalizer(rw.preprocess)(pixels))
     assert pixels.shape[-2:] == (256, 256)
-    assert torch.allclose(raw_fc8, fc8, rtol=1e-4, atol=1e-4 * fc8.abs().max().item())
-    assert torch.allclose(ours, reference, atol=1e-4)
+    assert torch.allclose(raw_fc8, fc8, rtol=1e-5, atol=1e-6)  # measured: 1.2e-7 on fc8 near 0.77
+    assert torch.allclose(ours, reference, atol=1e-6)
     assert ((reference > 0) & (reference < 1)).all() and reference.std() > 1e-3
 
 
