@@ -12,6 +12,13 @@ place, instead of with `hasattr` across the engine:
   the rest, and `forward(x) == from_frozen(frozen_outputs(x))` must hold. membench then
   computes the frozen outputs of validation images once per stage (exact) and, with
   `--frozen-train-cache K`, of K augmented views of every training image (approximation).
+- `fit_frozen(train, train_scores, val, val_scores) -> dict`, for a stage declared
+  `Stage(fit="frozen-outputs")` (a head fitted on a frozen backbone, e.g. a closed-form
+  ridge regression): the model sets its trainable part from the frozen outputs of every
+  training and validation image (tuples of (N, ...) CPU tensors, evaluation transform)
+  and their float64 (N,) scores, and returns a JSON-able record of what it chose (the
+  stage's history). Called once, after torch.manual_seed of the stage (seeded by run
+  seed, split and stage), under no autocast; the model must also implement FrozenOutputs.
 
 - `attention_maps(x) -> (maps, names) or None`: the model's own soft attention, a (B, K, h, w)
   tensor of K maps per image, each summing to 1 over its h x w locations, and the K names
@@ -65,6 +72,18 @@ def attention_maps(model, x):
     """(maps (B, K, h, w), names) from the model's own attention, or None (no attention)."""
     plain = unwrap(model)
     return plain.attention_maps(x) if isinstance(plain, OwnAttention) else None
+
+
+class FitsFrozen(Protocol):
+    """Optional: fits its trainable part on frozen outputs itself (Stage(fit="frozen-outputs"))."""
+
+    def fit_frozen(self, train: tuple, train_scores: Any, val: tuple, val_scores: Any) -> dict: ...
+
+
+def fits_frozen(model) -> bool:
+    """Whether the (possibly wrapped) model can fit a `fit="frozen-outputs"` stage."""
+    plain = unwrap(model)
+    return has_frozen_outputs(plain) and callable(getattr(plain, "fit_frozen", None))
 
 
 def has_frozen_outputs(model) -> bool:

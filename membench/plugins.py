@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "membench_plugins.models.squalli",
     "membench_plugins.models.resmem",
     "membench_plugins.models.vitmem",
+    "membench_plugins.models.probe",
     "membench_plugins.datasets.demo",
     "membench_plugins.datasets.lamem",
     "membench_plugins.datasets.lnsim",

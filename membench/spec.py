@@ -21,6 +21,7 @@ EVAL_RESIZES = ("exact", "shorter")
 INTERPOLATIONS = ("bilinear", "bicubic")
 SCHEDULES = ("paper-poly", "constant")
 OPTIMIZERS = ("adam", "sgd")
+FITS = ("epochs", "frozen-outputs")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class Stage:
     stage is the full training of another registered model on the same split (e.g.
     stage 1 of `ours` is `resnet50-lamem`), and its best checkpoint is handed to this
     model's builder as `ctx.upstream[stage.name]`.
+
+    `fit`: "epochs" (default) trains with the optimiser, schedule and epochs below;
+    "frozen-outputs" has no epochs: membench computes the frozen outputs of every training
+    and validation image once (evaluation transform) and the model fits its trainable part
+    on them itself (membench.contract.FitsFrozen: a closed-form ridge regression, say).
     """
 
     name: str
@@ -109,8 +115,13 @@ class Stage:
     # BatchNorm layers normalise with batch statistics and their running statistics adapt.
     frozen_bn_train: bool = False
     drop_last: bool = False  # drop the last incomplete training batch of each epoch
+    fit: str = "epochs"  # or "frozen-outputs": the model's fit_frozen on cached frozen outputs
 
     def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"stage {self.name!r}: fit must be one of {FITS}, not {self.fit!r}")
+        if self.fit == "frozen-outputs" and not self.frozen:
+            raise ValueError(f"stage {self.name!r}: fit='frozen-outputs' needs the frozen part named in frozen=")
         if self.model is None:
             if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
                 raise ValueError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")
@@ -118,6 +129,18 @@ class Stage:
                 raise ValueError(f"stage {self.name!r}: optimizer must be one of {OPTIMIZERS}")
             if self.schedule not in SCHEDULES:
                 raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}")
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """A further file of a release, downloaded beside its main file (e.g. a mean image kept
+    in another repository): its address, its name in the release folder, and a checksum
+    when one is published (sha256 or its prefix, or git's object id for files in git)."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+    git_blob_sha1: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +153,13 @@ class ReleasedWeights:
     `convert` ("module:function" or callable) takes the archive path (file or unpacked
     folder) and returns {split or None: (state_dict in this model's layout, source member)};
     the shared code checks every key and shape against the model. `preprocess` is the
-    reference's test-time preprocessing when it differs from the model's own."""
+    reference's test-time preprocessing when it differs from the model's own.
+
+    `files`: further files fetched beside `archive` into one release folder, which is then
+    what `convert` receives. `options`: the model options of the authors' test protocol
+    (e.g. {"crops": "10"}), the defaults whenever these weights are evaluated (rows show
+    them). `part`: the submodule the release holds when it is not the whole model (a head
+    released for a public backbone, e.g. "head"); the rest keeps its own weights."""
 
     name: str  # e.g. "lamem_ResNet50FC_lstm3"
     convert: Callable[..., Any] | str
@@ -146,6 +175,9 @@ class ReleasedWeights:
     dataset: str = "lamem"
     preprocess: Preprocess | None = None
     note: str = ""
+    files: tuple[ReleaseFile, ...] = ()
+    options: dict[str, str] = field(default_factory=dict)
+    part: str = ""
 
     def converter(self) -> Callable[..., Any]:
         return resolve_callable(self.convert)

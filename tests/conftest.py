@@ -67,3 +67,56 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _Files:
+    """What the loopback server serves: {path: bytes}; the requests it saw."""
+
+    files: dict[str, bytes] = {}
+    requests: list[str] = []
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """An HTTP server on 127.0.0.1 serving `handler.files` ({path: bytes}), with downloads
+    allowed (MEMBENCH_OFFLINE lifted) for the test. HEAD answers as the Hugging Face Hub
+    does (X-Repo-Commit, ETag, size); a missing path is 404 (EntryNotFound). Yields (base
+    URL, handler)."""
+    import hashlib
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _head(self):
+            path = self.path.split("?")[0]
+            _Files.requests.append(f"{self.command} {path}")
+            data = _Files.files.get(path)
+            self.send_response(200 if data is not None else 404)
+            if data is None:
+                self.send_header("X-Error-Code", "EntryNotFound")
+            else:
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("X-Repo-Commit", _Files.commit)
+            self.send_header("Content-Length", str(len(data or b"")))
+            self.end_headers()
+            return data
+
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            self._head()
+
+        def do_GET(self):  # noqa: N802
+            data = self._head()
+            if data is not None:
+                self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.delenv("MEMBENCH_OFFLINE", raising=False)
+    _Files.files, _Files.requests = {}, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Files
+    httpd.shutdown()
+    httpd.server_close()

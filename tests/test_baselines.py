@@ -21,8 +21,8 @@ MODELS = sorted(registry.models())
 # 14x14 attention, MemNet's and ResMem's 9216-wide fc6, ViT's position embeddings, the
 # 8x8 maps of `ours`) run at their real size.
 SMALL_INPUT = {"resnet50-lamem": (64, 64), "squalli": (64, 64)}
-# Forward + backward over ~20 s on a 2-core machine (none so far).
-SLOW: set[str] = set()
+# Forward + backward over ~20 s on a 2-core machine: MemCoach's SigLIP SO400M at 384x384.
+SLOW: set[str] = {"memcoach"}
 
 
 def _params(names):
@@ -83,6 +83,8 @@ def test_forward_and_backward(name):
         modules[prefix].eval()  # as the trainer does: frozen BatchNorm statistics stay fixed
     pred = model(x)
     assert pred.shape == (batch,) and torch.isfinite(pred).all()
+    if not spec.trainable:  # evaluation only (released weights): no recipe, no gradient to check
+        return
     loss = model.loss(pred, y) if hasattr(model, "loss") else F.mse_loss(pred, y)
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -61,3 +61,31 @@ def test_compare_respects_configurations(run_cli, tiny_plugin, demo_root, tmp_pa
     assert "tiny-cnn [width=4] vs tiny-cnn on demo: splits 1," in out
     message = one_error(*compare("tiny-cnn[width=16", "tiny-cnn"))
     assert "expected MODEL or MODEL[CONFIGURATION]" in message
+
+
+def test_report_computes_the_comparisons_a_leaderboard_lists(run_cli, tiny_plugin, demo_root, tmp_path):
+    """OUT/comparisons.csv names pairs as `membench compare` takes them; `membench report`
+    writes each paired bootstrap into compare_<dataset>.csv and runs_<dataset>.md, the same
+    numbers as `membench compare` prints; a bad line is one error naming file and line."""
+    board = tmp_path / "board"
+    for width in ("4", "16"):
+        code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits",
+                               "1,2", "--out", board, "--work-dir", tmp_path / "work", "--model-option",
+                               f"width={width}")
+        assert code == 0, err
+    (board / "comparisons.csv").write_text("a,b,dataset\ntiny-cnn[width=16],tiny-cnn[width=4],demo\n")
+    code, _, err = run_cli("report", "--leaderboard", board, "--n-boot", "50", "--no-figure")
+    assert code == 0, err
+    row, = read_rows(board / "compare_demo.csv")
+    assert row["model"] == "tiny-cnn[width=16] vs tiny-cnn[width=4]" and row["splits"] == "1,2"
+    code, out, err = run_cli("compare", "tiny-cnn[width=16]", "tiny-cnn[width=4]", "--leaderboard", board,
+                             "--n-boot", "50")
+    assert code == 0, err
+    d_rho = float(row["d_rho"])
+    assert f"Δ(a-b) {d_rho:+.3f}" in out or f"Δ(a-b) {d_rho:+.5f}" in out
+    text = (board / "runs_demo.md").read_text()
+    assert "tiny-cnn[width=16] vs tiny-cnn[width=4] (comparisons.csv, paired bootstrap of `membench compare`" in text
+    assert row["verdict"] in text
+    (board / "comparisons.csv").write_text("a,b\ntiny-cnn[width=16],tiny-cnn[width=4]\nnope,tiny-cnn[width=4]\n")
+    code, out, err = run_cli("report", "--leaderboard", board, "--n-boot", "50", "--no-figure")
+    assert code == 2 and f"{board / 'comparisons.csv'}:3: no run of model 'nope'" in err, err

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 import zipfile
 
 import pytest
@@ -102,37 +100,6 @@ def archive_bytes(states: dict[int, dict]) -> bytes:
     return buf.getvalue()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-
-    def do_GET(self):  # noqa: N802
-        data = self.files.get(self.path.split("?")[0])
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    from membench.data import download
-
-    monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
-    _Handler.files = {}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_fetch_downloads_checks_and_installs_one_checkpoint_per_split(toy, server, run_cli):
     base, handler = server
     data = archive_bytes({1: authors_state(1), 2: authors_state(2)})
@@ -185,7 +152,7 @@ def test_google_drive_path_goes_through_gdown(server, tmp_path):
 
 
 def test_fetch_without_a_direct_download_says_where_to_get_it(run_cli):
-    code, out, err = run_cli("weights", "fetch", "memnet")
+    code, out, err = run_cli("weights", "fetch", "memnet", "--release", "memnet_caffe")
     assert code == 2 and "LaMem download page" in err and "membench weights import memnet" in err
 
 

@@ -169,7 +169,9 @@ def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dic
         print(f"membench: scoring with {authors.label}, {which}", file=sys.stderr)
         return model, authors.release.preprocess or spec.preprocess
     model = _build(spec, BuildContext(pretrained=pretrained != "none", options=options))
-    if spec.trainable and not trained_option and "pretrained-weights" not in spec.tags:
+    if released.loaded_by_builder(spec.name):  # a builder that installs and loads the authors' weights itself
+        print(f"membench: scores from the {released.loaded_by_builder(spec.name)}", file=sys.stderr)
+    elif spec.trainable and not trained_option and "pretrained-weights" not in spec.tags:
         print(f"membench: warning: no --checkpoint: {spec.name} scores come from its untrained or "
               f"pretrained-only weights{_trained_weights_hint(spec)}", file=sys.stderr)
     return model, spec.preprocess

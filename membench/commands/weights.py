@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
 
     q = wsub.add_parser("fetch", help="download a model's released weights and install them")
     q.add_argument("model")
-    q.add_argument("--release", default=None, help="which release (default: the model's first, its paper's)")
+    q.add_argument("--release", default=None,
+                   help="which release (default: the model's first with a download address)")
     q.add_argument("--url", default=None, help="download from this address instead (a mirror)")
     q.add_argument("--dir", type=Path, default=None,
                    help="where the archive is kept (default: $MEMBENCH_HOME/downloads)")
@@ -55,9 +56,9 @@ def cmd_list(args) -> int:
                 "installed": (("splits " + ",".join(map(str, found.splits())) if found.splits() else "all splits")
                               if mine else "no"),
             })
-    columns = ["model", "release", "per_split", "size", "license", "installed", "download"]
-    if args.format == "table":  # the terminal keeps what fits; csv/json carry the address
-        columns.remove("download")
+    columns = ["model", "release", "per_split", "size", "installed", "download"]
+    if args.format != "table":  # the terminal keeps what fits
+        columns.insert(4, "license")
     emit(rows, columns, args.format, title="released weights (the authors' own)")
     return 0
 
@@ -67,7 +68,9 @@ def cmd_fetch(args) -> int:
     from membench.weights import released
 
     spec = registry.get_model(args.model)
-    rw = released.find_release(spec, args.release)
+    rw = released.find_release(spec, args.release)  # (no release declared: one line)
+    if args.release is None:
+        rw = released.default_release(spec)  # the first with a download address
     home = released.weights_root().parent
     archive = released.fetch(spec, rw, args.dir or home / "downloads", url=args.url)
     print(f"downloaded {archive}")

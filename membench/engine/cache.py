@@ -89,6 +89,9 @@ def train_views(model, stage, k: int) -> tuple[int, str | None]:
     """The K a stage's training actually uses, and why the request is ignored (or None)."""
     if k <= 0:
         return 0, None
+    if stage.fit == "frozen-outputs":
+        return 0, (f"--frozen-train-cache ignored for stage {stage.name}: it fits on the frozen outputs of the "
+                   "unaugmented training images, computed once (exact)")
     if not stage.frozen:
         return 0, f"--frozen-train-cache ignored for stage {stage.name}: it freezes nothing (exact training)"
     if stage.frozen_bn_train:

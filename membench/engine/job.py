@@ -127,12 +127,19 @@ class RunConfig:
 
     def for_model(self, spec: ModelSpec) -> "RunConfig":
         """This configuration as `spec` receives it: only the --model-option values it declares
-        (with several models, an option goes to the models that declare it); for a model
+        (with several models, an option goes to the models that declare it), over the options
+        of the authors' test protocol when their released weights are evaluated; for a model
         without pretrained weights `--pretrained none` is the default (the same job).
         Selection only: `options` were checked, and made canonical, once before any work
         (membench.commands.common.model_options)."""
+        from membench.weights.released import evaluation_options
+
         declared = {o.name for o in spec.options}
         options = {k: v for k, v in self.options.items() if k in declared}
+        # the authors' test protocol (e.g. MemNet port: ten crops) when their weights are evaluated
+        protocol = evaluation_options(spec, self.train if spec.trainable else "none", self.checkpoint)
+        if protocol:
+            options = spec.check_options({**protocol, **options})
         pretrained = self.pretrained or not getattr(spec, "pretrained_weights", True)
         if options == self.options and pretrained == self.pretrained:
             return self
@@ -169,7 +176,7 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
         "seed": cfg.seed, "patience": cfg.patience, "pretrained": cfg.pretrained, "init": cfg.init,
         "train": cfg.train, "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
         "on_bad_image": cfg.on_bad_image, "options": cfg.options,
-        "stages": [asdict(s) for s in stages], "preprocess": asdict(pre),
+        "stages": [_stage_material(s) for s in stages], "preprocess": asdict(pre),
         # an approximation never shares a job with the exact protocol (absent when off: old keys stay)
         **({"frozen_train_cache": cfg.frozen_train_cache}
            if cfg.frozen_train_cache and any(s.frozen for s in stages if s.model is None) else {}),
@@ -182,6 +189,14 @@ def job_key(spec: ModelSpec, dataset, cfg: RunConfig) -> str:
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:10]
     return f"{spec.name.replace('/', '_')}__{dataset.name}__{cfg.preset}__s{cfg.seed}__{digest}"
+
+
+def _stage_material(stage: Stage) -> dict:
+    """A stage as its job key sees it; `fit` only when not the default (old keys stay)."""
+    material = asdict(stage)
+    if material["fit"] == "epochs":
+        del material["fit"]
+    return material
 
 
 def _decoding_settings() -> dict:

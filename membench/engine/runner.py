@@ -234,8 +234,9 @@ class Runner:
                 kill_point(f"stage-done:{spec.name}:{stage.name}:{k}")
                 continue
             model = self.device.prepare(self._build(spec, ctx, k, stage.name, cfg))
-            self.say(f"{spec.name} split {k}: {stage.name} ({stage.epochs} epochs, batch "
-                     f"{stage.batch_size}, lr {stage.lr:g})")
+            self.say(f"{spec.name} split {k}: {stage.name} " + (
+                "(fitted by the model on the frozen outputs of the training images)" if stage.fit == "frozen-outputs"
+                else f"({stage.epochs} epochs, batch {stage.batch_size}, lr {stage.lr:g})"))
             views, ignored = train_views(model, stage, cfg.frozen_train_cache)
             if ignored:
                 self.say(f"[yellow]warning: {spec.name}: {ignored}[/]")
@@ -264,7 +265,7 @@ class Runner:
                 "recipe": (upstream.provenance or {}).get("recipe")}
 
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
-        if authors:  # the release replaces every tensor: no ImageNet or other weights needed
+        if authors and not authors.release.part:  # it replaces every tensor: no ImageNet or other weights needed
             ctx = replace(ctx, pretrained=False)
         if cfg.checkpoint and is_frugal(cfg.checkpoint):  # its frozen parts come from the files it names
             ctx.upstream.update(sources_of(cfg.checkpoint))
@@ -276,7 +277,7 @@ class Runner:
 
             load_into(model, spec.name, cfg.checkpoint)
         elif authors:
-            model.load_state_dict(authors.state_dict(k))
+            authors.load_into(model, k)
             self.say(f"{spec.name} split {k}: {authors.label}, checkpoint {authors.checkpoint(k)[1]['member']}")
         elif train_mode == "none" and not cfg.pretrained:
             raise MembenchError(f"--train none with --pretrained none would evaluate random weights of "
@@ -384,7 +385,8 @@ def preflight(specs: list[ModelSpec], cfg: RunConfig, say) -> RunConfig:
             _check_small_input(spec, cfg.preset)
         if cfg.train == "none" and cfg.checkpoint:
             continue
-        if released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint):
+        authors = released.uses_released(spec, cfg.train if spec.trainable else "none", cfg.checkpoint)
+        if authors and not authors.release.part:
             continue  # installed (else it raised, saying how to install them); they replace every tensor
         try:
             _build_once(spec, cfg.for_model(spec))

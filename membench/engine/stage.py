@@ -6,6 +6,11 @@ validation improves and `last.pt` every epoch (atomically), so a killed run resu
 last finished epoch and, because every epoch's randomness is seeded from (seed, stage,
 epoch), ends with the same numbers. A first Ctrl-C saves `last.pt` at the next step and
 stops; the resumed run skips the batches already trained on.
+
+A stage declared `fit="frozen-outputs"` has no epochs (`fit_frozen_stage`): the frozen
+outputs of every training and validation image are computed once and the model fits its
+trainable part on them itself (membench.contract.FitsFrozen), e.g. a closed-form ridge
+regression on a frozen backbone's embeddings.
 """
 
 from __future__ import annotations
@@ -138,6 +143,10 @@ def train_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sampl
     unless `keep_last`. `frugal_best` False: best.pt holds the whole model (a later stage's
     builder reads it). `on_epoch(stage name, history entry)` is called after each validated
     epoch (the --log trackers, membench.results.trackers)."""
+    if stage.fit == "frozen-outputs":
+        return fit_frozen_stage(model, stage, train, val, pre, device, stage_dir, seed=seed, resume=resume,
+                                progress=progress, sources=frozen_sources, frugal_best=frugal_best,
+                                model_name=model_name)
     run = StageRun(model, stage, train, val, pre, device, stage_dir, seed=seed, patience=patience,
                    progress=progress, views=frozen_train_cache, keep_last=keep_last, sources=frozen_sources,
                    frugal_best=frugal_best, model_name=model_name, view_seed=view_seed)
@@ -356,6 +365,64 @@ class StageRun:
                                 "with --resume", self.last.parent / "stage.json")
         load_trained(self.model, load_checkpoint(self.best), self.best)
         return StageOutcome(**outcome)
+
+
+def fit_frozen_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...], pre: Preprocess,
+                     device: Device, stage_dir: Path, *, seed: int, resume: bool, progress,
+                     sources: dict | None = None, frugal_best: bool = True,
+                     model_name: str | None = None) -> StageOutcome:
+    """A `fit="frozen-outputs"` stage: the frozen outputs of every training and validation
+    image, computed once with the evaluation transform (through the feature store when one
+    is active: an image is embedded once for all splits and runs), then the model's own
+    `fit_frozen`; best.pt holds what it fitted. Training images are not augmented: a fit
+    that sees each image once sees it as it will be tested."""
+    import torch
+
+    from membench.contract import fits_frozen
+    from membench.engine.device import unwrap
+
+    best = stage_dir / "best.pt"
+    finished = done_outcome(stage_dir) if resume else None
+    if finished is not None:
+        load_trained(model, load_checkpoint(best), best)
+        return StageOutcome(**finished)
+    if not fits_frozen(model):
+        raise MembenchError(f"stage {stage.name!r} is declared fit='frozen-outputs', but the model has no "
+                            "frozen_outputs/from_frozen/fit_frozen (see membench.contract)")
+    freeze(model, stage.frozen)
+    t0 = time.perf_counter()
+    caches = {part: _frozen_outputs(model, samples, part, stage, pre, device, progress)
+              for part, samples in (("train", train), ("val", val))}
+
+    def scores(samples):
+        return torch.tensor([s.score for s in samples], dtype=torch.float64)
+
+    torch.manual_seed(epoch_seed(seed, stage.name, 0))  # an iterative fit (an MLP head) draws from here
+    record = unwrap(model).fit_frozen(caches["train"].outputs, scores(train), caches["val"].outputs, scores(val))
+    val_pred = caches["val"].predict(model)
+    truth = [v.score for v in val]
+    val_rho, val_mse = spearman(val_pred, truth), mse(val_pred, truth)
+    part = Frugal(model, stage.frozen, sources, model_name) if frugal_best else Frugal(model, (), model_name=model_name)
+    save_checkpoint(best, {**part.entry(model), "epoch": 1, "val_rho": val_rho})
+    outcome = StageOutcome(epochs_run=1, best_epoch=1, best_val_rho=val_rho, seconds=time.perf_counter() - t0,
+                           history=[{"epoch": 1, "fit": "frozen-outputs", **(record or {}), "val_rho": val_rho,
+                                     "val_mse": val_mse}])
+    if distributed.context().is_main:
+        mark_done(stage_dir, asdict(outcome))
+    return outcome
+
+
+def _frozen_outputs(model, samples, part: str, stage: Stage, pre: Preprocess, device: Device, progress):
+    from membench.engine.cache import FrozenCache
+
+    cache = FrozenCache(samples, pre, device, batch_size=max(stage.batch_size, 32), store="cpu")
+    task = progress.add_task(f"{stage.name}: frozen outputs of the {len(samples)} {part} images", total=len(samples))
+    cache.build(model, progress=lambda n: progress.advance(task, n))
+    progress.remove_task(task)
+    if cache.outputs is None:
+        raise MembenchError(f"stage {stage.name!r}: the frozen outputs of the {part} images do not fit in memory "
+                            "(over 16 GiB), so they cannot be fitted on at once")
+    return cache
 
 
 class CtrlC:

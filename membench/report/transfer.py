@@ -20,7 +20,9 @@ configuration (what differs from the protocol, as in the tables), with its notes
 rows from OUT/literature.csv (columns model, dataset, rho, mse, source, note; the numbers
 of other papers, never measured here) with their note as a footnote; the human consistency; and, for every model with
 both a zero-shot and a fine-tuned run on the dataset, the paired bootstrap of
-`membench compare` on their common splits.
+`membench compare` on their common splits; and the comparisons listed in
+OUT/comparisons.csv (columns a, b, dataset: two sides as `membench compare` takes them,
+MODEL or MODEL[CONFIGURATION]), each the same paired bootstrap.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from membench.results.leaderboard import Run, csv_text, read_rows, read_run_json
 RELEASED = "released weights"
 MARKS = ("†", "‡", "§", "¶")
 LITERATURE_FILE = "literature.csv"
+COMPARISONS_FILE = "comparisons.csv"
 MATRIX_COLUMNS = ("model", "trained_on", "preset", "dataset", "eval_part", "run_id", "n_splits", "n_test",
                   "rho_mean", "rho_ci_low", "rho_ci_high", "human_consistency")
 RUN_COLUMNS = ("kind", "label", "model", "trained_on", "train_mode", "preset", "run_id", "n_splits", "n_test",
@@ -229,11 +232,44 @@ def comparisons(items: list[RunView], dataset: str, n_boot: int, seed: int) -> l
             continue
         c = compare.compare_predictions(f"{model} fine-tuned", f"{model} zero-shot", dataset, files,
                                         n_boot=n_boot, seed=seed, rows={k: (a.row(k), b.row(k)) for k in files})
-        out.append({"model": model, "a_run_id": a.run_id, "b_run_id": b.run_id,
-                    "splits": ",".join(map(str, c.splits)), "rho_a": c.rho_a, "rho_b": c.rho_b,
-                    "d_rho": c.rho_a - c.rho_b, "d_rho_ci_low": c.d_rho_ci[0] if c.d_rho_ci else None,
-                    "d_rho_ci_high": c.d_rho_ci[1] if c.d_rho_ci else None, "mse_a": c.mse_a, "mse_b": c.mse_b,
-                    "verdict": c.verdict(), "_render": c.render()})
+        out.append({**_compared(model, a, b, c), "_title": f"Fine-tuned vs zero-shot ({model}"})
+    return out
+
+
+def _compared(name: str, a, b, c) -> dict:
+    return {"model": name, "a_run_id": a.run_id, "b_run_id": b.run_id,
+            "splits": ",".join(map(str, c.splits)), "rho_a": c.rho_a, "rho_b": c.rho_b,
+            "d_rho": c.rho_a - c.rho_b, "d_rho_ci_low": c.d_rho_ci[0] if c.d_rho_ci else None,
+            "d_rho_ci_high": c.d_rho_ci[1] if c.d_rho_ci else None, "mse_a": c.mse_a, "mse_b": c.mse_b,
+            "verdict": c.verdict(), "_render": c.render()}
+
+
+def listed_comparisons(directory: Path, runs: list[Run], dataset: str, n_boot: int, seed: int) -> list[dict]:
+    """The comparisons OUT/comparisons.csv asks for on `dataset`, as `membench compare A B`
+    would compute them (same run choice, labels and bootstrap)."""
+    path = Path(directory) / COMPARISONS_FILE
+    if not path.is_file() or n_boot <= 0:
+        return []
+    from membench import registry
+    from membench.errors import MembenchError
+    from membench.report import compare
+
+    out = []
+    for line, r in enumerate(read_rows(path), start=2):
+        if (r.get("dataset") or dataset) != dataset:
+            continue
+        try:
+            groups = compare.pick_runs(runs, r["a"], r["b"], dataset, None, specs=registry.models())
+            a, b = (compare.latest_of(g) for g in groups)
+            files = {k: (a.predictions(k), b.predictions(k)) for k in a.splits if k in b.splits}
+            labels = [g.model for g in groups] if groups[0].model != groups[1].model else [g.label for g in groups]
+            c = compare.compare_predictions(*labels, dataset, files, n_boot=n_boot, seed=seed,
+                                            rows={k: (a.row(k), b.row(k)) for k in files})
+        except MembenchError as exc:
+            raise MembenchError(exc.message, path, line) from None
+        except KeyError:
+            raise MembenchError("comparisons.csv needs the columns a and b", path, line) from None
+        out.append({**_compared(f"{r['a']} vs {r['b']}", a, b, c), "_title": f"{r['a']} vs {r['b']} ({COMPARISONS_FILE}"})
     return out
 
 
@@ -299,7 +335,7 @@ def render_runs(dataset: str, rows: list[dict], human: float | None, compared: l
                   f"from the dataset): {human:.3f}.", ""]
     lines += [f"{f}\n" for f in footnotes]
     for c in compared:
-        lines += [f"Fine-tuned vs zero-shot ({c['model']}, paired bootstrap of `membench compare`, "
+        lines += [f"{c['_title']}, paired bootstrap of `membench compare`, "
                   f"{n_boot} resamples, seed {seed}, splits {c['splits']}):", "", "```", c["_render"].rstrip(), "```", ""]
     measured = [r for r in rows if r["kind"] == "measured"]
     if measured:
@@ -356,9 +392,9 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
 
     items = views(runs)
     # Only a leaderboard with transfer in it (released weights, or a checkpoint scored on
-    # another dataset) or with literature rows gets these views; others keep their files.
+    # another dataset), literature rows or listed comparisons gets these views; others keep their files.
     if not any(v.trained_on != v.run.dataset or v.eval_part != "test" for v in items) \
-            and not (Path(leaderboard) / LITERATURE_FILE).is_file():
+            and not any((Path(leaderboard) / f).is_file() for f in (LITERATURE_FILE, COMPARISONS_FILE)):
         return [], []
     written, sections = [], []
     every = sorted({v.run.dataset for v in items})
@@ -372,7 +408,8 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
     datasets = sorted({v.run.dataset for v in items if v.eval_part == "test"})
     for ds in datasets:
         rows = run_rows(items, ds, read_literature(leaderboard, ds), n_boot, seed)
-        compared = comparisons(items, ds, n_boot, seed)
+        compared = comparisons(items, ds, n_boot, seed) + listed_comparisons(
+            leaderboard, [r for r in runs if r.dataset == ds], ds, n_boot, seed)
         stem = out / f"runs_{safe_name(ds)}"
         fig_name = None
         if figure:

@@ -93,14 +93,91 @@ def fetch(spec: ModelSpec, rw: ReleasedWeights, dest_dir: Path, url: str | None 
         raise MembenchError(f"the authors of {spec.name} give no direct download for {rw.name}: get "
                             f"{rw.archive or 'the archive'}{where}, then run `membench weights import "
                             f"{spec.name} FILE`")
-    return _fetch_drive(url, dest, rw.sha256, progress) if is_google_drive(url) else \
-        _download(url, dest, rw.sha256, progress)
+    if is_google_drive(url):
+        return _fetch_drive(url, dest, rw.sha256, progress)
+    if not rw.files:
+        return _download(url, dest, rw.sha256, progress)
+    folder = Path(dest_dir) / rw.name  # the main file and the further ones, converted together
+    _download(url, folder / name, rw.sha256, progress)
+    for extra in rw.files:
+        from membench.data.download import download
+
+        download(extra.url, folder / extra.name, sha256=extra.sha256, git_blob_sha1=extra.git_blob_sha1,
+                 progress=progress)
+    return folder
 
 
 def _download(url: str, dest: Path, sha256: str | None, progress: bool, transfer=None) -> Path:
     from membench.data.download import download
 
     return download(url, dest, sha256=sha256, progress=progress, transfer=transfer)
+
+
+def local_copy(spec: ModelSpec, rw: ReleasedWeights, dest_dir: Path) -> Path | None:
+    """The release as already downloaded into `dest_dir`, or its main file where the model's
+    own package keeps it (torch's hub checkpoints directory: the `vitmem` package's
+    download); None when neither is complete."""
+    from membench.weights.resolve import hub_checkpoints_dir
+
+    name = rw.archive or Path(rw.url).name
+    if rw.files:
+        folder = Path(dest_dir) / rw.name
+        ready = all((folder / n).is_file() for n in (name, *(f.name for f in rw.files)))
+        return folder if ready else None
+    for place in (Path(dest_dir), hub_checkpoints_dir()):
+        if name and (place / name).is_file():
+            return place / name
+    return None
+
+
+def ensure(spec: ModelSpec, rw: ReleasedWeights, say=None) -> "Installed":
+    """The installed release `rw`, installing it first: from a copy already downloaded, else
+    by downloading it where its authors give a direct address and the network allows.
+    Offline, one line names the address and where to put the file."""
+    found = installed(spec, rw)
+    if found is not None:
+        return found
+    dest_dir = weights_root().parent / "downloads"
+    copy = local_copy(spec, rw, dest_dir)
+    if copy is None and rw.url and not is_google_drive(rw.url):
+        from membench.data.download import DownloadError
+        from membench.weights.resolve import _reason
+
+        try:
+            copy = fetch(spec, rw, dest_dir)
+        except DownloadError as exc:
+            if "refused" in exc.message:  # downloaded, but not what was published
+                raise
+            target = dest_dir / (rw.name if rw.files else (rw.archive or Path(rw.url).name))
+            raise WeightsUnavailable(
+                f"{spec.name}: the authors' weights {rw.name} are not installed and cannot be downloaded "
+                f"({_reason(exc.message)}): download {rw.url} to {target}"
+                + (" (with " + ", ".join(f.url for f in rw.files) + " beside it)" if rw.files else "")
+                + f", or run `membench weights import {spec.name} FILE`; or run with --pretrained none") from None
+    if copy is None:
+        raise _not_installed(spec, rw)
+    import_archive(spec, copy, rw.name, say=say)
+    return installed(spec, rw)
+
+
+_loaded_by_builders: dict[str, str] = {}
+
+
+def released_state(model: str, release: str | None = None) -> dict:
+    """What a builder loads by default: the state_dict of `model`'s installed release (ensured
+    first: downloaded on first use where the network allows)."""
+    from membench import registry
+
+    spec = registry.get_model(model)
+    found = ensure(spec, find_release(spec, release))
+    _loaded_by_builders[model] = found.label
+    return found.state_dict(0)
+
+
+def loaded_by_builder(model: str) -> str | None:
+    """The label of the release a builder of `model` loaded in this process, if any."""
+    return _loaded_by_builders.get(model)
+
 
 
 def _fetch_drive(url: str, dest: Path, sha256: str | None, progress: bool) -> Path:
@@ -182,11 +259,15 @@ class _RateWatch:
 
 # ------------------------------------------------------------------------------ import
 
-def expected_state(spec: ModelSpec) -> dict:
-    """Every tensor of the model's state_dict, built on the meta device (shape and dtype)."""
+def expected_state(spec: ModelSpec, rw: ReleasedWeights | None = None) -> dict:
+    """Every tensor of the model's state_dict (built on the meta device, with the release's
+    options: shape and dtype), or of the part the release holds."""
     from membench.results.params import build_meta
 
-    return dict(build_meta(spec).state_dict())
+    options = dict(rw.options) if rw else {}
+    state = build_meta(spec, options).state_dict()
+    prefix = f"{rw.part}." if rw and rw.part else ""
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def check_exact(expected: dict, state: dict, where: str, model: str) -> None:
@@ -241,7 +322,7 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
     digest = file_sha256(archive) if archive.is_file() else None
     if rw.sha256 and digest and not digest.startswith(rw.sha256.lower()):
         raise MembenchError(f"sha256 is {digest}, the published {rw.name} archive has {rw.sha256}", archive)
-    expected = expected_state(spec)
+    expected = expected_state(spec, rw)
     target = release_dir(spec, rw)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{rw.name}.import."))
@@ -265,7 +346,8 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
             raise MembenchError(f"no checkpoint of {rw.name} found ({rw.layout or 'see docs/models.md'})", archive)
         manifest = {
             "model": spec.name, "release": rw.name, "per_split": rw.per_split,
-            "archive": {"name": archive.name, "sha256": digest, "url": rw.url, "published_sha256": rw.sha256},
+            "archive": {"name": archive.name, "sha256": digest, "url": rw.url, "published_sha256": rw.sha256,
+                        **({"files": _file_digests(archive)} if archive.is_dir() else {})},
             "checkpoints": dict(sorted(entries.items())), "license": rw.license, "citation": rw.citation,
             "dataset": rw.dataset, "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -295,6 +377,14 @@ def _converted(rw: ReleasedWeights, archive: Path):
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise MembenchError(f"cannot read the archive ({type(exc).__name__}: {exc}); a damaged or "
                             "incomplete copy?", archive) from None
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file of an unpacked release folder (recorded: for a release whose authors
+    publish no checksum, the first download's digest is the reference for later ones)."""
+    from membench.data.download import file_sha256
+
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------------------ use
@@ -346,6 +436,15 @@ class Installed:
                                 f"`membench weights import {self.spec.name} ARCHIVE` again", path)
         return load_state_dict(path)
 
+    def load_into(self, model, split: int) -> None:
+        """Load the checked checkpoint into `model`: every tensor, or those of its `part`."""
+        state = self.state_dict(split)
+        if not self.release.part:
+            model.load_state_dict(state)
+            return
+        prefix = f"{self.release.part}."
+        model.get_submodule(self.release.part).load_state_dict({k[len(prefix):]: v for k, v in state.items()})
+
     def provenance(self, split: int) -> dict:
         path, entry = self.checkpoint(split)
         return {"label": self.label, "release": self.release.name, "checkpoint": str(path),
@@ -354,9 +453,9 @@ class Installed:
                 "citation": self.manifest.get("citation")}
 
 
-def installed(spec: ModelSpec) -> Installed | None:
-    """The first declared release that is installed, or None."""
-    for rw in spec.released_weights:
+def installed(spec: ModelSpec, only: ReleasedWeights | None = None) -> Installed | None:
+    """The first declared release that is installed (or `only` if it is), or None."""
+    for rw in (only,) if only else spec.released_weights:
         directory = release_dir(spec, rw)
         path = directory / MANIFEST
         if path.is_file():
@@ -375,15 +474,28 @@ def for_evaluation(spec: ModelSpec) -> Installed | None:
     if not spec.released_weights:
         return None
     found = installed(spec)
-    if found is None:
-        rw = spec.released_weights[0]
-        how = (f"`membench weights fetch {spec.name}`" if rw.url else
-               f"get {rw.archive or 'the archive'} from {rw.source or 'its authors'}")
-        raise WeightsUnavailable(
-            f"--train none evaluates the authors' released weights of {spec.name}, which are not installed: "
-            f"run {how} (or `membench weights import {spec.name} ARCHIVE` with a copy you have), "
-            "or pass --checkpoint FILE")
-    return found
+    if found is not None:
+        return found
+    rw = default_release(spec)
+    if rw.url and not is_google_drive(rw.url):
+        return ensure(spec, rw)  # a direct address: fetched on first use where the network allows
+    raise _not_installed(spec, rw)
+
+
+def default_release(spec: ModelSpec) -> ReleasedWeights:
+    """What an evaluation uses when nothing is installed: the first release with a direct
+    address (fetched on first use), else the first declared."""
+    direct = [rw for rw in spec.released_weights if rw.url and not is_google_drive(rw.url)]
+    return (direct or list(spec.released_weights))[0]
+
+
+def _not_installed(spec: ModelSpec, rw: ReleasedWeights) -> WeightsUnavailable:
+    how = (f"`membench weights fetch {spec.name}`" if rw.url else
+           f"get {rw.archive or 'the archive'} from {rw.source or 'its authors'}")
+    return WeightsUnavailable(
+        f"the authors' released weights of {spec.name} ({rw.name}) are not installed: "
+        f"run {how} (or `membench weights import {spec.name} ARCHIVE` with a copy you have), "
+        "or pass --checkpoint FILE")
 
 
 def uses_released(spec: ModelSpec, train: str, checkpoint) -> Installed | None:
@@ -392,6 +504,18 @@ def uses_released(spec: ModelSpec, train: str, checkpoint) -> Installed | None:
     if train != "none" or checkpoint:
         return None
     return for_evaluation(spec)
+
+
+def evaluation_options(spec: ModelSpec, train: str, checkpoint) -> dict[str, str]:
+    """The model options of the authors' test protocol when an evaluation-only job evaluates
+    their weights (the installed release's, else the first declared), else {}. Never raises."""
+    if train != "none" or checkpoint or not spec.released_weights:
+        return {}
+    try:
+        found = installed(spec)
+    except MembenchError:
+        found = None
+    return dict((found.release if found else default_release(spec)).options)
 
 
 def configuration_extra(spec: ModelSpec, train: str, checkpoint) -> dict[str, str]:

@@ -57,11 +57,13 @@ def build_resmem(ctx):
     with ctx.on_device():
         model = ResMem().to(memory_format=torch.channels_last)
     if ctx.pretrained and not ctx.meta:
-        model.load_state_dict(_weights(ctx))
+        model.load_state_dict(resmem_state(ctx))
     return model
 
 
-def _weights(ctx) -> dict:
+def resmem_state(ctx) -> dict:
+    """ResMem's state_dict: `--model-option weights=PATH`, else the installed package's
+    (also what the `probe/resmem...` backbones load)."""
     from membench.weights.resolve import load_state_dict, resolve_file
 
     explicit = ctx.options.get("weights")

@@ -51,7 +51,8 @@ class ResMem(nn.Module):
         # than the package's NCHW, same results to ~1e-7.
         return self.features(x.contiguous(memory_format=torch.channels_last)), x
 
-    def from_frozen(self, outputs):
+    def penultimate(self, outputs):
+        """The 256 features fc12 reads (after fc11's ReLU), from the frozen outputs."""
         logits, x = outputs
         x = x.contiguous(memory_format=torch.channels_last)
         h = torch.cat((self.branch(x), logits), 1)
@@ -59,7 +60,10 @@ class ResMem(nn.Module):
         h = self.drop(self.relu(self.fc7(h)))
         for fc in (self.fc8, self.fc9, self.fc10, self.fc11):
             h = self.relu(fc(h))
-        return torch.sigmoid(self.fc12(h)).squeeze(1)
+        return h
+
+    def from_frozen(self, outputs):
+        return torch.sigmoid(self.fc12(self.penultimate(outputs))).squeeze(1)
 
     def forward(self, x):
         return self.from_frozen(self.frozen_outputs(x))

@@ -5,16 +5,19 @@ ViTMem: Hagen & Espeseth, "Image Memorability Prediction with Vision Transformer
 arXiv:2301.08647, 2023. timm's `vit_base_patch16_224_miil` with one output and a sigmoid;
 input Resize(256, 256) -> CenterCrop(224) -> [0, 1], no normalisation (its package's
 transform). The layer names follow the package (`vit.*`), so its released checkpoint
-`vitmem_base_patch16_224_miil_v1-f580d24a.pth` loads as is when it is available offline
-(torch hub checkpoints directory, or `--model-option weights=PATH`);
+`vitmem_base_patch16_224_miil_v1-f580d24a.pth` loads as is. It is declared as the model's
+released weights (`RELEASE`): fetched from the address the `vitmem` package downloads it from
+(the Hugging Face Hub, brainpriority/vitmem), checked against the sha256 prefix its name
+publishes, and installed once (`membench weights fetch vitmem`, or on first use where the
+network allows); `--model-option weights=PATH` takes a copy you have.
 `--model-option start=imagenet` starts instead from timm's ImageNet-21k MIIL weights (the
-starting point of ViTMem's own fine-tuning), also resolved offline only.
+starting point of ViTMem's own fine-tuning).
 
 `timm/<arch>` (e.g. `timm/convnext_tiny`, `timm/resnet18.a1_in1k`): `timm.create_model(arch,
 num_classes=1)`, a linear output, the preprocessing of timm's pretrained configuration
 (input size, crop_pct, mean/std; membench always resamples bilinearly). ImageNet weights come
-from the local Hugging Face or torch hub cache or from `--model-option weights=PATH`; timm
-replaces the classifier by the new single output.
+from the Hugging Face cache, timm's own Hub download (membench.weights.hub) or
+`--model-option weights=PATH`; timm replaces the classifier by the new single output.
 
 Evaluation reproduces the `vitmem` package's transform and timm's `create_transform`
 pixel for pixel (tests/test_reference.py); remaining differences: docs/models.md#vitmem
@@ -24,17 +27,18 @@ and docs/models.md#timmarch.
 from __future__ import annotations
 
 import math
-import os
 
 from membench import hookimpl
-from membench.errors import MembenchError, WeightsUnavailable
+from membench.errors import MembenchError
 from membench.options import Option, weights_option
-from membench.spec import ModelSpec, Preprocess, Reported, Stage
+from membench.spec import ModelSpec, Preprocess, ReleasedWeights, Reported, Stage
 
 CITATION = ("Hagen & Espeseth, Image Memorability Prediction with Vision Transformers, "
             "arXiv:2301.08647, 2023")
 VITMEM_ARCH = "vit_base_patch16_224_miil"
 VITMEM_FILE = "vitmem_base_patch16_224_miil_v1-f580d24a.pth"
+# where the `vitmem` package (1.0.1, ViTMem.__init__) downloads it, with torch hub's hash check
+VITMEM_URL = f"https://huggingface.co/brainpriority/vitmem/resolve/main/{VITMEM_FILE}"
 
 # ViTMem's fine-tuning hyper-parameters are not in models.md: Adam at a ViT fine-tuning LR,
 # membench's choice.
@@ -45,35 +49,28 @@ TIMM_RECIPE = Stage(name="finetune", epochs=20, batch_size=32, lr=1e-4, optimize
                     weight_decay=1e-5, schedule="constant")
 
 
-def cached_timm_weights(arch: str, explicit: str | None = None):
-    """A local file of timm's pretrained weights for `arch`: an explicit path, the Hugging
-    Face cache, then the torch hub cache. Never downloads."""
-    import timm.models
-    from membench.weights.resolve import hub_checkpoints_dir
+def vitmem_checkpoint(archive):
+    """Yield (None, state_dict, member): the package's checkpoint, a plain state_dict of its
+    ViTMem_model (keys `vit.*`; a bare timm state_dict is prefixed)."""
+    from pathlib import Path
 
-    if explicit:
-        path = os.path.expanduser(explicit)
-        if not os.path.isfile(path):
-            raise MembenchError(f"weights file for timm {arch} not found", path)
-        return path
-    cfg = timm.models.get_pretrained_cfg(arch)
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
-    if hub_id:
-        from huggingface_hub import try_to_load_from_cache
+    from membench.weights.resolve import load_state_dict
 
-        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            found = try_to_load_from_cache(hub_id, name)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found
-    url = getattr(cfg, "url", None) if cfg else None
-    if url and (hub_checkpoints_dir() / os.path.basename(url)).is_file():
-        return str(hub_checkpoints_dir() / os.path.basename(url))
-    from huggingface_hub.constants import HF_HUB_CACHE
+    state = load_state_dict(Path(archive))
+    if not any(k.startswith("vit.") for k in state):
+        state = {f"vit.{k}": v for k, v in state.items()}
+    yield None, state, Path(archive).name
 
-    where = f"the Hugging Face cache {HF_HUB_CACHE} (repository {hub_id})" if hub_id else f"{hub_checkpoints_dir()}"
-    raise WeightsUnavailable(
-        f"timm weights for {arch} are not available offline: put them in {where}, "
-        f"or pass --model-option weights=PATH, or run with --pretrained none")
+
+RELEASE = ReleasedWeights(
+    name="vitmem_v1", convert=vitmem_checkpoint, url=VITMEM_URL, archive=VITMEM_FILE, per_split=False,
+    sha256=VITMEM_FILE.rsplit("-", 1)[1].split(".")[0], size="343 MB",
+    layout="one state_dict of the vitmem package's ViTMem_model (keys vit.*)",
+    source="the vitmem package (PyPI), Hugging Face repository brainpriority/vitmem",
+    license="MIT (the vitmem package)", citation=CITATION, dataset="",
+    note="The package does not say which images the released checkpoint was trained on (the paper "
+         "trains and tests on its own splits of LaMem and other datasets): its numbers on LaMem's test "
+         "splits are possibly contaminated.")
 
 
 def create_timm(arch: str, ctx, weights: str | None):
@@ -114,20 +111,24 @@ def build_vitmem(ctx):
         raise MembenchError(f"--model-option start must be vitmem or imagenet, not {start!r}")
     load = ctx.pretrained and not ctx.meta
     explicit = ctx.options.get("weights")
-    backbone = cached_timm_weights(VITMEM_ARCH, explicit) if load and start == "imagenet" else None
-    checkpoint = None
-    if load and start == "vitmem":
-        from membench.weights.resolve import resolve_file
+    backbone = None
+    if load and start == "imagenet":
+        from membench.weights.hub import timm_file
 
-        checkpoint = resolve_file(VITMEM_FILE, "ViTMem", explicit)  # before the slow build
+        backbone = timm_file(VITMEM_ARCH, explicit)
+    state = None
+    if load and start == "vitmem":  # before the slow build: a missing file is said at once
+        if explicit:
+            from membench.weights.resolve import resolve_file
+
+            state = next(vitmem_checkpoint(resolve_file(VITMEM_FILE, "ViTMem", explicit)))[1]
+        else:
+            from membench.weights.released import released_state
+
+            state = released_state("vitmem", RELEASE.name)
     with ctx.on_device():
         model = ViTMem(create_timm(VITMEM_ARCH, ctx, backbone))
-    if checkpoint is not None:
-        from membench.weights.resolve import load_state_dict
-
-        state = load_state_dict(checkpoint)
-        if not any(k.startswith("vit.") for k in state):
-            state = {f"vit.{k}": v for k, v in state.items()}
+    if state is not None:
         model.load_state_dict(state)
     return model
 
@@ -148,7 +149,11 @@ def build_timm(arch: str):
             def forward(self, x):
                 return self.net(x).squeeze(1)
 
-        weights = cached_timm_weights(arch, ctx.options.get("weights")) if ctx.pretrained and not ctx.meta else None
+        weights = None
+        if ctx.pretrained and not ctx.meta:
+            from membench.weights.hub import timm_file
+
+            weights = timm_file(arch, ctx.options.get("weights"))
         net = create_timm(arch, ctx, weights)
         with ctx.on_device():
             return TimmRegressor(net)
@@ -178,14 +183,26 @@ def timm_preprocess(cfg: dict) -> Preprocess:
                       resize="shorter" if crop_mode == "center" else "exact", interpolation=interpolation)
 
 
+def is_timm_model(arch: str) -> bool:
+    import timm
+
+    try:
+        if not arch or not timm.is_model(arch):
+            return False
+        timm.models.get_pretrained_cfg(arch)
+        return True
+    except RuntimeError:  # a known architecture with an unknown pretrained tag
+        return False
+
+
 def resolve_timm(name: str) -> ModelSpec:
     import difflib
 
     import timm
 
     arch = name.split("/", 1)[1]
-    if not arch or not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+    if not is_timm_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models() + timm.list_models(pretrained=True), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else "; see timm.list_models()"
         raise MembenchError(f"unknown timm model {arch!r}{hint}")
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -201,8 +218,8 @@ def resolve_timm(name: str) -> ModelSpec:
         options=(weights_option(f"{arch}'s pretrained weights"),),
         tags=("timm", "family"),
         license=cfg.get("license", ""),
-        notes="Weights resolve offline only (Hugging Face or torch hub cache, or "
-              "--model-option weights=PATH). Fine-tuning recipe chosen by membench.",
+        notes="ImageNet weights: the Hugging Face cache, timm's own Hub download where the network allows, "
+              "or --model-option weights=PATH. Fine-tuning recipe chosen by membench.",
     )
 
 
@@ -217,16 +234,17 @@ def register_models(register):
                           note="evaluated on its own splits of several datasets; not on LaMem's official splits"),
         preprocess=Preprocess(size=(256, 256), crop=224, mean=None, std=None, train="crop"),
         recipe=(VITMEM_RECIPE,),
+        released_weights=(RELEASE,),
         options=(Option("start", choices=("vitmem", "imagenet"), default="vitmem",
                         help="initial weights: the ViTMem checkpoint, or timm's ImageNet ViT"),
                  weights_option("the ViTMem checkpoint (start=vitmem) or the ImageNet ViT (start=imagenet)")),
         tags=("peer", "transformer"),
         license="apache-2.0 (timm architecture)",
         params_expected={"total": 85_771_777},
-        notes="Architecture only here: the ViTMem checkpoint is downloaded from its authors' site "
-              f"by their package (not reachable offline); put {VITMEM_FILE} in the torch hub "
-              "checkpoints directory or pass --model-option weights=PATH, start from ImageNet "
-              "with --model-option start=imagenet, or train from scratch with --pretrained none. "
+        notes=f"Weights: the authors' checkpoint {VITMEM_FILE} (`membench weights fetch vitmem`, or "
+              "downloaded on first use where the network allows; offline, the error names the address and "
+              "where to put the file), or --model-option weights=PATH; start from ImageNet with "
+              "--model-option start=imagenet, or train from scratch with --pretrained none. "
               "timm's vit_base_patch16_224_miil has no qkv biases: 85,771,777 parameters "
               "(85,799,425 would be the biased vit_base_patch16_224).",
     ))
