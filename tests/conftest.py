@@ -6,6 +6,16 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_session_home(tmp_path_factory):
+    """The same isolation for module- and session-scoped fixtures, which run before any
+    test's own (the browser test's smoke run wrote into the user's ~/.cache/membench)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEMBENCH_HOME", str(tmp_path_factory.mktemp("membench-session-home")))
+        mp.setenv("MEMBENCH_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("membench-home")
