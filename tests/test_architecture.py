@@ -213,3 +213,13 @@ def test_the_plugin_api_helpers_import_from_where_the_guide_says():
     assert LamemLayout.__module__ == "membench.data.layout"
     assert {f.__module__ for f in (hub_checkpoints_dir, load_state_dict, resolve_file, torchvision_weights)} \
         == {"membench.weights.resolve"}
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """An editable install finds any folder; a wheel ships only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join((package, *init.parent.relative_to(folder).parts))
+             for package, folder in PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert found == listed
