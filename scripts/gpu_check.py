@@ -130,8 +130,8 @@ def ddp_one_process(args):
 
 
 def train_throughput(args, dtype: str, compile: bool, steps: int | None = None) -> dict:
-    from membench.scale.bench import ModelBench, _timed
     from membench.registry import get_model
+    from membench.scale.bench import ModelBench, _timed
 
     spec = get_model("resnet50-lamem")
     mb = ModelBench(args.device, dtype, compile=compile, channels_last=dtype == "bfloat16" and args.device == "cuda")
@@ -183,8 +183,8 @@ def concurrent(args):
 
 def worker(args):
     """Train for --seconds (after warm-up) and write images/s: one of `concurrent`'s jobs."""
-    from membench.scale.bench import ModelBench
     from membench.registry import get_model
+    from membench.scale.bench import ModelBench
 
     spec = get_model("resnet50-lamem")
     mb = ModelBench(args.device, args.worker_dtype, compile=args.worker_compile)
@@ -214,8 +214,8 @@ def loader(args):
 
 
 def stage2(args):
-    from membench.scale.bench import ModelBench, _timed
     from membench.registry import get_model
+    from membench.scale.bench import ModelBench, _timed
     from membench.spec import BuildContext
 
     spec = get_model("ours")

@@ -41,10 +41,10 @@ def main() -> None:
 
     from membench import registry
     from membench.commands.common import open_dataset
-    from membench.engine.runner import effective, hardware
-    from membench.spec import BuildContext, Split
     from membench.engine.device import resolve_device
+    from membench.engine.runner import effective, hardware
     from membench.engine.stage import train_stage
+    from membench.spec import BuildContext, Split
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet50-lamem-imagenet")

@@ -57,7 +57,6 @@ def run_cli(capsys):
 def tiny_plugin():
     """Register tests/tiny_plugin.py (models tiny-cnn and tiny-chain) for one test."""
     import tiny_plugin as module
-
     from membench import plugins, registry
 
     pm = plugins.load()

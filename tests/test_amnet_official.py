@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from membench import registry
-from membench.weights import released
 from membench.errors import MembenchError
+from membench.weights import released
 
 RELEASE = "lamem_ResNet50FC_lstm3"
 
@@ -195,9 +195,9 @@ def test_import_then_run_gives_the_predictions_of_the_tensors_loaded_by_hand(
     assert [r["split"] for r in rows] == ["1", "2"]
     assert all("authors' weights" in (r.get("configuration") or r["notes"]) for r in rows)
 
-    from membench.spec import BuildContext
-    from membench.engine.inference import predict
     from membench.engine.device import resolve_device
+    from membench.engine.inference import predict
+    from membench.spec import BuildContext
 
     spec = registry.get_model("amnet")
     dataset = registry.get_dataset("lamem").opener()(small_demo, {})
@@ -312,9 +312,9 @@ def test_frozen_batchnorm_trains_only_when_the_stage_says_so(tmp_path, bn_train)
     in batches of 4 make 2 steps per epoch, not 3."""
     import torch.nn as nn
 
-    from membench.scale.bench import make_jpegs
     from membench.engine.device import Device
     from membench.engine.stage import train_stage
+    from membench.scale.bench import make_jpegs
     from membench.spec import Preprocess, Sample, Stage
 
     paths = make_jpegs(tmp_path / "img", n=13, size=(40, 36))
@@ -345,11 +345,10 @@ def test_predict_scores_with_an_official_weights_file_or_the_installed_release(t
     --checkpoint (split 1's checkpoint) and says so."""
     import csv
 
-    from membench_plugins.models.amnet import _official_keys
-
     from membench.engine.device import resolve_device
     from membench.engine.inference import predict
     from membench.spec import BuildContext, Sample
+    from membench_plugins.models.amnet import _official_keys
 
     images = sorted((small_demo / "images").iterdir())[:3]
     pkl = tmp_path / "weights_35.pkl"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from membench.scale.bench import make_jpegs
 from membench.engine.cache import FrozenCache, supports
-from membench.spec import Preprocess, Sample
 from membench.engine.device import Device
 from membench.engine.inference import predict
+from membench.scale.bench import make_jpegs
+from membench.spec import Preprocess, Sample
 
 
 class Toy(torch.nn.Module):
@@ -75,12 +75,13 @@ import math  # noqa: E402
 
 import pytest  # noqa: E402
 
-from membench import BuildContext, ModelSpec, Preprocess as Pre, Stage, hookimpl  # noqa: E402
-from membench.engine.cache import TrainViewCache  # noqa: E402
-from membench.errors import MembenchError  # noqa: E402
+from membench import BuildContext, ModelSpec, Stage, hookimpl  # noqa: E402
+from membench import Preprocess as Pre
 from membench.data.loader import make_loader  # noqa: E402
+from membench.engine.cache import TrainViewCache  # noqa: E402
 from membench.engine.seeds import epoch_seed  # noqa: E402
 from membench.engine.stage import train_stage
+from membench.errors import MembenchError  # noqa: E402
 
 
 class TinyFrozen(torch.nn.Module):

@@ -13,9 +13,7 @@ import torch
 
 from membench.cli import main
 from membench.errors import MembenchError
-from membench_plugins.captioner import sat
-from membench_plugins.captioner import sat_coco
-from membench_plugins.captioner import sat_import
+from membench_plugins.captioner import sat, sat_coco, sat_import
 
 SMALL_VOCAB = 12  # 8 words + <unk> <start> <end> <pad>
 

@@ -192,8 +192,8 @@ def test_runs_lists_status_and_size_and_cleans_finished_and_orphaned(tiny_plugin
 
 
 def test_runs_skips_a_running_job(tmp_path):
-    from membench.results import runs
     from membench.engine.job import job_lock
+    from membench.results import runs
 
     job = tmp_path / "work" / "m__demo__smoke__s0__0000000000" / "split1"
     job.mkdir(parents=True)

@@ -104,9 +104,9 @@ def test_data_check_reports_counts(run_cli, demo_root):
 
 def test_predict_csv(tiny_plugin, demo_root, tmp_path, run_cli):
     import torch
-    from tiny_plugin import build_tiny
 
     from membench import BuildContext
+    from tiny_plugin import build_tiny
 
     torch.manual_seed(0)
     torch.save(build_tiny(BuildContext()).state_dict(), tmp_path / "w.pt")

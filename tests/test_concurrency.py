@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from membench.util import files
-from membench.results import leaderboard
 from membench.errors import MembenchError
+from membench.results import leaderboard
+from membench.util import files
 
 WRITERS = 6
 ROWS_EACH = 8

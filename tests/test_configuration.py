@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from membench.results.configuration import Configuration, from_row, from_settings
 from membench.errors import MembenchError
 from membench.options import Option, check_options
+from membench.results.configuration import Configuration, from_row, from_settings
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -214,7 +214,6 @@ class _ScratchOnly:
     @staticmethod
     def register_models(register):
         import tiny_plugin
-
         from membench import ModelSpec, Stage
 
         register(ModelSpec(name="tiny-scratch", build=tiny_plugin.build_tiny, preprocess=tiny_plugin.PRE,

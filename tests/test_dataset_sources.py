@@ -13,11 +13,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_downloads import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
 import replicas
 from membench.commands.data import download as data_download
 from membench.data import download as dl
-from test_downloads import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
 
 @pytest.fixture

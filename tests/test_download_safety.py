@@ -16,10 +16,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_downloads import online, server  # noqa: F401 (fixtures: a local HTTP server, no offline flag)
 
 from membench.data import download as dl
 from membench.errors import MembenchError
-from test_downloads import online, server  # noqa: F401 (fixtures: a local HTTP server, no offline flag)
 
 PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -292,8 +292,8 @@ def test_weights_are_downloaded_into_the_hub_cache_and_hash_checked(server, tmp_
 def test_imagenet_weights_offline_name_the_url_and_the_cache_in_one_line(tmp_path, monkeypatch):
     from torchvision.models import ResNet50_Weights
 
-    from membench.weights import resolve as weights
     from membench.errors import WeightsUnavailable
+    from membench.weights import resolve as weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(dl.OFFLINE_ENV, "1")

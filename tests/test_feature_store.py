@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from membench.scale.bench import make_jpegs
-from membench.errors import MembenchError
 from membench.data.feature_store import FeatureStore, input_key, store_backed
-from membench.spec import Preprocess, Sample
 from membench.engine.device import Device
 from membench.engine.inference import predict
+from membench.errors import MembenchError
+from membench.scale.bench import make_jpegs
+from membench.spec import Preprocess, Sample
 
 
 class PassThrough(torch.nn.Module):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from membench.spec import Preprocess
 from membench.data.transforms import Normalizer
+from membench.spec import Preprocess
 
 pytestmark = pytest.mark.gpu
 
@@ -32,10 +32,10 @@ def test_normalizer_on_cuda_matches_cpu():
 
 
 def test_loader_pins_memory_on_cuda(tmp_path):
-    from membench.scale.bench import make_jpegs
     from membench.data.loader import make_loader
-    from membench.spec import Sample
     from membench.data.transforms import train_transform
+    from membench.scale.bench import make_jpegs
+    from membench.spec import Sample
 
     paths = make_jpegs(tmp_path, n=4, size=(64, 48))
     samples = [Sample(p.name, p, 0.5) for p in paths]

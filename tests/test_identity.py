@@ -232,8 +232,8 @@ def test_ours_run_json_recipe_shows_stage_1s_batch_and_learning_rate(run_cli, de
 def test_a_run_records_the_commit_its_code_was_loaded_from(run_cli, tiny_plugin, demo_root, tmp_path, monkeypatch):
     """The commit and dirty flag are read when the run starts: a commit made (here: a git
     that answers otherwise) while the run trains is not recorded as the code that ran."""
-    from membench.results import identity
     from membench.engine import provenance
+    from membench.results import identity
 
     provenance.git_commit.cache_clear()
     identity.git_dirty.cache_clear()

@@ -12,10 +12,10 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from test_released_weights import archive_bytes, authors_state, toy  # noqa: F401 (fixtures; `server`: conftest)
 
 from membench import registry
 from membench.weights import released
-from test_released_weights import archive_bytes, authors_state, toy  # noqa: F401 (fixtures; `server`: conftest)
 
 pytest.importorskip("google.protobuf")
 from test_memnet_caffe import blob, field, layer, net, varint  # noqa: E402

@@ -2,8 +2,8 @@
 
 import pytest
 
-from membench.errors import MembenchError
 from membench.data.layout import LamemLayout, parse_splits
+from membench.errors import MembenchError
 
 
 def test_demo_is_in_lamem_layout_with_lamem_proportions(demo_root):

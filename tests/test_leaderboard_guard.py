@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from membench.results import leaderboard
 from membench.errors import MembenchError
+from membench.results import leaderboard
 from membench.results.leaderboard import read_results
 
 BOARD = Path(__file__).parent / "data" / "report" / "leaderboard"

@@ -79,9 +79,9 @@ def test_zero_shot_split1_reproduces_the_committed_predictions():
     pytest.importorskip("resmem", reason="ResMem's weights come with the resmem package")
     from membench import registry
     from membench.engine.crosseval import preprocess_of
-    from membench.spec import BuildContext
-    from membench.engine.inference import predict
     from membench.engine.device import resolve_device
+    from membench.engine.inference import predict
+    from membench.spec import BuildContext
     from membench_plugins.datasets.lnsim import open_lnsim
 
     run_id = _zero_shot_run()

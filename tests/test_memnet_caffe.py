@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from membench import registry
+from membench.errors import MembenchError
 from membench.weights import released
 from membench.weights.caffemodel import parse_mean, parse_net
-from membench.errors import MembenchError
 
 pytest.importorskip("google.protobuf")
 

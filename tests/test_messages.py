@@ -74,8 +74,8 @@ def test_disk_full_names_the_file_and_keeps_the_old_version(tmp_path, monkeypatc
     import errno
     import os
 
-    from membench.util import files
     from membench.errors import MembenchError
+    from membench.util import files
 
     target = tmp_path / "results.csv"
     target.write_text("old\n")

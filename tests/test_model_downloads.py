@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from membench import BuildContext, registry
 from membench.weights import released
 
+
 def _saved(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)

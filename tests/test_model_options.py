@@ -8,8 +8,8 @@ import json
 import pytest
 
 from membench.errors import MembenchError
-from membench.results.leaderboard import read_rows
 from membench.options import Option, check_for_models
+from membench.results.leaderboard import read_rows
 
 WIDE = (Option("width", "int", default=8), Option("mode", choices=("a", "b"), default="a"))
 DEEP = (Option("width", "float", default=1.0),)

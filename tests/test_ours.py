@@ -11,8 +11,8 @@ from membench.cli import main
 from membench.errors import MembenchError
 from membench.results.params import count
 from membench.spec import BuildContext
-from membench_plugins.models import ours
 from membench_plugins.captioner import sat
+from membench_plugins.models import ours
 from membench_plugins.models.resnet import build_resnet50_lamem
 
 CAPTIONER = 62_984_019

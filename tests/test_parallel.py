@@ -77,8 +77,8 @@ def test_run_jobs_slots_dependencies_and_failures(tmp_path):
 @pytest.mark.slow
 def test_grid_of_two_jobs_end_to_end(tmp_path, demo_root):
     from membench import registry
-    from membench.scale.parallel import run_grid_on
     from membench.engine.runner import RunConfig
+    from membench.scale.parallel import run_grid_on
 
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False)
     t0 = time.time()

@@ -13,9 +13,9 @@ import pytest
 @pytest.fixture
 def tiny_weights(tiny_plugin, tmp_path):
     import torch
-    from tiny_plugin import build_tiny
 
     from membench import BuildContext
+    from tiny_plugin import build_tiny
 
     torch.manual_seed(0)
     return build_tiny(BuildContext()).state_dict()

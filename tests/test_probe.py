@@ -100,9 +100,9 @@ def _rows(lb):
 def test_run_on_demo_fits_the_closed_form_ridge_on_the_embeddings(tmp_path, run_cli):
     """`membench run --model probe/<tiny timm arch> --data demo`: the fitted head equals the
     numpy ridge on the training images' embeddings, with the penalty the validation rho chose."""
+    from membench.engine.cache import FrozenCache
     from membench.engine.checkpoints import load_trained
     from membench.engine.device import resolve_device
-    from membench.engine.cache import FrozenCache
     from membench.engine.job import subset
     from membench.engine.seeds import epoch_seed
     from membench.engine.stage import load_checkpoint

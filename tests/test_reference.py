@@ -28,8 +28,8 @@ from PIL import Image
 
 from membench import registry
 from membench.data.images import open_rgb
-from membench.spec import IMAGENET_MEAN, IMAGENET_STD, BuildContext
 from membench.data.transforms import Normalizer, eval_transform
+from membench.spec import IMAGENET_MEAN, IMAGENET_STD, BuildContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from membench import BuildContext, ModelSpec, Preprocess, Stage, hookimpl, registry
-from membench.weights import released
 from membench.errors import MembenchError
 from membench.spec import ReleasedWeights
+from membench.weights import released
 
 PRE = Preprocess(size=(32, 32), train="none")
 
@@ -203,8 +203,8 @@ def test_run_train_none_evaluates_the_installed_weights_per_split(toy, tmp_path,
     assert len(rows) == 2
     for row in rows:
         assert "authors' weights (toy_release)" in (row.get("configuration") or row["notes"])
-    from membench.engine.inference import predict
     from membench.engine.device import resolve_device
+    from membench.engine.inference import predict
 
     spec = registry.get_model("toy-released")
     dataset = registry.get_dataset("lamem").opener()(demo_root, {})

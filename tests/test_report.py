@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from membench.report import compare
-from membench.report import figures
-from membench.report import tables as report
 from membench.cli import main
 from membench.errors import MembenchError
+from membench.report import compare, figures
+from membench.report import tables as report
 from membench.spec import ModelSpec, Reported
 
 DATA = Path(__file__).parent / "data" / "report"

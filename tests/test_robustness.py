@@ -470,8 +470,8 @@ def test_data_check_reports_an_incomplete_split(data, run_cli):
 
 
 def test_read_split_file_collects_every_bad_line(tmp_path):
-    from membench.errors import MembenchError
     from membench.data.layout import read_split_file
+    from membench.errors import MembenchError
 
     path = tmp_path / "train_1.txt"
     path.write_text("a.jpg 0.5\nb.jpg\nc.jpg -0.1\nd.jpg 0.7\na.jpg 0.2\n../e.jpg 0.3\n")

@@ -134,9 +134,8 @@ def test_evaluate_only_needs_weights(tiny_plugin, demo_root, tmp_path, run_cli):
 def test_evaluate_only_with_checkpoint(tiny_plugin, demo_root, tmp_path, run_cli):
     import torch
 
-    from tiny_plugin import build_tiny
-
     from membench import BuildContext
+    from tiny_plugin import build_tiny
 
     model = build_tiny(BuildContext())
     torch.save(model.state_dict(), tmp_path / "w.pt")

@@ -137,7 +137,6 @@ def test_released_weights_import_amnet(tmp_path, marker, run_cli):
 def test_released_weights_import_memnet_npy_mean(tmp_path, marker, run_cli):
     """Caffe's mean image as .npy: an object array (a pickle inside) is refused."""
     import numpy as np
-
     from test_memnet_caffe import layer, memnet_blobs, net
 
     layers = [layer(name, "Convolution" if i < 5 else "InnerProduct", [w, b])
@@ -197,9 +196,8 @@ def test_feature_store_entry_is_recomputed_not_run(tmp_path, marker):
 
 @pytest.fixture
 def tiny_state(tiny_plugin):
-    from tiny_plugin import build_tiny
-
     from membench import BuildContext
+    from tiny_plugin import build_tiny
 
     torch.manual_seed(0)
     return build_tiny(BuildContext()).state_dict()

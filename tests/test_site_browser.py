@@ -30,7 +30,6 @@ pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER),
 def smoke_site(tmp_path_factory, demo_root):
     """A smoke leaderboard of the tiny models (real runs on the demo data) and its site."""
     import tiny_plugin
-
     from membench import plugins, registry
     from membench.cli import main
 

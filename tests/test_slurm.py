@@ -409,10 +409,10 @@ def test_contradictory_launcher_flags_are_one_line(flags, expected, tiny, demo_r
 def test_the_warning_signal_outside_submitit_saves_and_asks_for_resume(tiny, demo_root, tmp_path):
     """The job object run directly (not by submitit): the signal still stops training at
     a step boundary with a checkpoint, and the message says how to continue."""
+    from membench.engine.job import RunConfig
     from membench.errors import MembenchError
     from membench.scale.launch import ClusterJob
     from membench.scale.parallel import _config_to_json
-    from membench.engine.job import RunConfig
 
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,
                     device="cpu", resume=True)
@@ -452,14 +452,15 @@ def test_a_job_waiting_for_another_jobs_lock_stops_when_warned(sigint, tiny, dem
     import threading
     import time
 
+    import torch  # noqa: F401
+
+    import membench.engine.runner  # noqa: F401  (imported before the warning: an import it cuts short breaks torch)
     from membench import registry
     from membench.commands.common import open_dataset
     from membench.engine.job import RunConfig, job_key, job_lock
     from membench.errors import MembenchError
     from membench.scale.launch import ClusterJob
     from membench.scale.parallel import _config_to_json
-    import membench.engine.runner  # noqa: F401  (imported before the warning: an import it cuts short breaks torch)
-    import torch  # noqa: F401
 
     data = {"data": str(demo_root), "dataset": None, "dataset_option": []}
     cfg = RunConfig(out=tmp_path / "lb", work_dir=tmp_path / "work", preset="smoke", pretrained=False,

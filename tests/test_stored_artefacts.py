@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report import _add_run  # a leaderboard written by add_result, as the runner writes it
 
 from membench import ModelSpec, Preprocess, Stage, hookimpl, plugins, registry
 from membench.errors import MembenchError
 from membench.results import leaderboard
 from membench.results.leaderboard import RESULT_COLUMNS, add_result, read_results
-from test_report import _add_run  # a leaderboard written by add_result, as the runner writes it
 
 SMOKE = ("--preset", "smoke", "--pretrained", "none", "--device", "cpu")
 

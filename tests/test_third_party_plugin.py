@@ -141,8 +141,8 @@ def test_docs_name_only_commands_and_flags_that_exist():
 
 
 def test_docs_name_the_weight_file_membench_looks_for(monkeypatch):
-    from membench.weights import resolve as weights
     from membench.errors import MembenchError
+    from membench.weights import resolve as weights
 
     asked = []
 

@@ -9,7 +9,6 @@ from PIL import Image
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from membench.data.loader import EpochSampler, ImageDataset, make_loader
-from membench.spec import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Sample
 from membench.data.transforms import (
     CropTransform,
     Normalizer,
@@ -22,6 +21,7 @@ from membench.data.transforms import (
     to_hwc,
     train_transform,
 )
+from membench.spec import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # per-image ops: more threads only add contention
 
@@ -304,8 +304,8 @@ def test_sampler_shards_for_ddp(n, world, drop):
 
 def test_train_size_is_the_resize_before_the_random_crop():
     """AMNet: Resize(264,264) -> RandomResizedCrop(224); evaluation Resize(224,224)."""
-    from membench.spec import Preprocess
     from membench.data.transforms import ResizedCropTransform, eval_transform, train_transform
+    from membench.spec import Preprocess
 
     pre = Preprocess(size=(224, 224), train_size=(264, 264), crop=224, train="resized-crop")
     t = train_transform(pre)

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from membench.data import images
-from membench.errors import MembenchError
 from membench.data.layout import LamemLayout, read_split_file
+from membench.errors import MembenchError
 
 
 @pytest.fixture

@@ -56,10 +56,10 @@ def cmd_bench(args) -> int:
     from rich.console import Console
 
     from membench import registry
-    from membench.scale import bench
     from membench.commands.common import membench_home, model_options
     from membench.errors import MembenchError
     from membench.options import applicable
+    from membench.scale import bench
     from membench.spec import Preprocess
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]

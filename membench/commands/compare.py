@@ -48,9 +48,9 @@ def cmd_compare(args) -> int:
     from pathlib import Path
 
     from membench import registry
+    from membench.errors import MembenchError
     from membench.report import compare
     from membench.report import tables as report
-    from membench.errors import MembenchError
 
     runs = report.load_runs(Path(args.leaderboard))
     if not runs:

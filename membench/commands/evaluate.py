@@ -52,8 +52,8 @@ def cmd_evaluate(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from membench.engine.crosseval import evaluate_run, find_run
     from membench.data.feature_store import activate
+    from membench.engine.crosseval import evaluate_run, find_run
     from membench.output import emit
 
     work_dir = args.work_dir or membench_home() / "runs"

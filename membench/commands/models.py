@@ -88,9 +88,9 @@ def cmd_plugins(args) -> int:
 
 def cmd_params(args) -> int:
     from membench import registry
-    from membench.results import params
     from membench.commands.common import key_values
     from membench.options import check_for_models
+    from membench.results import params
 
     given = key_values(args.model_option, "--model-option")
     specs = []

@@ -40,9 +40,9 @@ def add_parser(sub) -> None:
 def cmd_report(args) -> int:
     from pathlib import Path
 
+    from membench.errors import MembenchError
     from membench.report import outputs, site
     from membench.report import tables as report
-    from membench.errors import MembenchError
 
     if args.n_boot < 0:
         raise MembenchError("--n-boot must be 0 or more")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from membench.commands.common import (add_data_options, add_image_options, apply_image_options, key_values,
-                                      membench_home, model_options, non_negative, open_dataset)
+from membench.commands.common import (
+    add_data_options,
+    add_image_options,
+    apply_image_options,
+    key_values,
+    membench_home,
+    model_options,
+    non_negative,
+    open_dataset,
+)
 
 HELP_EPILOG = """examples:
   membench run --model resnet50-lamem --data demo --preset smoke --pretrained none --splits 1   # works anywhere, offline
@@ -100,9 +108,9 @@ def cmd_run(args) -> int:
 
     from membench import registry
     from membench.data.layout import parse_splits
-    from membench.output import emit
     from membench.engine.job import RunConfig
     from membench.engine.runner import resolve_precision, run_all
+    from membench.output import emit
 
     specs = registry.select_models(args.model)
     apply_image_options(args)  # before any job key or worker: decoding is part of both

@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_runs(args) -> int:
+    from membench.output import emit
     from membench.results import runs
     from membench.util.files import membench_home
-    from membench.output import emit
 
     work_dir = args.work_dir or membench_home() / "runs"
     if args.work_dir is None and not work_dir.exists():  # a fresh machine: nothing has run yet

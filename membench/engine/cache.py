@@ -17,11 +17,11 @@ engine's one inference loop (membench.engine.inference.infer).
 from __future__ import annotations
 
 from membench.contract import has_frozen_outputs as supports
+from membench.data.feature_store import frozen_forward
 from membench.engine.device import unwrap
 from membench.engine.inference import eval_mode, infer, predict
 from membench.engine.seeds import epoch_seed
 from membench.errors import MembenchError
-from membench.data.feature_store import frozen_forward
 
 
 class FrozenCache:

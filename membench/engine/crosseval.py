@@ -107,9 +107,9 @@ def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
 
 def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path, split: int):
     from membench import registry
-    from membench.weights.checkpoint_check import load_into
     from membench.engine.checkpoints import is_frugal, sources_of
     from membench.spec import BuildContext
+    from membench.weights.checkpoint_check import load_into
 
     spec = registry.get_model(row["model"])
     config = provenance.get("config", {})
@@ -197,11 +197,10 @@ def evaluate_run(run_dir: Path, dataset, *, part: str = "test", splits: list[int
                  say=print, progress=None) -> list[dict]:
     """Score every (selected) split's checkpoint of the run in `run_dir` on `dataset`;
     rows go to the leaderboard `out`. Returns the rows."""
-    from membench.util.files import check_writable, refuse_links
-    from membench.results.leaderboard import add_result, check_predictions, valid_rows
     from membench.engine.device import resolve_device
-
     from membench.results.identity import pin_source_state
+    from membench.results.leaderboard import add_result, check_predictions, valid_rows
+    from membench.util.files import check_writable, refuse_links
 
     pin_source_state()  # the commit the code was loaded from, not the one when a row is written
     if part not in PARTS:
@@ -260,8 +259,8 @@ class _SplitJob:
         self.saved = jobs[k]
 
     def evaluate(self, samples, dev, say, progress):
-        from membench.results.metrics import mse, rho_note, spearman
         from membench.engine.inference import predict
+        from membench.results.metrics import mse, rho_note, spearman
 
         started = time.time()
         k, dataset, part = self.k, self.dataset, self.part
@@ -307,8 +306,8 @@ class _SplitJob:
         }
 
     def provenance(self, spec, src_prov: dict, dev) -> dict:
-        from membench.engine.provenance import environment
         from membench.data.feature_store import describe
+        from membench.engine.provenance import environment
 
         dataset = self.dataset
         return {

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from membench.errors import MembenchError
-from membench.util.files import file_lock
 from membench.spec import ModelSpec, Preprocess, Split, Stage
+from membench.util.files import file_lock
 
 DEFAULT_PATIENCE = 10
 
@@ -217,8 +217,8 @@ def released_material(spec: ModelSpec, cfg: RunConfig) -> dict:
 def file_material(spec: ModelSpec, cfg: RunConfig) -> dict:
     """The content (sha256) of files named by --checkpoint or a file-valued model option:
     the same path holding other weights is another job (absent without such files)."""
-    from membench.weights.files_loaded import sha256_file
     from membench.options import file_options
+    from membench.weights.files_loaded import sha256_file
 
     named = dict(file_options(spec.options, cfg.options))
     if cfg.checkpoint:

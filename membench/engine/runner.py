@@ -16,11 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from membench import __version__, registry
+from membench.data.images import apply_policy, check_images
 from membench.engine import distributed
-from membench.weights import files_loaded
-from membench.results import identity
-
-from membench.weights import released
 from membench.engine import stage as stage_engine
 from membench.engine.checkpoints import checkpoint_gone, is_frugal, load_trained, remove_checkpoints, sources_of
 from membench.engine.device import resolve_device
@@ -41,13 +38,14 @@ from membench.engine.provenance import git_commit, hardware, run_provenance
 from membench.engine.seeds import epoch_seed
 from membench.engine.stage import load_checkpoint
 from membench.errors import MembenchError, WeightsUnavailable
-from membench.util.files import check_writable, refuse_links, remove_own_tree
-from membench.data.images import apply_policy, check_images
+from membench.results import identity
 from membench.results.leaderboard import add_result, check_predictions, valid_rows
 from membench.results.metrics import mse, rho_note, spearman
 from membench.results.trackers import check_installed, job_log, parse
 from membench.spec import BuildContext, ModelSpec, Split
+from membench.util.files import check_writable, refuse_links, remove_own_tree
 from membench.util.testhooks import kill_point
+from membench.weights import files_loaded, released
 
 
 @dataclass
@@ -325,8 +323,14 @@ class Runner:
 
 def run_all(specs: list[ModelSpec], dataset, splits: list[int], cfg: RunConfig, console=None) -> list[dict]:
     """Every (model, split) job in order, with rich progress; returns the leaderboard rows."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     cfg = resolve_precision(cfg)
     check_installed(parse(cfg.log))  # --log tensorboard without tensorboard: now, not after an epoch

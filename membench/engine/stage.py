@@ -21,16 +21,16 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from membench.engine import distributed
 from membench.contract import training_loss
+from membench.engine import distributed
 from membench.engine.batches import training_batches, validator
 from membench.engine.checkpoints import Frugal, done_outcome, load_trained, mark_done
 from membench.engine.device import Device
 from membench.engine.seeds import epoch_seed, get_rng, set_rng
 from membench.errors import MembenchError, StopRequested
-from membench.util.files import atomic_write_bytes, remove_stale_temp_files
 from membench.results.metrics import mse, paper_poly_factor, spearman
 from membench.spec import Preprocess, Sample, Stage
+from membench.util.files import atomic_write_bytes, remove_stale_temp_files
 from membench.util.testhooks import kill_point
 
 OPTIMIZERS = {  # Stage.optimizer -> (trainable parameters, stage) -> torch optimizer

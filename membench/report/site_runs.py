@@ -162,7 +162,6 @@ def _float(value) -> float | None:
 
 def run_page(view, pages: dict[str, str], out: Path) -> str:
     from membench.report.compare import read_predictions
-
     from membench.results.configuration import from_row
 
     run, first = view.run, view.run.rows[0]

@@ -24,13 +24,12 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from membench.report import compare
-from membench.results import grouping
 from membench.errors import MembenchError
+from membench.report import compare
 from membench.report.ceilings import human_ceilings
+from membench.results import grouping
+from membench.results.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows, undefined_rho  # noqa: F401  (report.load_runs: commands, tests)
 from membench.util.files import atomic_write_text, safe_name
-from membench.results.leaderboard import Run, csv_text, latest_runs, load_runs, read_rows  # noqa: F401  (report.load_runs: commands, tests)
-from membench.results.leaderboard import undefined_rho
 
 # The paper's row order; other models follow alphabetically.
 TABLE1_ORDER = ("resnet50-lamem", "resnet50-lamem-imagenet", "ours")

@@ -386,9 +386,8 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
           human: dict[str, float] | None = None) -> tuple[list[Path], list[str]]:
     """Write transfer.{md,csv}, runs_<dataset>.{md,csv,png,svg} and compare_<dataset>.csv;
     returns (paths, Markdown sections for the leaderboard README)."""
-    from membench.util.files import atomic_write_text
     from membench.report.ceilings import human_ceilings
-    from membench.util.files import safe_name
+    from membench.util.files import atomic_write_text, safe_name
 
     items = views(runs)
     # Only a leaderboard with transfer in it (released weights, or a checkpoint scored on

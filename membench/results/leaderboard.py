@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from membench.errors import MembenchError
-from membench.results.check import UNDEFINED
-from membench.util.sealed import read_sealed, seal
-from membench.util.files import (atomic_write_json, atomic_write_text, file_lock, refuse_link,
-                                 remove_stale_temp_files)
-from membench.results.check import ResultsFile
+from membench.results.check import UNDEFINED, ResultsFile
 from membench.results.check import read_results as check_results
+from membench.util.files import atomic_write_json, atomic_write_text, file_lock, refuse_link, remove_stale_temp_files
+from membench.util.sealed import read_sealed, seal
 from membench.util.testhooks import kill_point
 
 RESULT_COLUMNS = (

@@ -201,8 +201,8 @@ def _apply(transform):
 def bench_loader(paths, pre, *, workers: int, batch: int = 10, passes: int = 2) -> Row:
     """Images/s out of the training loader (decode, transform, collate, worker transfer)."""
     from membench.data.loader import make_loader
-    from membench.spec import Sample
     from membench.data.transforms import train_transform
+    from membench.spec import Sample
 
     samples = [Sample(name=p.name, path=p, score=0.5) for p in paths]
     loader = make_loader(samples, train_transform(pre), batch_size=batch, shuffle=True,

@@ -162,8 +162,8 @@ class ClusterJob:
 
         from membench import registry
         from membench.data.datasets import open_described
-        from membench.scale.parallel import _config_from_json
         from membench.engine.runner import Runner
+        from membench.scale.parallel import _config_from_json
 
         cfg = _config_from_json(self.config)
         dataset = open_described(self.data)
@@ -225,12 +225,12 @@ class Submitted:
 def launch(specs, dataset, splits: list[int], cfg, data_args: dict, launcher: str, opts: ClusterOptions, *,
            wait: bool, say=print) -> list[dict] | None:
     """Submit every (model, split) job; with `wait`, return their leaderboard rows."""
-    from membench.util.files import check_writable
-    from membench.results.leaderboard import valid_rows
-    from membench.output import emit
-    from membench.scale.parallel import _config_to_json, plan
     from membench.engine.job import job_key
     from membench.engine.runner import preflight, resolve_precision
+    from membench.output import emit
+    from membench.results.leaderboard import valid_rows
+    from membench.scale.parallel import _config_to_json, plan
+    from membench.util.files import check_writable
 
     submitit = require_submitit()
     cfg = replace(cfg, out=Path(cfg.out).resolve(), work_dir=Path(cfg.work_dir).resolve(),

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from membench import DatasetSpec, hookimpl
-from membench.errors import MembenchError
 from membench.data.layout import LamemLayout
+from membench.errors import MembenchError
 from membench.spec import Split
 
 VIEW_VERSION = 1  # bump when the derived split files change for the same inputs

@@ -171,8 +171,7 @@ def seeded_view(name: str, root: Path, scores_file: Path, items: list[tuple[int 
     to the release's image folder; score); the image folder is found below `root` (see
     find_base); 5 seeded 70/10/20 splits as LNSIM's, written into a directory membench owns."""
     from membench_plugins.datasets.csvdata import view_name
-    from membench_plugins.datasets.lnsim import (DerivedLayout, datasets_home, seeded_splits, view_key,
-                                                 write_view)
+    from membench_plugins.datasets.lnsim import DerivedLayout, datasets_home, seeded_splits, view_key, write_view
 
     if not items:
         raise MembenchError("no image with a score", scores_file)

@@ -35,8 +35,14 @@ from pathlib import Path
 from membench import DatasetSpec, hookimpl
 from membench.errors import MembenchError
 from membench_plugins.datasets import release
-from membench_plugins.datasets.lnsim import (DerivedLayout, datasets_home, parse_options, parse_seed, view_key,
-                                             write_view)
+from membench_plugins.datasets.lnsim import (
+    DerivedLayout,
+    datasets_home,
+    parse_options,
+    parse_seed,
+    view_key,
+    write_view,
+)
 
 SPLIT_FILES = ("image_train_indices", "image_test_indices", "subject_hrs1", "subject_hrs2")
 VAL_FRACTION = 0.1

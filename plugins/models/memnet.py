@@ -31,7 +31,7 @@ from __future__ import annotations
 from membench import hookimpl
 from membench.errors import MembenchError, WeightsUnavailable
 from membench.options import Option, weights_option
-from membench.spec import ModelSpec, Preprocess, ReleaseFile, ReleasedWeights, Reported, Stage
+from membench.spec import ModelSpec, Preprocess, ReleasedWeights, ReleaseFile, Reported, Stage
 
 CITATION = ("Khosla, Raju, Torralba, Oliva, Understanding and Predicting Image Memorability "
             "at a Large Scale, ICCV 2015")

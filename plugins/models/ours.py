@@ -247,8 +247,7 @@ def register_commands(subparsers):
         "captioner", help="train or import the Show-Attend-and-Tell captioner `ours` needs",
         description="The captioner lives in $MEMBENCH_HOME/captioner/ (default ~/.cache/membench).")
     sub = p.add_subparsers(dest="captioner_command", metavar="ACTION", required=True)
-    from membench_plugins.captioner import sat_coco
-    from membench_plugins.captioner import sat_import
+    from membench_plugins.captioner import sat_coco, sat_import
 
     sat_coco.add_parser(sub)
     sat_import.add_parser(sub)

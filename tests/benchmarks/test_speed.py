@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from membench.scale.bench import ModelBench, make_jpegs, reference_model
 from membench.data.images import open_rgb
-from membench.registry import get_model
-from membench.spec import BuildContext, Preprocess
 from membench.data.transforms import Normalizer, PaperLiteral, eval_transform, train_transform
+from membench.registry import get_model
+from membench.scale.bench import ModelBench, make_jpegs, reference_model
+from membench.spec import BuildContext, Preprocess
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # steadier numbers on a shared machine
 

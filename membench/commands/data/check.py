@@ -11,9 +11,9 @@ def cmd_check(args) -> int:
     from rich.console import Console
 
     from membench.commands.common import apply_image_options, open_dataset
-    from membench.errors import MembenchError
     from membench.data.images import check_images
     from membench.data.layout import incomplete_splits, parse_splits
+    from membench.errors import MembenchError
     from membench.output import emit
 
     console = Console(stderr=True)
