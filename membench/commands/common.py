@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from membench.data.datasets import open_named
-from membench.errors import MembenchError
 from membench.options import key_values  # noqa: F401  (commands import it from here)
 from membench.util.files import membench_home  # noqa: F401  (commands import it from here)
 

@@ -99,8 +99,6 @@ class FeatureStore:
         import inspect
         from importlib.metadata import PackageNotFoundError, version
 
-        import torch
-
         plain = _unwrap(model)
         cls = type(plain)
         try:

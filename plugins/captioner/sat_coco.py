@@ -245,8 +245,6 @@ def train_captioner(args) -> dict:
 
 def _start_or_resume(args, train, state_path: Path):
     """(saved training state or None, word map)."""
-    import torch
-
     if args.resume:
         if not state_path.is_file():
             raise MembenchError("nothing to resume: no training state", state_path)

@@ -158,7 +158,6 @@ CAFFE_TYPES = ("Convolution",) * 5 + ("InnerProduct",) * 3
 def caffe_checkpoint(archive):
     """Yield (None, state_dict, member): the one .caffemodel and the mean image (.binaryproto,
     or .npy as Caffe's Python examples ship it) found in `archive` (folder, zip or tar)."""
-    import numpy as np
     import torch
 
     from membench.weights.caffemodel import parse_mean, parse_net, read_files
