@@ -346,6 +346,50 @@ def test_a_report_directory_from_before_the_list_keeps_its_params_csv(tmp_path, 
     assert code == 0, err
 
 
+# ------------------------------------------------------------------ predict --html, explain --out
+
+def test_a_contact_sheet_never_replaces_a_users_page(tiny_plugin, demo_root, tmp_path, run_cli):
+    images = sorted((demo_root / "images").glob("*.jpg"))[:3]
+    sheet = tmp_path / "photos"
+    sheet.mkdir()
+    (sheet / "index.html").write_text("<p>my album</p>")
+    args = ("predict", "--model", "tiny-cnn", "--pretrained", "none", *images, "--html", sheet)
+    code, out, err = run_cli(*args)
+    assert code == 2 and err.count("\n") == 1 and str(sheet / "index.html") in err and "did not write" in err, err
+    assert out == "" and os.listdir(sheet) == ["index.html"]  # refused before a single image was scored
+    (sheet / "index.html").unlink()
+    assert run_cli(*args)[0] == 0
+    first = tree(sheet)
+    assert run_cli(*args)[0] == 0  # its own sheet: replaced (random weights: other scores)
+    assert tree(sheet).keys() == first.keys() and tree(sheet)["scores.csv"] != first["scores.csv"]
+    assert json.loads((sheet / ".membench-predict.json").read_text())["files"] == sorted(
+        ["index.html", "scores.csv", "site.css", "site.js", *(f"thumbs/{i:04d}.jpg" for i in range(3))])
+
+
+def test_explain_never_replaces_a_users_file_or_writes_through_a_link(tiny_plugin, demo_root, tmp_path, run_cli):
+    pytest.importorskip("pytorch_grad_cam", reason="the maps of a CNN are Grad-CAM (extra: explain)")
+    image = sorted((demo_root / "images").glob("*.jpg"))[0]
+    out, elsewhere = tmp_path / "maps", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    mine = out / f"{image.stem}_tiny-cnn_grad-cam.png"
+    mine.write_bytes(b"my figure")
+    args = ("explain", "--model", "tiny-cnn", "--pretrained", "none", image, "--out", out)
+    code, _, err = run_cli(*args)
+    assert code == 2 and err.count("\n") == 1 and str(mine) in err and "did not write" in err, err
+    assert mine.read_bytes() == b"my figure" and os.listdir(out) == [mine.name]
+    mine.unlink()
+    assert run_cli(*args)[0] == 0 and run_cli(*args)[0] == 0  # the second replaces its own maps
+    assert sorted(os.listdir(out)) == sorted([".membench-explain.json", mine.name, mine.with_suffix(".npy").name])
+    npy = mine.with_suffix(".npy")
+    npy.unlink()
+    npy.symlink_to(elsewhere / "target.npy")
+    (elsewhere / "target.npy").write_bytes(b"not yours")
+    code, _, err = run_cli(*args)
+    assert code == 2 and err.count("\n") == 1 and str(npy) in err and "link" in err, err
+    assert (elsewhere / "target.npy").read_bytes() == b"not yours" and npy.is_symlink()
+
+
 # ------------------------------------------------------------------ captioner --out
 
 def test_installing_a_captioner_never_replaces_a_users_files(tmp_path):

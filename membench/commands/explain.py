@@ -53,7 +53,10 @@ def cmd_explain(args) -> int:
     from membench.commands.predict_inputs import expand, usable
     from membench.engine.device import resolve_device
     from membench.errors import MembenchError
+    from membench.explain import overlay
+    from membench.explain.maps import METHODS
     from membench.spec import Sample
+    from membench.util import owned
 
     spec = registry.get_model(args.model)
     options = model_options(args.model_option, [spec])
@@ -62,13 +65,19 @@ def cmd_explain(args) -> int:
     apply_image_options(args)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in expand(args.images, args.recursive)),
                      "fail")
+    images = [s.path for s in samples]
+    methods = [m for m in METHODS if m != "auto"] if args.method == "auto" else [args.method]
+    planned = owned.check(args.out, overlay.planned(images, spec.name, methods), "explain")  # before any work
     device = resolve_device(args.device)
     torch.manual_seed(0)  # random weights (--pretrained none) are the same on every call
     model, pre = inference_model(spec, args.checkpoint, args.pretrained, options)
     model = model.to(device.torch).eval()
-    for path in explain_images(model, spec, [s.path for s in samples], args.out, device.torch, args.method,
-                               args.layer, preprocess=pre):
-        print(f"wrote {path}")
+    try:
+        for path in explain_images(model, spec, images, args.out, device.torch, args.method, args.layer,
+                                   preprocess=pre):
+            print(f"wrote {path}")
+    finally:
+        owned.record(args.out, planned, "explain")
     return 0
 
 

@@ -76,6 +76,7 @@ def cmd_predict(args) -> int:
     from membench.engine.device import resolve_device, resolve_precision
     from membench.errors import MembenchError
     from membench.spec import Sample
+    from membench.util import owned
 
     specs = registry.select_models(args.model)
     options = model_options(args.model_option, specs)  # a misspelt option stops before any work
@@ -87,6 +88,7 @@ def cmd_predict(args) -> int:
     apply_image_options(args)
     paths = expand(args.images, args.recursive)
     samples = usable(tuple(Sample(name=str(p), path=p, score=0.0) for p in paths), args.on_bad_image)
+    sheet = html_files(args.html, len(samples), len(specs), args.maps)  # a user's file there stops it now
     device = resolve_device(args.device)
     device.precision = resolve_precision(args.precision, device.type)  # bf16 on the CPU: a one-line refusal
     scores, maps, labels = {}, {}, {}
@@ -99,10 +101,23 @@ def cmd_predict(args) -> int:
     if args.html is not None:
         from membench.report import contact
 
-        written = contact.write(args.html, [s.name for s in samples], [s.path for s in samples], scores, text,
-                                maps if args.maps else None, labels)
+        try:
+            written = contact.write(args.html, [s.name for s in samples], [s.path for s in samples], scores, text,
+                                    maps if args.maps else None, labels)
+        finally:
+            owned.record(args.html, sheet, "predict")
         print(f"membench: wrote {written[-1]} (contact sheet of {len(samples)} images)", file=sys.stderr)
     return 0
+
+
+def html_files(out, n_images: int, n_models: int, maps: bool) -> list[str]:
+    """The contact sheet's files that --html may write: refused when one there is not predict's own."""
+    if out is None:
+        return []
+    from membench.report import contact
+    from membench.util import owned
+
+    return owned.check(out, contact.planned(n_images, n_models, maps), "predict")
 
 
 def score(spec, checkpoint, args, options, samples, device):

@@ -17,6 +17,14 @@ def stem(image: Path, index: int, seen: dict[str, int]) -> str:
     return base if seen[base] == 1 else f"{base}_{seen[base]}"
 
 
+def planned(images, model: str, methods) -> list[str]:
+    """The names `save` may give the files of these images (in this order) for these methods."""
+    seen: dict[str, int] = {}
+    stems = [stem(image, i, seen) for i, image in enumerate(images)]
+    return [f"{name}_{safe_name(model)}_{method}{suffix}" for name in stems for method in methods
+            for suffix in (".png", ".npy")]
+
+
 def figure(rgb, maps, title: str):
     """A bare matplotlib Figure: the image, then one panel per map."""
     from matplotlib.figure import Figure

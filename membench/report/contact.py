@@ -2,7 +2,8 @@
 memorability, one column per model (thumbnail, rank, score, optionally the map of what the
 model attends to), with the models' rank correlations, beside DIR/scores.csv (the CSV that
 predict prints). Self-contained like the report's site (membench.report.pages): thumbnails
-are written into DIR/thumbs/ (and DIR/maps/), nothing is fetched."""
+are written into DIR/thumbs/ (and DIR/maps/), the stylesheet and script beside index.html,
+nothing is fetched."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from membench.report import svg
-from membench.report.pages import page
+from membench.report.pages import ASSETS, page, write_assets
 from membench.util.files import atomic_write_bytes, atomic_write_text
 
 THUMB = 192  # px, the longer side of a thumbnail
@@ -70,12 +71,18 @@ def card(i: int, name: str, score: float, rank: int, others: str, map_src: str |
             f"<b>#{rank}</b> {score:.3f}<br>{escape(name)}{others}</figcaption></figure>")
 
 
+def planned(n_images: int, n_models: int, maps: bool) -> list[str]:
+    """Every name (relative to DIR) `write` may write for so many images and models."""
+    return ["scores.csv", "index.html", *ASSETS, *(f"thumbs/{i:04d}.jpg" for i in range(n_images)),
+            *(f"maps/{m:02d}_{i:04d}.jpg" for m in range(n_models if maps else 0) for i in range(n_images))]
+
+
 def write(out: Path, names: list[str], paths: list[Path], scores: dict[str, list[float]], csv_text: str,
           maps: dict[str, list] | None = None, map_labels: dict[str, str] | None = None) -> list[Path]:
-    """DIR/index.html, DIR/scores.csv, DIR/thumbs/*.jpg and (with `maps`: model -> one (h, w)
-    grid per image) DIR/maps/*.jpg; returns the written paths."""
+    """DIR/index.html (with its stylesheet and script), DIR/scores.csv, DIR/thumbs/*.jpg and
+    (with `maps`: model -> one (h, w) grid per image) DIR/maps/*.jpg; returns the written paths."""
     out = Path(out)
-    written = [out / "scores.csv"]
+    written = [out / "scores.csv", *write_assets(out)]
     atomic_write_text(out / "scores.csv", csv_text)
     thumbs = []
     for i, path in enumerate(paths):

@@ -1,17 +1,22 @@
-"""HTML building blocks of the report's site (membench.report.site, site_runs): the page
-frame with the styles and script inlined (static/site.css, static/site.js), sortable tables,
-notes. Every text is escaped; sort values print with fixed precision (byte-stable pages)."""
+"""HTML building blocks of the report's site (membench.report.site, site_runs) and of
+`predict --html`: the page frame linking the one stylesheet and script (static/site.css,
+static/site.js, copied beside the pages: nothing is fetched from elsewhere, so the pages work
+from file:// and offline), sortable tables, notes. Every text is escaped; sort values print
+with fixed precision (byte-stable pages)."""
 
 from __future__ import annotations
 
 import math
 from html import escape
 from importlib import resources
+from pathlib import Path
 
 from membench.report import svg
+from membench.util.files import atomic_write_text
 
 INDEX = "index.html"
-SITE_DIR = "site"  # the run pages
+SITE_DIR = "site"  # the run pages, and the assets every page links
+ASSETS = ("site.css", "site.js")
 NUMERIC = ' class="num"'
 
 
@@ -19,14 +24,23 @@ def static(name: str) -> str:
     return resources.files("membench.report").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def page(title: str, body: list[str]) -> str:
-    """A whole HTML page: the styles and the script inline, no external resource."""
+def write_assets(folder: Path) -> list[Path]:
+    """The stylesheet and script the pages link, written into FOLDER."""
+    for name in ASSETS:
+        atomic_write_text(Path(folder) / name, static(name))
+    return [Path(folder) / name for name in ASSETS]
+
+
+def page(title: str, body: list[str], assets: str = "") -> str:
+    """A whole HTML page linking the assets in the folder `assets` (a relative URL prefix:
+    "" for the page's own folder, "site/" below it)."""
+    css, js = (svg.attr(assets + name) for name in ASSETS)
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="membench report">',
-        f"<title>{escape(title)}</title>", f"<style>\n{static('site.css')}</style>", "</head>", "<body>",
-        *body, '<div id="tip" role="tooltip" hidden></div>', f"<script>\n{static('site.js')}</script>",
+        '<meta name="generator" content="membench">', f"<title>{escape(title)}</title>",
+        f'<link rel="stylesheet" href="{css}">', "</head>", "<body>",
+        *body, '<div id="tip" role="tooltip" hidden></div>', f'<script src="{js}"></script>',
         "</body>", "</html>", ""])
 
 
