@@ -87,3 +87,17 @@ def test_models_that_cannot_run_are_listed_as_skipped(run_cli, tmp_path, tiny_pl
     assert code == 0 and "tiny-cnn: skipped" in err
     data = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     assert data["rows"] == [] and data["skipped"][0]["model"] == "tiny-cnn"
+
+
+def test_cli_never_replaces_a_result_file_it_did_not_write(run_cli, tmp_path):
+    tag = bench.environment("cpu", "float32").tag
+    mine = tmp_path / f"bench-{tag}.csv"
+    mine.write_text("my own measurements\n")
+    args = ("bench", "--what", "pipeline", "--images", "2", "--image-size", "64x48", "--rounds", "1", "--out", tmp_path)
+    code, out, err = run_cli(*args)
+    assert code == 2 and str(mine) in err and "did not write" in err and "images/s" not in out + err
+    assert mine.read_text() == "my own measurements\n" and not (tmp_path / f"bench-{tag}.json").exists()
+    mine.unlink()
+    assert run_cli(*args)[0] == 0 and run_cli(*args)[0] == 0  # its own results: replaced by the new measurement
+    assert json.loads((tmp_path / ".membench-bench.json").read_text())["files"] == [f"bench-{tag}.csv",
+                                                                                    f"bench-{tag}.json"]

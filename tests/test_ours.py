@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -215,6 +217,29 @@ def test_attention_command_writes_overlay_pngs(tmp_path, monkeypatch, capsys):
     assert "has no attention map" in capsys.readouterr().err
     assert main(["attention", str(img), "--out", str(out)]) == 2  # no captioner installed
     assert "captioner train" in capsys.readouterr().err
+
+
+def test_attention_command_never_replaces_a_users_file_or_writes_through_a_link(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setenv("MEMBENCH_HOME", str(tmp_path / "home"))
+    img = tmp_path / "tiny.jpg"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(img)
+    out, elsewhere = tmp_path / "att", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    args = ["attention", "--model", "ours", str(img), "--out", str(out), "--model-option", "captioner=random"]
+    (out / "tiny_attention.png").write_bytes(b"my figure")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out / "tiny_attention.png") in err and "did not write" in err
+    assert (out / "tiny_attention.png").read_bytes() == b"my figure"
+    (out / "tiny_attention.png").unlink()
+    assert main(args) == 0 and main(args) == 0  # its own file: replaced
+    (out / "tiny_attention.png").unlink()
+    (out / "tiny_attention.png").symlink_to(elsewhere / "target.png")
+    assert main(args) == 2 and "symbolic link" in capsys.readouterr().err
+    assert os.listdir(elsewhere) == []
 
 
 def test_captioner_info_reports_exact_size_and_installation(tmp_path, monkeypatch, capsys):

@@ -61,6 +61,7 @@ def cmd_bench(args) -> int:
     from membench.options import applicable
     from membench.scale import bench
     from membench.spec import Preprocess
+    from membench.util import owned
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     unknown = sorted(set(what) - set(WHAT))
@@ -77,6 +78,8 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = bench.environment(device, dtype)
+    out = args.out or bench.DEFAULT_OUT
+    planned = owned.check(out, bench.result_files(env), "bench")  # a user's file there stops it before measuring
     console = Console(stderr=True)
     rows, skipped = [], []
     if {"pipeline", "loader"} & set(what):
@@ -106,7 +109,10 @@ def cmd_bench(args) -> int:
                 reason = reason.splitlines()[0] if reason else type(exc).__name__
                 skipped.append({"model": spec.name, "reason": reason})
                 console.print(f"[yellow]{spec.name}: skipped: {reason}[/]")
-    json_path, csv_path = bench.write_results(rows, env, args.out or bench.DEFAULT_OUT, skipped=skipped)
+    try:
+        json_path, csv_path = bench.write_results(rows, env, out, skipped=skipped)
+    finally:
+        owned.record(out, planned, "bench")
     _print_rows(rows, env)
     console.print(f"wrote {json_path} and {csv_path}")
     return 0

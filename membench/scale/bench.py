@@ -380,17 +380,20 @@ def bench_model(spec, *, bench: ModelBench, batch: int | None = None, size=None,
 
 # ---------------------------------------------------------------------------- output
 
+def result_files(env: Env) -> list[str]:
+    return [f"bench-{env.tag}.json", f"bench-{env.tag}.csv"]
+
+
 def write_results(rows: list[Row], env: Env, out_dir: Path, skipped: list[dict] = ()) -> tuple[Path, Path]:
     """`bench-<tag>.json` (environment + rows) and `bench-<tag>.csv` (rows), atomically."""
     from membench.util.files import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"bench-{env.tag}"
     env.load_after = _load()
     payload = {"environment": asdict(env), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "rows": [asdict(r) for r in rows], "skipped": list(skipped)}
-    json_path, csv_path = Path(f"{base}.json"), Path(f"{base}.csv")
+    json_path, csv_path = (out_dir / name for name in result_files(env))
     atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
     import io
 

@@ -25,6 +25,7 @@ This module imports torch at import time: import it only from inside functions.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from membench.util.files import atomic_write_bytes
 
 MAX_STEPS = 50  # the paper: "at most 50 attention maps" (the reference script allows 51 steps)
 BEAM_SIZE = 5  # caption.py's command line default (its function's own default is 3)
@@ -377,16 +380,11 @@ def render_attention(captioner: Captioner, images, out_dir, preprocess, beam_siz
     from membench.data.images import open_rgb
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     h, w = preprocess.input_size
     mean = torch.tensor(preprocess.mean or (0, 0, 0)).view(3, 1, 1)
     std = torch.tensor(preprocess.std or (1, 1, 1)).view(3, 1, 1)
     written = []
-    for image_path in map(Path, images):
-        from membench.errors import MembenchError
-
-        if not image_path.is_file():
-            raise MembenchError("image not found", image_path)
+    for image_path, name in zip(map(Path, images), attention_files(images)):
         rgb = np.asarray(open_rgb(image_path).resize((w, h)), dtype=np.float32) / 255.0
         x = ((torch.from_numpy(rgb).permute(2, 0, 1) - mean) / std)[None].to(device)
         with torch.no_grad():
@@ -401,8 +399,17 @@ def render_attention(captioner: Captioner, images, out_dir, preprocess, beam_siz
         ax.imshow(overlay, cmap="jet", alpha=0.5)
         ax.set_title(caption, fontsize=8, wrap=True)
         ax.axis("off")
-        target = out_dir / f"{image_path.stem}_attention.png"
-        fig.savefig(target, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
         plt.close(fig)
-        written.append(target)
+        atomic_write_bytes(out_dir / name, buf.getvalue())  # never through a link, never half a file
+        written.append(out_dir / name)
     return written
+
+
+def attention_files(images) -> list[str]:
+    """OUT/<stem>_attention.png per image; numbered when two images share a stem."""
+    from membench.explain.overlay import stem
+
+    seen: dict[str, int] = {}
+    return [f"{stem(Path(image), i, seen)}_attention.png" for i, image in enumerate(images)]

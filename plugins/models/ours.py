@@ -269,9 +269,12 @@ def register_commands(subparsers):
 
 
 def cmd_attention(args) -> int:
+    from pathlib import Path
+
     from membench import registry
     from membench.options import key_values
     from membench.spec import BuildContext
+    from membench.util import owned
     from membench_plugins.captioner import sat
 
     spec = registry.get_model(args.model)
@@ -280,10 +283,17 @@ def cmd_attention(args) -> int:
     ctx = BuildContext(options=spec.check_options(key_values(args.model_option, "--model-option")),
                        device=args.device)
     beam = _check_options(ctx)
+    missing = next((p for p in args.images if not Path(p).is_file()), None)
+    if missing is not None:
+        raise MembenchError("image not found", missing)
+    planned = owned.check(args.out, sat.attention_files(args.images), "attention")  # before any work
     captioner = build_captioner(ctx).to(args.device).eval()
-    for path in sat.render_attention(captioner, args.images, args.out, spec.preprocess, beam,
-                                     random=ctx.options.get("captioner") == "random", device=args.device):
-        print(path)
+    try:
+        for path in sat.render_attention(captioner, args.images, args.out, spec.preprocess, beam,
+                                         random=ctx.options.get("captioner") == "random", device=args.device):
+            print(path)
+    finally:
+        owned.record(args.out, planned, "attention")
     return 0
 
 
