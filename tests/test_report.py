@@ -601,9 +601,27 @@ def test_report_preset_filter_and_no_bootstrap(tmp_path, capsys):
     assert "ρ 95% CI: not computed (--n-boot 0)." in report.render_markdown("table2", "demo", es, n_boot=0)
 
 
-def test_labels_of_coinciding_points_are_stacked_not_printed_over_each_other():
-    pts = [("resmem [a]", 131.7, 0.4803), ("resmem [b]", 131.7, 0.4801), ("r50", 23.5, 0.12)]
-    placed = {label: (offset, align) for label, _, _, offset, align in figures.label_offsets(pts)}
-    assert placed["resmem [a]"][0] != placed["resmem [b]"][0] and placed["r50"] == ((4, 3), "left")
-    assert placed["resmem [a]"] == ((-4, 3), "right")  # right half: the label ends at the point
-    assert figures.label_offsets([]) == []
+def test_point_labels_cover_neither_each_other_nor_a_marker():
+    """The committed LNSIM leaderboard: three configurations of ResMem at 131.7M parameters
+    within 0.003 of each other (their labels printed over each other in Fig. 3(b) before).
+    Every label stays inside its axes, clear of every other label and of every point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    lnsim = Path(__file__).resolve().parents[1] / "leaderboards" / "lnsim"
+    runs = report.load_runs(lnsim)
+    es = report.build_entries("table2", "lnsim", runs, report.registry_specs(sorted({r.model for r in runs})),
+                              n_boot=0)
+    fig = figures.figure3(es, "lnsim", {"lnsim": 0.779})
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    pts = figures.points(es, "lnsim")
+    for ax, metric in zip(fig.axes[:2], ("rho", "mse")):
+        placed = pts[f"measured_{metric}"] + pts[f"reported_{metric}"]
+        assert sorted(t.get_text() for t in ax.texts) == sorted(label for label, _, _ in placed)
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        markers = [ax.transData.transform((x, y)) for _, x, y in placed]
+        frame = ax.get_window_extent(renderer)
+        for i, box in enumerate(boxes):
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            assert not any(box.overlaps(other) for other in boxes[i + 1:]), ax.texts[i].get_text()
+            assert not any(box.x0 - 4 < x < box.x1 + 4 and box.y0 - 4 < y < box.y1 + 4 for x, y in markers)

@@ -40,6 +40,7 @@ def points(entries, dataset: str) -> dict[str, list[tuple[str, float, float]]]:
 
 def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     """Return the Figure; axes[0] is (a) rho, axes[1] is (b) MSE."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     pts = points(entries, dataset)
@@ -49,7 +50,9 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     reported_on = ", ".join(sorted({e.reported.dataset for e in entries
                                     if e.reported and e.reported.params and e.reported.rho is not None}))
     fig = Figure(figsize=(11, 5.6), layout="constrained")
+    FigureCanvasAgg(fig)  # its renderer measures the point labels
     ax_rho, ax_mse = fig.subplots(1, 2)
+    labelled = []
     for ax, metric, name in ((ax_rho, "rho", "Spearman's ρ"), (ax_mse, "mse", "MSE")):
         measured, reported = pts[f"measured_{metric}"], pts[f"reported_{metric}"]
         _series(ax, measured, dict(marker="o", color="C0", label=MEASURED_LABEL.format(dataset=dataset)))
@@ -61,8 +64,7 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
         if bars:
             xs, ys, err = zip(*bars)
             ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="C0", alpha=0.6, capsize=2)
-        for model, x, y, offset, align in label_offsets(measured + reported):
-            ax.annotate(model, (x, y), xytext=offset, textcoords="offset points", fontsize=7, ha=align)
+        labelled.append((ax, measured + reported))
         ax.set_xlabel("parameters (millions)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -80,28 +82,44 @@ def figure3(entries, dataset: str, human: dict[str, float] | None = None):
     for ax in (ax_rho, ax_mse):
         if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it hides points and their labels
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.draw_without_rendering()  # the final layout: labels are placed on it
+    for ax, pts in labelled:
+        label_points(ax, pts)
     return fig
 
 
-def label_offsets(pts) -> list[tuple[str, float, float, tuple[int, int], str]]:
-    """Each point's label offset (in points) and horizontal alignment: right of the point
-    in the left half of the plot, left of it in the right half (labels stay inside the
-    axes), and stacked downwards when points (nearly) coincide, e.g. two configurations of
-    one model with the same ρ, whose labels would otherwise print over each other."""
-    if not pts:
-        return []
-    xs, ys = [x for _, x, _ in pts], [y for _, _, y in pts]
-    x_lo, x_hi, y_lo, y_hi = min(xs), max(xs), min(ys), max(ys)
-    x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
-    stacked: dict[tuple[int, int], int] = {}
-    out = []
-    for label, x, y in pts:
-        cell = (round((x - x_lo) / x_span * 40), round((y - y_lo) / y_span * 20))
-        n = stacked.get(cell, 0)
-        stacked[cell] = n + 1
-        right_half = x_hi > x_lo and x > (x_lo + x_hi) / 2
-        out.append((label, x, y, (-4 if right_half else 4, 3 - 9 * n), "right" if right_half else "left"))
-    return out
+LABEL_FONT = 7  # pt
+MARKER = 7  # pt, half the side of the box kept free around a point (its ring has a 6 pt radius)
+
+
+def label_points(ax, pts) -> None:
+    """Label each point as the site's Fig. 3 does (membench.report.svg.Labels): beside it,
+    inside the axes, moved a line at a time until it covers no other label and no marker.
+    Placed in points on the drawn layout, with the renderer's own text sizes."""
+    from matplotlib.font_manager import FontProperties
+
+    from membench.report import svg
+
+    fig = ax.figure
+    renderer, scale = fig.canvas.get_renderer(), fig.dpi / 72  # display pixels per point
+    font = FontProperties(size=LABEL_FONT)
+
+    def size(text: str) -> tuple[float, float]:
+        width, height, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
+        return width / scale, height / scale + 1
+
+    box, top = ax.get_window_extent(renderer), fig.bbox.height / scale
+    panel = svg.Panel(left=box.x0 / scale, top=top - box.y1 / scale, width=box.width / scale,
+                      height=box.height / scale, xlim=ax.get_xlim(), ylim=ax.get_ylim())
+    labels = svg.Labels(panel, size)
+    at = [(label, *(ax.transData.transform((x, y)) / scale)) for label, x, y in pts]
+    for _, x, y in at:
+        labels.reserve(x - MARKER, top - y - MARKER, x + MARKER, top - y + MARKER)
+    to_data = ax.transData.inverted()
+    for label, x, y in at:
+        x0, _, _, y1 = labels.beside(label, x, top - y, gap=MARKER + 2)
+        ax.text(*to_data.transform((x0 * scale, (top - y1) * scale)), label, fontsize=LABEL_FONT,
+                ha="left", va="bottom")
 
 
 def _series(ax, pts, style):

@@ -128,10 +128,12 @@ class Panel:
 class Labels:
     """Point labels placed without overlapping each other: beside the point (right of it in
     the left half of the panel, left of it in the right half), moved down a line at a time
-    while the place is taken."""
+    while the place is taken. Units are the panel's (SVG pixels here; points for the
+    matplotlib Fig. 3, membench.report.figures); `size` measures a text in them."""
 
-    def __init__(self, panel: Panel):
+    def __init__(self, panel: Panel, size=None):
         self.panel = panel
+        self.size = size or (lambda text: (CHAR * len(text), FONT + 2))
         self.taken: list[tuple[float, float, float, float]] = []
 
     def reserve(self, x0: float, y0: float, x1: float, y1: float) -> None:
@@ -139,23 +141,35 @@ class Labels:
         self.taken.append((x0, y0, x1, y1))
 
     def place(self, text: str, x: float, y: float) -> str:
-        """Beside the point (x, y): on its inner side first, then shifted up or down a line at a
-        time, then on the other side."""
-        width, height = CHAR * len(text), FONT + 2
-        right_half = x > self.panel.left + self.panel.width / 2
-        shifts = [0] + [s * k for k in range(1, 7) for s in (1, -1)]
-        corners = [(x - 9 - width if left else x + 9, y - height / 2 - 1 + k * height)
-                   for left in ((True, False) if right_half else (False, True)) for k in shifts]
-        return self.first(text, corners)
+        """Beside the point (x, y), as an SVG text (`beside`)."""
+        return self._svg(text, self.beside(text, x, y))
 
     def first(self, text: str, corners: list[tuple[float, float]]) -> str:
-        """The text at the first of `corners` (top-left) where it overlaps nothing placed or
-        reserved and stays inside the panel; at the first corner when none is free."""
-        width, height = CHAR * len(text), FONT + 2
+        """At the first free one of `corners`, as an SVG text (`first_box`)."""
+        return self._svg(text, self.first_box(text, corners))
+
+    def beside(self, text: str, x: float, y: float, gap: float = 9) -> tuple[float, float, float, float]:
+        """The box (x0, y0, x1, y1; y down) of a label beside the point (x, y): on its inner
+        side first, then shifted up or down a line at a time, then on the other side."""
+        width, height = self.size(text)
+        right_half = x > self.panel.left + self.panel.width / 2
+        shifts = [0] + [s * k for k in range(1, 7) for s in (1, -1)]
+        corners = [(x - gap - width if left else x + gap, y - height / 2 - 1 + k * height)
+                   for left in ((True, False) if right_half else (False, True)) for k in shifts]
+        return self.first_box(text, corners)
+
+    def first_box(self, text: str, corners: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+        """The text's box at the first of `corners` (top-left) where it overlaps nothing placed
+        or reserved and stays inside the panel; at the first corner when none is free."""
+        width, height = self.size(text)
         boxes = [(x0, y0, x0 + width, y0 + height) for x0, y0 in corners]
         box = next((b for b in boxes if self._fits(b) and not any(_overlap(b, t) for t in self.taken)), boxes[0])
         self.taken.append(box)
-        return f'<text class="point-label" x="{px(box[0])}" y="{px(box[1] + height - 3)}">{escape(text)}</text>'
+        return box
+
+    @staticmethod
+    def _svg(text: str, box) -> str:
+        return f'<text class="point-label" x="{px(box[0])}" y="{px(box[3] - 3)}">{escape(text)}</text>'
 
     def _fits(self, box) -> bool:
         p = self.panel
