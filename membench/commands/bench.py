@@ -56,11 +56,10 @@ def cmd_bench(args) -> int:
     from rich.console import Console
 
     from membench import registry
-    from membench.commands.common import membench_home, model_options
+    from membench.commands.common import model_options
     from membench.errors import MembenchError
     from membench.options import applicable
     from membench.scale import bench
-    from membench.spec import Preprocess
     from membench.util import owned
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -77,25 +76,17 @@ def cmd_bench(args) -> int:
         raise MembenchError(f"--image-size takes WxH, e.g. 400x300, not {args.image_size!r}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
+    kinds = [k for k in ("inference", "train-step") if k in what]
+    specs = registry.select_models(args.models) if kinds else []
+    options = model_options(args.model_option, specs)  # each model gets the ones it declares
     env = bench.environment(device, dtype)
     out = args.out or bench.DEFAULT_OUT
     planned = owned.check(out, bench.result_files(env), "bench")  # a user's file there stops it before measuring
     console = Console(stderr=True)
-    rows, skipped = [], []
-    if {"pipeline", "loader"} & set(what):
-        jpegs = bench.make_jpegs(membench_home() / "bench-jpegs" / f"{w}x{h}", args.images, (w, h))
-        pre = Preprocess(size=(256, 256), train="paper")
-        if "pipeline" in what:
-            console.print(f"pipeline: {len(jpegs)} {w}x{h} JPEGs, decode + transform on 1 thread")
-            rows += bench.bench_pipeline(jpegs, pre, rounds=max(2, args.rounds))
-        if "loader" in what:
-            console.print(f"loader: {args.workers} workers")
-            rows.append(bench.bench_loader(jpegs, pre, workers=args.workers))
-    kinds = [k for k in ("inference", "train-step") if k in what]
+    rows = _pipeline_rows(args, what, (w, h), console)
+    skipped = []
     if kinds:
         runner = bench.ModelBench(device, dtype, compile=args.compile)
-        specs = registry.select_models(args.models)
-        options = model_options(args.model_option, specs)  # each model gets the ones it declares
         size = (args.size, args.size) if args.size else None
         for spec in specs:
             console.print(f"{spec.name}: {', '.join(kinds)}")
@@ -116,6 +107,26 @@ def cmd_bench(args) -> int:
     _print_rows(rows, env)
     console.print(f"wrote {json_path} and {csv_path}")
     return 0
+
+
+def _pipeline_rows(args, what: list[str], size: tuple[int, int], console) -> list:
+    """The decode + transform and loader rows, on generated JPEGs of `size` (WxH)."""
+    from membench.commands.common import membench_home
+    from membench.scale import bench
+    from membench.spec import Preprocess
+
+    rows = []
+    if {"pipeline", "loader"} & set(what):
+        w, h = size
+        jpegs = bench.make_jpegs(membench_home() / "bench-jpegs" / f"{w}x{h}", args.images, size)
+        pre = Preprocess(size=(256, 256), train="paper")
+        if "pipeline" in what:
+            console.print(f"pipeline: {len(jpegs)} {w}x{h} JPEGs, decode + transform on 1 thread")
+            rows += bench.bench_pipeline(jpegs, pre, rounds=max(2, args.rounds))
+        if "loader" in what:
+            console.print(f"loader: {args.workers} workers")
+            rows.append(bench.bench_loader(jpegs, pre, workers=args.workers))
+    return rows
 
 
 def _print_rows(rows, env) -> None:
