@@ -48,6 +48,21 @@ def test_every_committed_rho_is_recomputed_from_the_predictions():
     assert len(ceilings) == 1 and 0.5 < ceilings.pop() < 1.0
 
 
+def test_every_committed_row_holds_the_sha256_of_its_predictions():
+    """So a changed prediction file is refused when read back (membench.results.leaderboard),
+    never scored as if it were the one measured."""
+    import hashlib
+
+    from membench.results.leaderboard import load_runs
+
+    for r in read_rows(BOARD / "results.csv"):
+        path = BOARD / "predictions" / r["run_id"] / f"split{int(r['split'])}.csv"
+        assert r["predictions_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), path
+    for run in load_runs(BOARD):
+        for k in run.splits:
+            run.read_predictions(k)  # checked against that sha256
+
+
 def test_fine_tuned_vs_zero_shot_comparison_is_the_committed_one():
     from membench.report import compare
 
