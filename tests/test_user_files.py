@@ -366,6 +366,21 @@ def test_a_contact_sheet_never_replaces_a_users_page(tiny_plugin, demo_root, tmp
         ["index.html", "scores.csv", "site.css", "site.js", *(f"thumbs/{i:04d}.jpg" for i in range(3))])
 
 
+@pytest.mark.parametrize("command", [
+    ("predict", "--model", "tiny-cnn", "--pretrained", "none", "IMAGE", "--html"),
+    ("explain", "--model", "tiny-cnn", "--pretrained", "none", "IMAGE", "--out"),
+    ("bench", "--what", "pipeline", "--images", "2", "--image-size", "64x48", "--rounds", "1", "--out"),
+])
+def test_an_output_directory_that_is_a_file_is_one_line_before_any_work(tiny_plugin, demo_root, tmp_path, run_cli,
+                                                                         command):
+    image = sorted((demo_root / "images").glob("*.jpg"))[0]
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    code, out, err = run_cli(*[image if a == "IMAGE" else a for a in command], mine)
+    assert code == 2 and err.count("\n") == 1 and str(mine) in err and "not one" in err, err
+    assert out == "" and mine.read_text() == "mine"  # nothing scored or measured first
+
+
 def test_explain_never_replaces_a_users_file_or_writes_through_a_link(tiny_plugin, demo_root, tmp_path, run_cli):
     pytest.importorskip("pytorch_grad_cam", reason="the maps of a CNN are Grad-CAM (extra: explain)")
     image = sorted((demo_root / "images").glob("*.jpg"))[0]

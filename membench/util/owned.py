@@ -34,6 +34,9 @@ def check(out: Path, names, command: str, own: set[str] | None = None) -> list[s
     not `membench COMMAND`'s own (`own`: those names, default the manifest's), or a link on
     the way to one. Returns what `record` lists once the files exist."""
     out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise MembenchError(f"membench {command} writes its files into a directory, and this is not one: choose "
+                            "a directory (it is made if missing)", out)
     own = written(out, command) if own is None else own
     for name in names:
         path = out / name
