@@ -218,6 +218,10 @@ def test_no_release_here_names_the_missing_file(tmp_path, run_cli):
                              ("figrim", "image_data_targets.mat"), ("sun", "image_train_indices.mat")):
         code, _, err = run_cli("data", "check", "--dataset", dataset, "--data", tmp_path / "empty")
         assert code == 2 and missing in err and str(tmp_path / "empty") in err
+        # no directory at all: the dataset's own hint, not LaMem's layout
+        code, _, err = run_cli("data", "check", "--dataset", dataset, "--data", tmp_path / "nowhere")
+        assert code == 2 and err.count("\n") == 1 and str(tmp_path / "nowhere") in err
+        assert f"`membench datasets` says how to get {dataset}" in err and "LaMem layout" not in err
 
 
 def test_images_elsewhere_is_one_line_saying_where_they_were_expected(tmp_path):

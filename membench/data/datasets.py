@@ -52,7 +52,8 @@ def open_named(name: str | None, data: str, options: dict[str, str]):
         if not root.exists():
             from membench.data.layout import LAYOUT_HINT
 
-            raise MembenchError(f"data directory does not exist; {LAYOUT_HINT}", root)
+            hint = LAYOUT_HINT if name == "lamem" else f"`membench datasets` says how to get {name}: {spec.summary}"
+            raise MembenchError(f"data directory does not exist; {hint}", root)
         if not root.is_dir():  # e.g. the CSV of a csv dataset given instead of its folder
             hint = (f"; for a CSV of scores give its folder: --data {root.parent} --dataset csv --dataset-option "
                     f"csv={root.name}" if root.suffix.lower() == ".csv" else "")
