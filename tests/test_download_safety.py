@@ -327,3 +327,21 @@ def test_google_drive_downloads_stop_a_trickling_server_too(server, tmp_path, mo
         released._fetch_drive(f"{base}/slow.zip", tmp_path / "slow.zip", None, False)
     assert time.monotonic() - started < 5
     assert f"{base}/slow.zip" in one_line(err.value) and "slower than" in str(err.value)
+
+
+def test_a_refused_connection_is_unavailable_weights_not_a_refused_file(online, tmp_path, monkeypatch):
+    """'Connection refused' (nothing listens) is a network failure: the one-line advice
+    where to put the file, not the error of a downloaded file that failed its check."""
+    import socket
+
+    from membench.weights.resolve import resolve_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(MembenchError) as exc:
+        resolve_file("toy-0123abcd.pth", "toy", url=f"http://127.0.0.1:{port}/toy-0123abcd.pth")
+    text = one_line(exc.value)
+    assert "not available offline" in text and "refused" in text and "--pretrained none" in text, text
+    assert "weights: download of" not in text

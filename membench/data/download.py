@@ -56,6 +56,10 @@ class DownloadError(MembenchError):
     """A download that could not happen or complete (offline, HTTP error, cut off)."""
 
 
+class DownloadRefused(DownloadError):
+    """A download that completed, but is not the file expected (hash, size, a web page)."""
+
+
 def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
@@ -97,7 +101,7 @@ def download(url: str, dest, sha256: str | None = None, progress: bool = True, *
         problem = _problem(part, dest, sha256, git_blob_sha1)
         if problem is not None:
             part.unlink()
-            raise DownloadError(f"download of {url} refused: {problem} (the file was removed; run again, "
+            raise DownloadRefused(f"download of {url} refused: {problem} (the file was removed; run again, "
                                 f"or {by_hand(url, dest)} if the source changed)")
         os.replace(part, dest)
         _remember(dest, url)

@@ -140,14 +140,14 @@ def ensure(spec: ModelSpec, rw: ReleasedWeights, say=None) -> "Installed":
     dest_dir = weights_root().parent / "downloads"
     copy = local_copy(spec, rw, dest_dir)
     if copy is None and rw.url and not is_google_drive(rw.url):
-        from membench.data.download import DownloadError
+        from membench.data.download import DownloadError, DownloadRefused
         from membench.weights.resolve import _reason
 
         try:
             copy = fetch(spec, rw, dest_dir)
+        except DownloadRefused:  # downloaded, but not what was published
+            raise
         except DownloadError as exc:
-            if "refused" in exc.message:  # downloaded, but not what was published
-                raise
             target = dest_dir / (rw.name if rw.files else (rw.archive or Path(rw.url).name))
             raise WeightsUnavailable(
                 f"{spec.name}: the authors' weights {rw.name} are not installed and cannot be downloaded "

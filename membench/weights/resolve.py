@@ -38,13 +38,13 @@ def resolve_file(file_name: str, what: str, explicit: str | os.PathLike | None =
     if url:
         # torch.hub.load_state_dict_from_url would put the file in the same place with the same
         # hash check; membench's downloader adds resuming, a rich progress bar and one-line errors.
-        from membench.data.download import DownloadError, download
+        from membench.data.download import DownloadError, DownloadRefused, download
 
         try:
             return download(url, path, sha256=hub_hash_prefix(file_name))
+        except DownloadRefused as exc:  # downloaded, but not what the name promises
+            raise WeightsUnavailable(f"{what} weights: {exc.message}") from None
         except DownloadError as exc:
-            if "refused" in exc.message:  # downloaded, but not what the name promises
-                raise WeightsUnavailable(f"{what} weights: {exc.message}") from None
             source = f" (download {url} failed: {_reason(exc.message)})"
     raise WeightsUnavailable(
         f"{what} weights {file_name} are not available offline{source}: put the file in {path.parent} "
