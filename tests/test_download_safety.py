@@ -345,3 +345,33 @@ def test_a_refused_connection_is_unavailable_weights_not_a_refused_file(online, 
     text = one_line(exc.value)
     assert "not available offline" in text and "refused" in text and "--pretrained none" in text, text
     assert "weights: download of" not in text
+
+
+def test_a_partial_download_that_is_a_link_is_refused_not_written_through(server, tmp_path):
+    base, h = server
+    h.files["/a.bin"] = PAYLOAD
+    mine = tmp_path / "thesis.tex"
+    mine.write_text("mine")
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "a.bin.part").symlink_to(mine)
+    with pytest.raises(MembenchError) as err:
+        dl.download(f"{base}/a.bin", tmp_path / "dl" / "a.bin", sha256=SHA, progress=False)
+    assert "symbolic link" in one_line(err.value) and str(tmp_path / "dl" / "a.bin.part") in one_line(err.value)
+    assert mine.read_text() == "mine" and h.requests == []
+
+
+def test_data_download_never_writes_or_removes_through_a_linked_downloads_folder(server, tmp_path, demo_root,
+                                                                                 run_cli):
+    from test_downloads import _lamem_tarball
+
+    base, h = server
+    h.files["/lamem.tar.gz"] = _lamem_tarball(demo_root)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "unpacked").mkdir(parents=True)
+    (elsewhere / "unpacked" / "keep.txt").write_text("mine")
+    to = tmp_path / "lamem"
+    to.mkdir()
+    (to / ".downloads").symlink_to(elsewhere)
+    code, _, err = run_cli("data", "download", "lamem", "--to", to, "--mirror", base, "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and str(to / ".downloads") in err and "symbolic link" in err, err
+    assert (elsewhere / "unpacked" / "keep.txt").read_text() == "mine" and h.requests == []

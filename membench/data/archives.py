@@ -175,7 +175,9 @@ def _place(source: Path, target: Path, copy: bool) -> None:
             _refuse(target, source)
         except OSError:
             pass  # another file system, or one without hard links: copy, then rename
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # new: ours
+    os.close(fd)
+    tmp = Path(name)
     shutil.copyfile(source, tmp)
     try:
         os.link(tmp, target)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from membench.data.archives import extract, join_split_zip  # noqa: F401 (public API here too)
 from membench.errors import MembenchError
+from membench.util.files import refuse_link
 
 OFFLINE_ENV = "MEMBENCH_OFFLINE"
 CHUNK = 1 << 20
@@ -94,6 +95,8 @@ def download(url: str, dest, sha256: str | None = None, progress: bool = True, *
         if offline():
             raise DownloadError(f"cannot download {url} (offline: {OFFLINE_ENV} is set); {by_hand(url, dest)}")
         part = dest.with_name(dest.name + PART_SUFFIX)
+        for path in (dest, part):  # written or replaced below: never through (or over) a link
+            refuse_link(path)
         if transfer is not None:
             transfer(url, part, progress)
         else:

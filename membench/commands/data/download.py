@@ -117,12 +117,14 @@ def cmd_download(args) -> int:
 
 def _download(args, to: Path) -> int:
     from membench.data.download import download, file_sha256, remove_downloaded
+    from membench.util.files import refuse_links
 
     name, marker = args.name, to / MARKER
     if marker.is_file():
         print(f"{name} is already installed in {to} (delete {marker} to install it again)")
         return check_installed(name, to)
     downloads = to / ".downloads"
+    refuse_links(downloads / "unpacked", to)  # membench's own folders: never written or removed through a link
     files = []
     try:
         for src in SOURCES[name][1]:

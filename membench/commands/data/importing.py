@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def cmd_import(args) -> int:
         raise MembenchError("already holds files; import into an empty or new directory (--to DIR)", to)
     _check_sources(sources)
     # Filled beside DIR and renamed into place: a failed import leaves nothing behind.
-    staging = to.with_name(f".{to.name}.import-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.import-"))  # new: nothing of anyone's
     try:
         record = install(sources, staging)
         from membench.util.files import atomic_write_json
