@@ -101,6 +101,15 @@ def test_tables_hold_the_markdown_cells_and_sort_values(board):
         assert row[5][1] == (f"{int(expected['params_total']):.12g}" if expected["params_total"] else "")
 
 
+def test_committed_lnsim_site_tables_are_its_markdown_tables_footnote_marks_included():
+    """Table 1 and Table 2 share one footnote numbering (Table 2 first): the site showed
+    Table 1's marks numbered on their own (¹ where the Markdown has ⁴)."""
+    page = Page((LNSIM / "index.html").read_text())
+    for table in ("table1", "table2"):
+        html_rows = page.tables[f"{table}-lnsim"][1:]
+        assert [[text for text, _ in row] for row in html_rows] == md_rows(LNSIM / f"{table}_lnsim.md")
+
+
 def test_fig3_has_one_point_per_measured_row_with_its_details(board):
     page = Page((board / "index.html").read_text())
     with open(board / "table2_demo.csv", newline="") as f:

@@ -44,7 +44,8 @@ def entry_row(entry, pages: dict[str, str]) -> list[tuple[str, object, bool]]:
 
 def tables_section(ds: str, entries_by_table: dict, pages, n_boot: int, seed: int) -> list[str]:
     out = []
-    for name, entries in entries_by_table.items():
+    for name in ("table1", "table2"):
+        entries = entries_by_table[name]
         out.append(f'<h3 id="{svg.attr(name + "-" + safe_name(ds))}-title">{escape(tables.title(name, ds, entries))}</h3>')
         out.append(table(tables.HEADER, [entry_row(e, pages) for e in entries], f"{name}-{safe_name(ds)}"))
         out.append(notes(tables.notes(entries, ds, n_boot, seed)))
@@ -238,17 +239,12 @@ def heat_map(matrix: list[dict]) -> list[str]:
 
 # ------------------------------------------------------------------ the page
 
-def dataset_section(ds: str, groups, specs, params, items, leaderboard: Path, pages, n_boot: int, seed: int,
-                    human) -> list[str]:
-    from membench.report.ceilings import human_ceilings
-
-    entries_by_table = {t: tables.build_entries(t, ds, groups, specs, params, n_boot, seed)
-                        for t in ("table1", "table2")}
+def dataset_section(ds: str, entries_by_table, ceilings, items, leaderboard: Path, pages, n_boot: int,
+                    seed: int) -> list[str]:
+    """One dataset's part of the page: the entries and ceilings are those of its Markdown
+    tables and Fig. 3 (membench.report.tables), footnote marks included."""
     out = [f'<h2 id="{svg.attr(safe_name(ds))}">{escape(ds)}</h2>']
     out += tables_section(ds, entries_by_table, pages, n_boot, seed)
-    reported_on = sorted({e.reported.dataset for e in entries_by_table["table2"]
-                          if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
-    ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_on}), leaderboard)
     out.append(f'<h3 id="fig3-{svg.attr(safe_name(ds))}-title">Fig. 3: ρ and MSE vs parameters ({escape(ds)})</h3>')
     out += fig3(ds, entries_by_table["table2"], ceilings)
     rows = transfer.run_rows(items, ds, transfer.read_literature(leaderboard, ds), n_boot, seed)
@@ -281,15 +277,16 @@ def files_section(out: Path, files: list[str]) -> list[str]:
     return lines
 
 
-def write(leaderboard: Path, out: Path, runs, specs: dict, datasets: list[str], params, n_boot: int = 2000,
-          seed: int = 0, human: dict[str, float] | None = None, files=()) -> list[Path]:
-    """Write OUT/index.html and OUT/site/<run>.html; returns the written paths. `files`: the
-    names of the files the report wrote in OUT, linked from the page."""
+def write(leaderboard: Path, out: Path, runs, built: dict, n_boot: int = 2000, seed: int = 0,
+          files=()) -> list[Path]:
+    """Write OUT/index.html and OUT/site/<run>.html; returns the written paths. `built`: per
+    dataset, (its tables' entries, its human ceilings) as the Markdown report built them;
+    `files`: the names of the files the report wrote in OUT, linked from the page."""
     from membench.report import site_runs
 
     leaderboard, out = Path(leaderboard), Path(out)
     runs = sorted(runs, key=lambda r: r.run_id)
-    groups = grouping.group_runs(runs, specs)
+    datasets = list(built)
     items = transfer.views(runs)
     written, pages = site_runs.write(out, runs, items, n_boot, seed)
     written += write_assets(out / SITE_DIR)
@@ -299,9 +296,9 @@ def write(leaderboard: Path, out: Path, runs, specs: dict, datasets: list[str], 
             "measured here. Click a column header to sort; hover a point or a cell for details.</p>",
             "<nav>" + "".join(f'<a href="#{svg.attr(safe_name(ds))}">{escape(ds)}</a>' for ds in datasets)
             + ('<a href="#transfer">transfer matrix</a>' if items else "") + '<a href="#files">files</a></nav></header>']
+    links = {k: f"{SITE_DIR}/{v}" for k, v in pages.items()}
     for ds in datasets:
-        body += dataset_section(ds, groups, specs, params, items, leaderboard, {k: f"{SITE_DIR}/{v}" for k, v in
-                                                                                  pages.items()}, n_boot, seed, human)
+        body += dataset_section(ds, *built[ds], items, leaderboard, links, n_boot, seed)
     if items:
         body += ['<h2 id="transfer">Transfer matrix: ρ by training data (rows) and evaluation data (columns)</h2>',
                  *heat_map(transfer.matrix_rows(items, n_boot, seed)),

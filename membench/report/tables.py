@@ -502,8 +502,10 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
                 "Measured and reported numbers sit in separate columns; reported ones are cited from "
                 "the source in the 'Reported in' column and were not measured here. To add measurements: "
                 "`membench run --model M --data DIR --out DIR`, then `membench report --leaderboard DIR`.", ""]
+    built = {}  # per dataset: the tables' entries and human ceilings, which the site shows too
     for ds in datasets:
-        paths, section = _dataset_section(ds, latest, specs, params, leaderboard, out, n_boot, seed, figure, human)
+        paths, section, built[ds] = _dataset_section(ds, latest, specs, params, leaderboard, out, n_boot, seed,
+                                                     figure, human)
         written += paths
         sections += section
     from membench.report import transfer  # transfer matrix and every run per dataset (cross-dataset rows)
@@ -516,16 +518,17 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
     written.append(out / "reported.csv")
     if site is not None:  # after every file it links to; the README points to it
         sections[4:4] = [SITE_LINE, ""]
-        written += site(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset], specs, datasets,
-                        params, n_boot, seed, human, files=[p.name for p in written] + ["README.md"])
+        written += site(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset], built,
+                        n_boot, seed, files=[p.name for p in written] + ["README.md"])
     atomic_write_text(out / "README.md", "\n".join(sections).rstrip("\n") + "\n")
     written.append(out / "README.md")
     return written
 
 
 def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, out: Path, n_boot: int,
-                     seed: int, figure: bool, human: dict[str, float] | None) -> tuple[list[Path], list[str]]:
-    """Tables 1-2 (md, tex, csv) and Fig. 3 of one dataset; its README section."""
+                     seed: int, figure: bool, human: dict[str, float] | None):
+    """Tables 1-2 (md, tex, csv) and Fig. 3 of one dataset: the written paths, its README
+    section, and (the tables' entries, the human ceilings) for the site."""
     written: list[Path] = []
     sections = [f"## {ds}", ""]
     marks: dict = {}  # one numbering of footnotes for both tables: Table 2 (every measured row) first
@@ -540,14 +543,14 @@ def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, ou
             atomic_write_text(stem.with_suffix(suffix), text)
             written.append(stem.with_suffix(suffix))
         sections += [md]
+    # datasets whose published ρ/MSE the table shows (a table on another dataset keeps
+    # only their parameter counts, and gets no human-consistency line of theirs)
+    reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"]
+                                if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
+    ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
     if figure:
         from membench.report import figures
 
-        # datasets whose published ρ/MSE the table shows (a table on another dataset keeps
-        # only their parameter counts, and gets no human-consistency line of theirs)
-        reported_datasets = sorted({e.reported.dataset for e in entries_by_table["table2"]
-                                    if e.reported and (e.reported.rho, e.reported.mse) != (None, None)})
-        ceilings = human if human is not None else human_ceilings(sorted({ds, *reported_datasets}), leaderboard)
         fig = figures.figure3(entries_by_table["table2"], ds, ceilings)
         stem = out / f"fig3_{safe_name(ds)}"
         written += figures.save(fig, stem)
@@ -556,7 +559,7 @@ def _dataset_section(ds: str, latest, specs: dict, params, leaderboard: Path, ou
                      f"Measured points: {ds}; reported points: as published "
                      f"({', '.join(reported_datasets) or 'none'}); dashed line: human consistency "
                      + (", ".join(f"{d} {v:.2f}" for d, v in sorted(ceilings.items())) or "unknown") + ".", ""]
-    return written, sections
+    return written, sections, (entries_by_table, ceilings)
 
 
 def write_params_csv(specs: dict, path: Path, count=None) -> Path:
