@@ -398,3 +398,14 @@ def test_a_damaged_derived_split_file_is_refused_naming_file_and_line(tmp_path, 
     assert f"delete the directory {view}" in str(err.value)
     shutil.rmtree(view)  # what the message says: membench writes it again
     assert [s.score for s in open_csv().load_split(1).test] == [s.score for s in first.test]
+
+
+def test_the_site_without_a_bootstrap_still_checks_the_predictions_it_plots(written_board, tmp_path, run_cli):
+    """--n-boot 0 reads the predictions only for the run pages' scatter: an edited value is
+    refused there too, not plotted."""
+    board = tmp_path / "lb"
+    shutil.copytree(written_board, board)
+    path = board / "predictions" / "run-a" / "split1.csv"
+    PREDICTION_DAMAGE["a prediction edited"][0](path)
+    code, _, err = run_cli("report", "--leaderboard", board, "--out", tmp_path / "report", "--n-boot", "0")
+    assert code == 2 and f"membench: error: {path}: " in _error_line(err) and "changed since membench" in err

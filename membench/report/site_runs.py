@@ -161,7 +161,6 @@ def _float(value) -> float | None:
 
 
 def run_page(view, pages: dict[str, str], out: Path) -> str:
-    from membench.report.compare import read_predictions
     from membench.results.configuration import from_row
 
     run, first = view.run, view.run.rows[0]
@@ -177,7 +176,7 @@ def run_page(view, pages: dict[str, str], out: Path) -> str:
             f"; configuration {escape(label or 'protocol')} ({escape(config_id)}{', derived' if derived else ''}); "
             f"seed {escape(first.get('seed') or '0')}; {escape(first.get('hardware') or '')}; commit "
             f"{escape((first.get('git_commit') or '—')[:12])}.</p>", "<h2>Splits</h2>", split_table(view)]
-    data = {k: read_predictions(run.predictions(k)) for k in run.splits if run.predictions(k).is_file()}
+    data = {k: run.read_predictions(k) for k in run.splits if run.predictions(k).is_file()}  # checked: n_test, sha256
     body.append("<h2>Predictions against human scores</h2>")
     body += scatter(view, data) if data else ['<p class="note">No stored predictions.</p>']
     body += curves_section(view, pages)
