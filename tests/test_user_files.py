@@ -133,6 +133,17 @@ def test_runs_clean_never_follows_a_symlinked_job_or_key_directory(tmp_path, run
     assert (work / "linked__demo__smoke__s0__0000000000").is_symlink()
 
 
+def test_runs_clean_in_a_folder_that_is_not_a_work_directory_removes_nothing_of_the_users(tmp_path, run_cli):
+    """`--work-dir ~/proj` by mistake: ~/proj/data/split1 (the user's images) is no job."""
+    proj = tmp_path / "proj"
+    (proj / "data" / "split1").mkdir(parents=True)
+    (proj / "data" / "split1" / "0001.jpg").write_bytes(b"my photo")
+    finished_job(proj / KEY / "split1")  # a real job folder beside it is still cleaned
+    code, out, err = run_cli("runs", "clean", "--work-dir", proj)
+    assert code == 0 and "removed 1 job(s)" in out, err
+    assert (proj / "data" / "split1" / "0001.jpg").read_bytes() == b"my photo" and not (proj / KEY).exists()
+
+
 def smoke_run(run_cli, demo_root: Path, tmp_path: Path, *extra):
     """tiny-cnn, smoke preset, split 1: (its arguments, leaderboard, work directory, job directory)."""
     lb, work = tmp_path / "lb", tmp_path / "work"

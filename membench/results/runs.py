@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,12 +136,19 @@ def has_row(job_dir: Path, recorded: dict) -> bool:
         return False
 
 
+# A job key (engine/job.py job_key: ...__s<seed>__<10 hex>), or an evaluation's run id
+# (engine/crosseval.py eval_run_id: <key>__on__<dataset>-<part>__<8 hex>): only folders named
+# so are job folders; anything else in a work directory is not membench's to list or remove.
+KEY_NAME = re.compile(r".+__s-?\d+__[0-9a-f]{10}(__on__.+__[0-9a-f]{8})?")
+
+
 def job_dirs(work_dir: Path) -> list[Path]:
     """WORK/<key>/split<k> directories, never through a symbolic link."""
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         raise MembenchError("work directory does not exist (no run has used it yet)", work_dir)
-    return [job_dir for key_dir in sorted(work_dir.iterdir()) if key_dir.is_dir() and not key_dir.is_symlink()
+    return [job_dir for key_dir in sorted(work_dir.iterdir())
+            if key_dir.is_dir() and not key_dir.is_symlink() and KEY_NAME.fullmatch(key_dir.name)
             for job_dir in sorted(key_dir.glob("split*"))
             if job_dir.is_dir() and not job_dir.is_symlink() and job_dir.name[5:].isdigit()]
 
