@@ -224,9 +224,25 @@ def test_a_users_temporary_looking_file_in_the_leaderboard_is_never_removed(tmp_
     lb = tmp_path / "lb"
     lb.mkdir()
     (lb / ".notes.tmp").write_text("mine")
+    (lb / ".notes.csv.old.tmp").write_text("mine too")  # ".<name>.csv.<...>.tmp", but not mkstemp's
     (lb / ".results.csv.k3j9x0ab.tmp").write_text("left by a killed write")  # atomic_write_bytes' name
     add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
     assert (lb / ".notes.tmp").read_text() == "mine" and not (lb / ".results.csv.k3j9x0ab.tmp").exists()
+    assert (lb / ".notes.csv.old.tmp").read_text() == "mine too"
+
+
+def test_a_leaderboard_never_writes_or_cleans_up_through_a_linked_folder(tmp_path):
+    from membench.errors import MembenchError
+    from membench.results.leaderboard import add_result
+
+    lb, elsewhere = tmp_path / "lb", tmp_path / "elsewhere"
+    lb.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / ".x.json.k3j9x0ab.tmp").write_text("someone else's")
+    (lb / "runs").symlink_to(elsewhere)
+    with pytest.raises(MembenchError, match="symbolic link"):
+        add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    assert os.listdir(elsewhere) == [".x.json.k3j9x0ab.tmp"] and not (lb / "results.csv").exists()
 
 
 # ------------------------------------------------------------------ leaderboard files

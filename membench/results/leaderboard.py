@@ -26,7 +26,14 @@ from pathlib import Path
 from membench.errors import MembenchError
 from membench.results.check import UNDEFINED, ResultsFile
 from membench.results.check import read_results as check_results
-from membench.util.files import atomic_write_json, atomic_write_text, file_lock, refuse_link, remove_stale_temp_files
+from membench.util.files import (
+    atomic_write_json,
+    atomic_write_text,
+    file_lock,
+    refuse_link,
+    refuse_links,
+    remove_stale_temp_files,
+)
 from membench.util.sealed import read_sealed, seal
 from membench.util.testhooks import kill_point
 
@@ -104,7 +111,7 @@ def add_result(out: Path, row: dict, predictions: list[tuple[str, float, float]]
         # The whole results.csv is checked before anything is written: a damaged or
         # hand-edited file stops here, with nothing changed; so does a link where a file goes.
         for path in targets:
-            refuse_link(path)
+            refuse_links(path, out)  # the file, and the folders below OUT on the way to it
         found = read_results(out / "results.csv")
         # Every file here is written under the lock, so a temporary file seen now was left
         # by a process killed mid-write.

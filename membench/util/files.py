@@ -110,9 +110,10 @@ def remove_own_tree(path: Path, root: Path) -> None:
     shutil.rmtree(path)
 
 
-# atomic_write_bytes' temporary names (".<file name>.<random>.tmp") of the files written where
-# stale ones are removed (leaderboard csv/json, checkpoints): a user's ".notes.tmp" is not one
-_OWN_TEMP = re.compile(rf"\..+\.(csv|json|pt)\.[^.]+{re.escape(TMP_SUFFIX)}")
+# atomic_write_bytes' temporary names (".<file name>.<mkstemp's 8 random characters>.tmp") of
+# the files written where stale ones are removed (leaderboard csv/json, checkpoints): a user's
+# ".notes.tmp" or ".notes.csv.old.tmp" is not one
+_OWN_TEMP = re.compile(rf"\..+\.(csv|json|pt)\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}")
 
 
 def remove_stale_temp_files(directory: Path) -> None:
