@@ -154,8 +154,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
 def test_stale_temporary_files_of_a_killed_writer_are_cleaned_up(tmp_path):
     out = tmp_path / "lb"
     leaderboard.add_result(out, fake_row("m__r", 1), [("a.jpg", 0.5, 0.4)], {"run_id": "m__r"})
-    stale = [out / ".results.csv.abc123.tmp", out / "runs" / ".m__r.json.x.tmp",
-             out / "predictions" / "m__r" / ".split2.csv.y.tmp"]
+    # named as atomic_write_bytes names them (mkstemp: 8 random characters)
+    stale = [out / ".results.csv.abc123de.tmp", out / "runs" / ".m__r.json.x1y2z3w4.tmp",
+             out / "predictions" / "m__r" / ".split2.csv.y_9k2m0p.tmp"]
     for p in stale:
         p.write_text("half a fi")
     leaderboard.add_result(out, fake_row("m__r", 2), [("a.jpg", 0.5, 0.4)], {"run_id": "m__r"})
