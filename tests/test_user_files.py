@@ -345,9 +345,9 @@ def test_report_replaces_a_report_written_before_it_listed_its_files(tmp_path, r
 
     lb = tmp_path / "lb"
     add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
-    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--no-site")
     assert code == 0, err
-    (lb / ".membench-report.json").unlink()  # as an older membench left it
+    (lb / ".membench-report.json").unlink()  # as an older membench (no list, no site) left it
     (lb / "table2_demo.md").write_text("stale")
     code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
     assert code == 0 and (lb / "table2_demo.md").read_text() != "stale", err
@@ -366,11 +366,26 @@ def test_a_report_directory_from_before_the_list_keeps_its_params_csv(tmp_path, 
 
     lb = tmp_path / "lb"
     add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
-    assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--count-params")[0] == 0
-    (lb / ".membench-report.json").unlink()  # as an older membench left it
+    assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--count-params", "--no-site")[0] == 0
+    (lb / ".membench-report.json").unlink()  # as an older membench (no list, no site) left it
     assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")[0] == 0
     code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--count-params")
     assert code == 0, err
+
+
+def test_a_report_directory_from_before_the_list_never_owns_a_users_index_html(tmp_path, run_cli):
+    """Reports wrote their list before they wrote a site: an index.html in a directory
+    without the list is the user's, not an old report's."""
+    from membench.results.leaderboard import add_result
+
+    lb = tmp_path / "lb"
+    add_result(lb, fake_row(1), [("a.jpg", 0.5, 0.4), ("b.jpg", 0.6, 0.7)], {"run_id": KEY})
+    assert run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure", "--no-site")[0] == 0
+    (lb / ".membench-report.json").unlink()
+    (lb / "index.html").write_text("<p>my lab page</p>")
+    code, _, err = run_cli("report", "--leaderboard", lb, "--n-boot", 0, "--no-figure")
+    assert code == 2 and str(lb / "index.html") in err and "did not write" in err, err
+    assert (lb / "index.html").read_text() == "<p>my lab page</p>"
 
 
 # ------------------------------------------------------------------ predict --html, explain --out

@@ -35,7 +35,7 @@ def check(out: Path, datasets, params: bool = False, site_runs=None) -> list[str
     names it may write or wrote before (what `record` lists once they exist)."""
     # a report directory from before the list: every file a report can write there is its own
     # (params.csv too, written only with --count-params), so the list made now keeps them
-    own = owned.written(out, COMMAND) or _legacy(Path(out), names(datasets, True, site_runs))
+    own = owned.written(out, COMMAND) or _legacy(Path(out), names(datasets, True))
     return owned.check(out, names(datasets, params, site_runs), COMMAND, own)
 
 
