@@ -259,3 +259,51 @@ def test_evaluate_from_a_released_weights_run_scores_with_those_weights(toy, tmp
                            "--out", tmp_path / "lb2", "--work-dir", work, "--device", "cpu")
     assert code == 2 and "is not the one the run evaluated" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "lb2").exists()
+
+
+def build_toy_backbone_fixed(ctx: BuildContext):
+    torch.manual_seed(0)  # the same "pretrained" backbone on every build, as a real one
+    return build_toy(ctx)
+
+
+class ToyHeadPlugin:
+    """Weights of the head alone (as MemCoach releases its head on a frozen backbone)."""
+
+    @hookimpl
+    def register_models(self, register):
+        register(ModelSpec(
+            name="toy-head", build=build_toy_backbone_fixed, preprocess=PRE,
+            recipe=(Stage("train", epochs=1, batch_size=8),), tags=("test",),
+            released_weights=(ReleasedWeights(
+                name="toy_release", convert=authors_checkpoints, url="", archive="toy_release.zip",
+                layout="toy_release/split_<k>/model.pt", per_split=True, part="head",
+                license="CC0", citation="nobody"),)))
+
+
+def test_evaluate_from_a_run_on_released_head_weights_loads_the_head_as_the_run_did(tmp_path, demo_root, run_cli):
+    """A release of one part loads onto the model the run built (it loaded the whole state
+    strictly before: missing keys)."""
+    from membench import plugins
+
+    pm = plugins.load()
+    pm.register(ToyHeadPlugin(), name="tests.toy_head")
+    registry.clear_cache()
+    try:
+        head = {k: {key: v for key, v in authors_state(k).items() if key.startswith("net.head.")} for k in (1,)}
+        (tmp_path / "h.zip").write_bytes(archive_bytes(head))
+        assert run_cli("weights", "import", "toy-head", tmp_path / "h.zip")[0] == 0
+        lb, work = tmp_path / "lb", tmp_path / "w"
+        common = ["--out", lb, "--work-dir", work, "--device", "cpu"]
+        code, _, err = run_cli("run", "--model", "toy-head", "--train", "none", "--data", demo_root, "--splits", "1",
+                               *common)
+        assert code == 0, err
+        run_id = next(csv.DictReader(open(lb / "results.csv")))["run_id"]
+        code, _, err = run_cli("evaluate", "--from-run", run_id, "--data", demo_root, "--dataset", "lamem", *common)
+        assert code == 0, err
+        evaluated = next(r for r in csv.DictReader(open(lb / "results.csv")) if r["run_id"] != run_id)
+        read = lambda rid: {r["image"]: float(r["pred"])  # noqa: E731
+                            for r in csv.DictReader(open(lb / "predictions" / rid / "split1.csv"))}
+        assert read(evaluated["run_id"]) == read(run_id)
+    finally:
+        pm.unregister(name="tests.toy_head")
+        registry.clear_cache()

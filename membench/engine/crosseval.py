@@ -114,7 +114,10 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
     spec = registry.get_model(row["model"])
     config = provenance.get("config", {})
     authors = None if checkpoint else release_used(spec, provenance, split, where)
-    ctx = BuildContext(pretrained=bool(config.get("pretrained", True)) and authors is None,
+    # weights of the whole model replace every tensor (no ImageNet ones needed); those of a
+    # part (a probe's head) load onto the model as the run built it
+    whole = authors is not None and not authors.release.part
+    ctx = BuildContext(pretrained=bool(config.get("pretrained", True)) and not whole,
                        init=config.get("init", "imagenet"), options=dict(config.get("options") or {}), device="cpu")
     if checkpoint and not Path(checkpoint).is_file():
         raise MembenchError("the run's checkpoint is gone (smoke and quick runs delete theirs unless run with "
@@ -124,8 +127,8 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
     model = spec.builder()(ctx)
     if checkpoint:  # as `membench run --train none --checkpoint` loads one (frugal or whole, strictly)
         load_into(model, spec.name, Path(checkpoint))
-    elif authors is not None:  # the authors' weights the run evaluated replace every tensor, as in the run
-        model.load_state_dict(authors.state_dict(split))
+    elif authors is not None:  # the authors' weights the run evaluated, loaded as the run loaded them
+        authors.load_into(model, split)
     elif row.get("train_mode") == "full":
         raise MembenchError("this trained job kept no checkpoint", where)
     return spec, model

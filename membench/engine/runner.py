@@ -265,10 +265,11 @@ class Runner:
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
         if authors and not authors.release.part:  # it replaces every tensor: no ImageNet or other weights needed
             ctx = replace(ctx, pretrained=False)
-        if cfg.checkpoint and is_frugal(cfg.checkpoint):  # its frozen parts come from the files it names
+        frugal = bool(cfg.checkpoint) and is_frugal(cfg.checkpoint)
+        if frugal:  # its frozen parts come from the files it names
             ctx.upstream.update(sources_of(cfg.checkpoint))
         model = self.device.prepare(self._build(spec, ctx, k, "evaluate", cfg))
-        if cfg.checkpoint and is_frugal(cfg.checkpoint):  # the trained part; frozen parts rebuilt and checked
+        if frugal:  # the trained part; frozen parts rebuilt and checked
             load_trained(model, load_checkpoint(cfg.checkpoint), cfg.checkpoint)
         elif cfg.checkpoint:  # strictly, or one line naming the model the checkpoint belongs to
             from membench.weights.checkpoint_check import load_into
