@@ -409,3 +409,16 @@ def test_the_site_without_a_bootstrap_still_checks_the_predictions_it_plots(writ
     PREDICTION_DAMAGE["a prediction edited"][0](path)
     code, _, err = run_cli("report", "--leaderboard", board, "--out", tmp_path / "report", "--n-boot", "0")
     assert code == 2 and f"membench: error: {path}: " in _error_line(err) and "changed since membench" in err
+
+
+def test_an_edited_run_history_is_not_carried_into_the_next_split_under_a_new_seal(tmp_path):
+    from membench.results.leaderboard import read_run_json
+
+    row = {"run_id": "m__r", "model": "m", "dataset": "demo", "split": 1, "rho": 0.5, "mse": 0.01, "n_test": 1,
+           "params_total": 1, "params_used": 1, "preset": "smoke", "train_mode": "full"}
+    stages = {"stage1": {"epochs_run": 1, "history": [{"epoch": 1, "val_rho": 0.1}]}}
+    add_result(tmp_path, row, [("a.jpg", 0.5, 0.4)], {"run_id": "m__r", "stages": stages})
+    path = tmp_path / "runs" / "m__r.json"
+    path.write_text(path.read_text().replace('"val_rho": 0.1', '"val_rho": 0.9'))  # edited by hand
+    add_result(tmp_path, {**row, "split": 2}, [("a.jpg", 0.5, 0.4)], {"run_id": "m__r", "stages": stages})
+    assert list(read_run_json(tmp_path, "m__r")["split_stages"]) == ["2"]  # the edited split-1 history is gone

@@ -153,15 +153,14 @@ def with_split_stages(path: Path, provenance: dict, split: int) -> dict:
     """The run JSON to write for one more split: `stages` is the stage outcomes (with their
     per-epoch histories) of the split written last, as before; `split_stages` keeps every
     split's, {"<k>": outcomes}, carried over from the file already there (the training
-    curves of the report's run pages)."""
-    import json
-
+    curves of the report's run pages). Only histories the file's own checksum vouches for
+    are carried over (a damaged one is not sealed anew)."""
     kept = {}
     if Path(path).is_file():
         try:
-            kept = json.loads(Path(path).read_text()).get("split_stages") or {}
-        except (OSError, ValueError, AttributeError):
-            kept = {}  # unreadable: this split's history alone, the file is replaced anyway
+            kept = read_sealed(path, "run record", "").get("split_stages") or {}
+        except MembenchError:
+            kept = {}  # unreadable or damaged: this split's history alone, the file is replaced anyway
     kept = {k: v for k, v in kept.items() if str(k).isdigit()} if isinstance(kept, dict) else {}
     kept[str(split)] = provenance.get("stages") or {}
     return {**provenance, "split_stages": dict(sorted(kept.items(), key=lambda kv: int(kv[0])))}
