@@ -156,6 +156,26 @@ def test_smoke_keeps_no_checkpoints_after_success_but_keeps_stage1_while_needed(
     assert kept == [("stage1", "best.pt")] * 2 + [("stage2", "best.pt")] * 2
 
 
+def test_a_moved_work_directory_keeps_its_finished_jobs_and_their_checkpoints(tiny_plugin, demo_root, tmp_path,
+                                                                              run_cli):
+    """result.json records absolute paths: moved (or mounted elsewhere), a kept checkpoint is
+    found below the job and serves the chained model; `runs` and the runner agree on it."""
+    import shutil
+
+    common = ["--data", demo_root, "--dataset", "demo", "--splits", "1", "--preset", "smoke", "--out", tmp_path / "lb"]
+    code, _, err = run_cli("run", "--model", "tiny-cnn", *common, "--work-dir", tmp_path / "work",
+                           "--keep-checkpoints")
+    assert code == 0, err
+    shutil.move(tmp_path / "work", tmp_path / "moved")
+    code, out, err = run_cli("runs", "--work-dir", tmp_path / "moved", "--format", "json")
+    assert code == 0 and [r["checkpoints"] for r in json.loads(out)] == ["kept"], err
+    code, _, err = run_cli("run", "--model", "tiny-chain", *common, "--work-dir", tmp_path / "moved", "--resume",
+                           "--keep-checkpoints")
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert "checkpoints were removed" not in said and "tiny-cnn split 1: finished earlier, reusing" in said
+
+
 def test_runs_lists_status_and_size_and_cleans_finished_and_orphaned(tiny_plugin, demo_root, tmp_path, run_cli):
     work = tmp_path / "work"
     code, _, err = run_cli("run", "--model", "tiny-cnn", "--data", demo_root, "--dataset", "demo", "--splits", "1",

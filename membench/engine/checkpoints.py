@@ -158,11 +158,22 @@ def remove_checkpoints(job_dir: Path) -> int:
     return freed
 
 
+def where_now(job_dir: Path, recorded: str | None) -> Path | None:
+    """The checkpoint a finished job recorded, where it is now: at its recorded path, or in
+    the same place below the job directory when the work directory was moved (or is mounted
+    elsewhere on this node); None when it recorded none. A removed one stays at its recorded
+    path (which does not exist)."""
+    if not recorded:
+        return None
+    here = Path(job_dir) / Path(recorded).parent.name / Path(recorded).name
+    return here if not Path(recorded).is_file() and here.is_file() else Path(recorded)
+
+
 def checkpoint_gone(job_dir: Path) -> bool:
     """A finished job whose recorded checkpoint was removed (smoke/quick after success)."""
     try:
         saved = json.loads((Path(job_dir) / "result.json").read_text())
     except (OSError, ValueError):
         return False
-    checkpoint = saved.get("checkpoint") if isinstance(saved, dict) else None
-    return bool(checkpoint) and not Path(checkpoint).is_file()
+    checkpoint = where_now(job_dir, saved.get("checkpoint") if isinstance(saved, dict) else None)
+    return checkpoint is not None and not checkpoint.is_file()

@@ -19,7 +19,14 @@ from membench import __version__, registry
 from membench.data.images import apply_policy, check_images
 from membench.engine import distributed
 from membench.engine import stage as stage_engine
-from membench.engine.checkpoints import checkpoint_gone, is_frugal, load_trained, remove_checkpoints, sources_of
+from membench.engine.checkpoints import (
+    checkpoint_gone,
+    is_frugal,
+    load_trained,
+    remove_checkpoints,
+    sources_of,
+    where_now,
+)
 from membench.engine.device import resolve_device
 from membench.engine.device import resolve_precision as precision_for
 from membench.engine.inference import predict
@@ -167,8 +174,7 @@ class Runner:
     def _reuse(self, spec: ModelSpec, k: int, key: str, job_dir: Path) -> JobResult:
         saved = read_result(job_dir / "result.json")  # checked: damage is one line naming it
         self.say(f"{spec.name} split {k}: finished earlier, reusing ({job_dir})")
-        result = JobResult(saved["row"], Path(saved["checkpoint"]) if saved["checkpoint"] else None,
-                           saved.get("provenance"))
+        result = JobResult(saved["row"], where_now(job_dir, saved["checkpoint"]), saved.get("provenance"))
         if self.dist.is_main:
             add_result(self.cfg.out, result.row, [tuple(p) for p in saved["predictions"]], saved["provenance"])
         return result

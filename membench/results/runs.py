@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from membench.engine.checkpoints import STAGE_DONE
+from membench.engine.checkpoints import STAGE_DONE, where_now
 from membench.errors import MembenchError
 from membench.util.files import file_lock, remove_own_tree
 
@@ -100,10 +100,10 @@ def checkpoints(job_dir: Path) -> str:
         recorded = json.loads((job_dir / "result.json").read_text()).get("checkpoint")
     except (OSError, ValueError, AttributeError):
         return "unknown"
-    if not recorded:
+    checkpoint = where_now(job_dir, recorded)  # the work dir may have moved
+    if checkpoint is None:
         return "none"
-    here = job_dir / Path(recorded).parent.name / Path(recorded).name  # the work dir may have moved
-    return "kept" if Path(recorded).is_file() or here.is_file() else "removed"
+    return "kept" if checkpoint.is_file() else "removed"
 
 
 def size(path: Path) -> int:
