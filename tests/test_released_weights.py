@@ -11,6 +11,7 @@ import io
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,20 +264,29 @@ def test_evaluate_from_a_released_weights_run_scores_with_those_weights(toy, tmp
 
 def build_toy_backbone_fixed(ctx: BuildContext):
     torch.manual_seed(0)  # the same "pretrained" backbone on every build, as a real one
-    return build_toy(ctx)
+    model = build_toy(ctx)
+    scale = float(ctx.options.get("scale", 1))
+    if scale != 1:  # an option of the authors' test protocol (as MemNet port's output mapping)
+        forward = model.forward
+        model.forward = lambda x: forward(x) * scale
+    return model
 
 
 class ToyHeadPlugin:
-    """Weights of the head alone (as MemCoach releases its head on a frozen backbone)."""
+    """Weights of the head alone (as MemCoach releases its head on a frozen backbone), with
+    an option of their test protocol (as MemNet's port: ten crops, its output mapping)."""
 
     @hookimpl
     def register_models(self, register):
+        from membench.options import Option
+
         register(ModelSpec(
             name="toy-head", build=build_toy_backbone_fixed, preprocess=PRE,
             recipe=(Stage("train", epochs=1, batch_size=8),), tags=("test",),
+            options=(Option("scale", type="int", default=1),),
             released_weights=(ReleasedWeights(
                 name="toy_release", convert=authors_checkpoints, url="", archive="toy_release.zip",
-                layout="toy_release/split_<k>/model.pt", per_split=True, part="head",
+                layout="toy_release/split_<k>/model.pt", per_split=True, part="head", options={"scale": "3"},
                 license="CC0", citation="nobody"),)))
 
 
@@ -304,6 +314,13 @@ def test_evaluate_from_a_run_on_released_head_weights_loads_the_head_as_the_run_
         read = lambda rid: {r["image"]: float(r["pred"])  # noqa: E731
                             for r in csv.DictReader(open(lb / "predictions" / rid / "split1.csv"))}
         assert read(evaluated["run_id"]) == read(run_id)
+        # predict scores with the same weights and the same protocol as the run
+        run_preds = read(run_id)
+        names = sorted(run_preds)[:4]
+        code, out, err = run_cli("predict", "--model", "toy-head", *(demo_root / "images" / n for n in names))
+        assert code == 0, err
+        scored = {Path(r["image"]).name: float(r["score"]) for r in csv.DictReader(io.StringIO(out))}
+        assert scored == pytest.approx({n: run_preds[n] for n in names}, abs=1e-5)
     finally:
         pm.unregister(name="tests.toy_head")
         registry.clear_cache()

@@ -176,10 +176,13 @@ def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dic
         return model, spec.preprocess
     trained_option = any(o.trained and o.name in options for o in spec.options)
     authors = None if trained_option or pretrained == "none" else released.installed(spec)
-    if authors:  # they replace every tensor: no ImageNet weights needed
+    if authors:  # loaded as `run --train none` loads them, with the options of their test protocol
         split = (authors.splits() or [1])[0]
-        model = _build(spec, BuildContext(pretrained=False, options=options))
-        model.load_state_dict(authors.state_dict(split))
+        options = spec.check_options({**authors.release.options, **options})
+        # weights of the whole model replace every tensor (no ImageNet ones needed); a part's
+        # (a head) go onto the model's own pretrained rest
+        model = _build(spec, BuildContext(pretrained=bool(authors.release.part), options=options))
+        authors.load_into(model, split)
         which = f"the checkpoint of split {split}" if authors.splits() else "one checkpoint for every split"
         print(f"membench: scoring with {authors.label}, {which}", file=sys.stderr)
         return model, authors.release.preprocess or spec.preprocess
