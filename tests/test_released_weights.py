@@ -324,3 +324,24 @@ def test_evaluate_from_a_run_on_released_head_weights_loads_the_head_as_the_run_
     finally:
         pm.unregister(name="tests.toy_head")
         registry.clear_cache()
+
+
+def test_an_import_never_replaces_a_folder_membench_did_not_install(toy, tmp_path, run_cli):
+    spec = registry.get_model("toy-released")
+    target = released.release_dir(spec, spec.released_weights[0])
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    (tmp_path / "a.zip").write_bytes(archive_bytes({1: authors_state(1)}))
+    code, _, err = run_cli("weights", "import", "toy-released", tmp_path / "a.zip")
+    assert code == 2 and str(target) in err and "did not install" in err and err.count("\n") == 1, err
+    assert (target / "notes.txt").read_text() == "mine"
+    (target / "notes.txt").unlink()
+    target.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target.symlink_to(elsewhere)
+    code, _, err = run_cli("weights", "import", "toy-released", tmp_path / "a.zip")
+    assert code == 2 and "symbolic link" in err and target.is_symlink() and not any(elsewhere.iterdir()), err
+    target.unlink()
+    assert run_cli("weights", "import", "toy-released", tmp_path / "a.zip")[0] == 0
+    assert run_cli("weights", "import", "toy-released", tmp_path / "a.zip")[0] == 0  # its own: replaced

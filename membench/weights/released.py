@@ -324,6 +324,7 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
         raise MembenchError(f"sha256 is {digest}, the published {rw.name} archive has {rw.sha256}", archive)
     expected = expected_state(spec, rw)
     target = release_dir(spec, rw)
+    _refuse_foreign(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{rw.name}.import."))
     entries: dict[str, dict] = {}
@@ -362,6 +363,17 @@ def import_archive(spec: ModelSpec, archive: Path, release: str | None = None, s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _refuse_foreign(target: Path) -> None:
+    """An installed release is replaced by a new import; anything else there (a link, a
+    folder without membench's manifest) is refused before any work, never removed."""
+    from membench.util.files import refuse_links
+
+    refuse_links(target, weights_root())
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise MembenchError("membench did not install weights here (no manifest.json) and never removes what it "
+                            "did not make: move it away, then import again", target)
 
 
 def _converted(rw: ReleasedWeights, archive: Path):
