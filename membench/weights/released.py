@@ -435,15 +435,16 @@ class Installed:
         return self.directory / entries[key]["file"], entries[key]
 
     def state_dict(self, split: int) -> dict:
-        """The checked state_dict for `split` (its sha256 is verified against the manifest)."""
-        from membench.data.download import file_sha256
+        """The checked state_dict for `split` (its sha256 is verified against the manifest;
+        hashed once per process while its size and mtime stay, as the run JSON records it)."""
+        from membench.weights.files_loaded import sha256_file
         from membench.weights.resolve import load_state_dict
 
         path, entry = self.checkpoint(split)
         if not path.is_file():
             raise MembenchError(f"installed checkpoint is missing; run `membench weights import "
                                 f"{self.spec.name} ARCHIVE` again", path)
-        if file_sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise MembenchError(f"installed checkpoint is damaged (sha256 differs from {MANIFEST}); run "
                                 f"`membench weights import {self.spec.name} ARCHIVE` again", path)
         return load_state_dict(path)
