@@ -139,3 +139,17 @@ def test_grad_cam_without_the_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_grad_cam)
     with pytest.raises(MembenchError, match=r"pip install 'membench\[explain\]'"):
         grad_cam(torch.nn.Conv2d(3, 1, 3), torch.zeros(1, 3, 8, 8))
+
+
+def test_grad_cam_finds_its_layer_once_per_model_not_per_image(demo_root, tmp_path, run_cli, tiny_plugin,
+                                                               monkeypatch):
+    pytest.importorskip("pytorch_grad_cam", reason="Grad-CAM needs the grad-cam package (extra: explain)")
+    from membench.explain import maps
+
+    calls = []
+    find = maps._find_last_feature_map
+    monkeypatch.setattr(maps, "_find_last_feature_map", lambda m, x: calls.append(1) or find(m, x))
+    images = sorted((demo_root / "images").glob("*.jpg"))[:3]
+    code, _, err = run_cli("explain", "--model", "tiny-cnn", "--pretrained", "none", *images, "--out", tmp_path)
+    assert code == 0 and len(list(tmp_path.glob("*_grad-cam.npy"))) == 3, err
+    assert len(calls) == 1

@@ -16,6 +16,7 @@ input size, scaled to [0, 1].
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from membench.errors import MembenchError
@@ -66,7 +67,20 @@ def target_layer(model, x, name: str | None = None):
     return _last_feature_map(model, x)
 
 
+# the layer _last_feature_map finds, per model and input size: one extra forward pass per
+# model, not per image (explain and predict --maps draw many images with one model)
+_FOUND: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _last_feature_map(model, x):
+    size = tuple(x.shape[-2:])
+    found = _FOUND.setdefault(model, {})
+    if size not in found:
+        found[size] = _find_last_feature_map(model, x)
+    return found[size]
+
+
+def _find_last_feature_map(model, x):
     import torch
 
     finished, calls = [], {}
