@@ -66,10 +66,15 @@ def parse_seed(text: str | None) -> int:
         raise MembenchError(f"dataset option seed must be an integer, got {text!r}") from None
 
 
+def seeded_order(items: list, seed: int, k: int, name=lambda item: item) -> list:
+    """`items` in the order of a hash of (seed, k, name): it does not depend on numpy's or
+    Python's random-number streams and never changes across versions."""
+    return sorted(items, key=lambda item: hashlib.sha256(f"{seed}:{k}:{name(item)}".encode()).digest())
+
+
 def seeded_split(names: list[str], seed: int, k: int) -> dict[str, list[str]]:
-    """Split k of `names` 70/10/20. The order is a hash of (seed, k, name), so it does not
-    depend on numpy's or Python's random-number streams and never changes across versions."""
-    order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{k}:{n}".encode()).digest())
+    """Split k of `names` 70/10/20, in their seeded order."""
+    order = seeded_order(names, seed, k)
     n_train = round(TRAIN_FRACTION * len(order))
     n_val = round(VAL_FRACTION * len(order))
     return {"train": order[:n_train], "val": order[n_train:n_train + n_val],

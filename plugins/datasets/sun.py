@@ -29,7 +29,6 @@ that row's train and test sets (those with at least 20 participants).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from membench import DatasetSpec, hookimpl
@@ -40,6 +39,7 @@ from membench_plugins.datasets.lnsim import (
     datasets_home,
     parse_options,
     parse_seed,
+    seeded_order,
     view_key,
     write_view,
 )
@@ -112,7 +112,7 @@ def split_files(arrays, paths, seed: int) -> dict[int, dict[str, list[tuple[str,
     for r in range(train.shape[0]):
         k = r + 1
         scored = _scores(hrs1, r, train[r], paths[2])
-        order = sorted(scored, key=lambda item: hashlib.sha256(f"{seed}:{k}:{item[0]}".encode()).digest())
+        order = seeded_order(scored, seed, k, name=lambda item: item[0])
         n_val = max(2, round(VAL_FRACTION * len(order)))
         val = {name for name, _ in order[:n_val]}
         splits[k] = {"train": [s for s in scored if s[0] not in val], "val": [s for s in scored if s[0] in val],
