@@ -14,7 +14,6 @@ directory membench owns ($MEMBENCH_HOME/datasets/csv-<key>/), never in DIR.
 from __future__ import annotations
 
 import csv
-import math
 import re
 from pathlib import Path
 
@@ -135,15 +134,10 @@ def open_csv(root, options=None) -> DerivedLayout:
     images_root = root / Path(opts["images"]).expanduser() if opts.get("images") else root
     if not images_root.is_dir():
         raise MembenchError("images folder does not exist", images_root)
-    consistency = None
-    if opts.get("human_consistency"):
-        try:
-            consistency = float(opts["human_consistency"])
-        except ValueError:
-            consistency = math.nan
-        if not -1.0 <= consistency <= 1.0:
-            raise MembenchError("dataset option human_consistency must be a rank correlation in "
-                                f"[-1, 1], got {opts['human_consistency']!r}")
+    from membench_plugins.datasets import release
+
+    # an empty value is unset for a csv dataset (its column-mapping options may be left empty too)
+    consistency = release.consistency_option({k: v for k, v in opts.items() if v}, what="a rank correlation")
     label = opts.get("name", "")
     if label and not re.fullmatch(r"[A-Za-z0-9._-]+", label):
         raise MembenchError(f"dataset option name must be letters, digits, '.', '_' or '-' (it becomes "

@@ -190,23 +190,13 @@ OPTIONS = {"seed": "integer seed of the 5 random 70/10/20 splits, default 0"}
 def load_matrix(path: Path, variable: str):
     """One R x N half-split score array, finite and within [0, 1]."""
     import numpy as np
-    import scipy.io
 
-    if not path.is_file():
-        raise MembenchError(f"missing: the LNSIM release keeps the split-half scores in "
-                            f"Random_splits/{path.name}", path)
-    try:
-        data = scipy.io.loadmat(str(path))
-    except NotImplementedError:  # scipy reads MATLAB files up to v7, not v7.3 (HDF5)
-        raise MembenchError("MATLAB v7.3 (HDF5) file; re-save it in MATLAB with "
-                            f"save('{path.name}', '{variable}', '-v7')", path) from None
-    except Exception as exc:
-        raise MembenchError(f"cannot read MATLAB file ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''})", path) from None
-    if variable not in data:
-        found = ", ".join(k for k in data if not k.startswith("__")) or "none"
-        raise MembenchError(f"no variable {variable!r} (variables found: {found})", path)
-    array = data[variable]
+    from membench_plugins.datasets import release
+
+    data = release.load_mat(path, "LNSIM", missing=f"the LNSIM release keeps the split-half scores in "
+                                                    f"Random_splits/{path.name}",
+                            resave=f"save('{path.name}', '{variable}', '-v7')")
+    array = release.variable(data, variable, path)
     if array.ndim != 2 or array.dtype.kind not in "fiu" or min(array.shape) == 0:
         raise MembenchError(f"{variable} must be a 2-D numeric array (rows: participant "
                             f"halvings, columns: images); got {array.dtype} {array.shape}", path)
