@@ -375,3 +375,17 @@ def test_data_download_never_writes_or_removes_through_a_linked_downloads_folder
     code, _, err = run_cli("data", "download", "lamem", "--to", to, "--mirror", base, "--no-progress")
     assert code == 2 and err.count("\n") == 1 and str(to / ".downloads") in err and "symbolic link" in err, err
     assert (elsewhere / "unpacked" / "keep.txt").read_text() == "mine" and h.requests == []
+
+
+def test_an_amnet_archive_that_unpacks_far_beyond_its_size_is_refused(tmp_path, monkeypatch):
+    """AMNet's reader reads its members into memory; a zip bomb named as a checkpoint stops at
+    the same budget as every unpacked archive."""
+    from membench.data import archives
+    from membench_plugins.models.amnet import RELEASE_NAME, official_checkpoints
+
+    monkeypatch.setattr(archives, "UNPACK_FLOOR", 0)
+    bomb = tmp_path / "amnet.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"data/{RELEASE_NAME}_train_1/weights_1.pkl", b"\0" * (4 << 20))
+    with pytest.raises(MembenchError, match="times the archive's size"):
+        list(official_checkpoints(bomb))

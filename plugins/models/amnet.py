@@ -101,6 +101,7 @@ def official_checkpoints(archive):
     import zipfile
     from pathlib import Path
 
+    from membench.data.archives import unpack_budget
     from membench.errors import MembenchError
 
     archive = Path(archive)
@@ -118,7 +119,11 @@ def official_checkpoints(archive):
         except (zipfile.BadZipFile, OSError) as exc:
             raise MembenchError(f"cannot read the zip archive ({exc})", archive) from None
         names = zf.namelist()
-        read = zf.read
+        budget = unpack_budget(archive)  # members are read into memory: a zip bomb stops at the budget
+
+        def read(name: str) -> bytes:
+            budget.add(zf.getinfo(name).file_size)  # zipfile never reads past the declared size
+            return zf.read(name)
     else:
         raise MembenchError("not a zip archive nor a folder (expected the official "
                             f"{RELEASE_NAME}.zip)", archive)
