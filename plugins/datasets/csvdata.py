@@ -134,10 +134,10 @@ def open_csv(root, options=None) -> DerivedLayout:
     images_root = root / Path(opts["images"]).expanduser() if opts.get("images") else root
     if not images_root.is_dir():
         raise MembenchError("images folder does not exist", images_root)
-    from membench_plugins.datasets import release
+    from membench_plugins.datasets import shared
 
     # an empty value is unset for a csv dataset (its column-mapping options may be left empty too)
-    consistency = release.consistency_option({k: v for k, v in opts.items() if v}, what="a rank correlation")
+    consistency = shared.consistency_option({k: v for k, v in opts.items() if v}, what="a rank correlation")
     label = opts.get("name", "")
     if label and not re.fullmatch(r"[A-Za-z0-9._-]+", label):
         raise MembenchError(f"dataset option name must be letters, digits, '.', '_' or '-' (it becomes "

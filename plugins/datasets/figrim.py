@@ -29,7 +29,7 @@ from pathlib import Path
 
 from membench import DatasetSpec, hookimpl
 from membench.errors import MembenchError
-from membench_plugins.datasets import release
+from membench_plugins.datasets import release, shared
 from membench_plugins.datasets.lnsim import parse_options, parse_seed
 
 MAT_NAME = "image_data_targets.mat"
@@ -82,8 +82,8 @@ def read_targets(path: Path, experiment: str) -> tuple[list[tuple[str, str, str,
     """(entry, category, filename, hit rate) per target seen repeated, and notes."""
     import numpy as np
 
-    data = release.load_mat(path, "FIGRIM", squeeze_me=True, struct_as_record=False)
-    entries = np.atleast_1d(release.variable(data, VARIABLE, path))
+    data = shared.load_mat(path, "FIGRIM", squeeze_me=True, struct_as_record=False)
+    entries = np.atleast_1d(shared.variable(data, VARIABLE, path))
     out, unseen = [], 0
     for i, entry in enumerate(entries, start=1):
         where = f"{VARIABLE}({i})"
@@ -115,7 +115,7 @@ def open_figrim(root, options=None):
     # Category folders if the images sit in them, else one folder of file names.
     nested = release.find_base(root, [f"{c}/{f}" for _, c, f, _ in targets[:25]]) is not None
     items = [(i, f"{c}/{f}" if nested else f, score) for i, c, f, score in targets]
-    return release.seeded_view("figrim", root, path, items, seed, (experiment,), release.consistency_option(opts),
+    return release.seeded_view("figrim", root, path, items, seed, (experiment,), shared.consistency_option(opts),
                                notes, "<category>/<filename> or <filename>")
 
 

@@ -191,12 +191,12 @@ def load_matrix(path: Path, variable: str):
     """One R x N half-split score array, finite and within [0, 1]."""
     import numpy as np
 
-    from membench_plugins.datasets import release
+    from membench_plugins.datasets import shared
 
-    data = release.load_mat(path, "LNSIM", missing=f"the LNSIM release keeps the split-half scores in "
+    data = shared.load_mat(path, "LNSIM", missing=f"the LNSIM release keeps the split-half scores in "
                                                     f"Random_splits/{path.name}",
                             resave=f"save('{path.name}', '{variable}', '-v7')")
-    array = release.variable(data, variable, path)
+    array = shared.variable(data, variable, path)
     if array.ndim != 2 or array.dtype.kind not in "fiu" or min(array.shape) == 0:
         raise MembenchError(f"{variable} must be a 2-D numeric array (rows: participant "
                             f"halvings, columns: images); got {array.dtype} {array.shape}", path)

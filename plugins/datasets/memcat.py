@@ -27,7 +27,7 @@ from pathlib import Path
 
 from membench import DatasetSpec, hookimpl
 from membench.errors import MembenchError
-from membench_plugins.datasets import release
+from membench_plugins.datasets import release, shared
 from membench_plugins.datasets.lnsim import parse_options, parse_seed
 
 CSV_NAME = "memcat_image_data.csv"
@@ -67,7 +67,7 @@ def open_memcat(root, options=None):
         raise MembenchError(f"not a MemCat release: no {CSV_NAME} in this directory or below "
                             "(the release keeps it in MemCat_data/)", root)
     items, notes = read_rows(path, score)
-    return release.seeded_view("memcat", root, path, items, seed, (score,), release.consistency_option(opts),
+    return release.seeded_view("memcat", root, path, items, seed, (score,), shared.consistency_option(opts),
                                notes, "<category>/<subcategory>/<image_file> as in MemCat_images/MemCat/")
 
 

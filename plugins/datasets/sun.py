@@ -33,7 +33,7 @@ from pathlib import Path
 
 from membench import DatasetSpec, hookimpl
 from membench.errors import MembenchError
-from membench_plugins.datasets import release
+from membench_plugins.datasets import release, shared
 from membench_plugins.datasets.lnsim import (
     DerivedLayout,
     datasets_home,
@@ -59,7 +59,7 @@ def _matrix(splits_dir: Path, variable: str):
     import numpy as np
 
     path = splits_dir / f"{variable}.mat"
-    array = release.variable(release.load_mat(path, "SUN memorability"), variable, path)
+    array = shared.variable(shared.load_mat(path, "SUN memorability"), variable, path)
     if array.ndim != 2 or array.dtype.kind not in "fiu" or min(array.shape) == 0:
         raise MembenchError(f"{variable} must be a 2-D numeric array (rows: the 25 splits); got "
                             f"{array.dtype} {array.shape}", path)
@@ -135,7 +135,7 @@ def consistency(arrays) -> float:
 
 def load_images(path: Path, n_images: int):
     """target_images.mat's `img`, H x W x 3 x K uint8 with K >= the scored images."""
-    array = release.variable(release.load_mat(path, "SUN memorability"), "img", path)
+    array = shared.variable(shared.load_mat(path, "SUN memorability"), "img", path)
     if array.ndim != 4 or array.shape[2] != 3 or array.dtype.name != "uint8" or array.shape[3] < n_images:
         raise MembenchError(f"img must be a height x width x 3 x images uint8 array with at least {n_images} "
                             f"images (one per column of subject_hrs1); got {array.dtype} {array.shape}", path)

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from membench import DatasetSpec, hookimpl
 from membench.errors import MembenchError
-from membench_plugins.datasets import release
+from membench_plugins.datasets import release, shared
 from membench_plugins.datasets.lnsim import parse_options, parse_seed
 
 CSV_NAME = "THINGS_Memorability_Scores.csv"
@@ -64,7 +64,7 @@ def open_things(root, options=None):
     if path is None:
         raise MembenchError(f"not a THINGS memorability release: no {CSV_NAME} in this directory or below", root)
     items, notes = read_rows(path, score)
-    return release.seeded_view("things", root, path, items, seed, (score,), release.consistency_option(opts),
+    return release.seeded_view("things", root, path, items, seed, (score,), shared.consistency_option(opts),
                                notes, "<concept>/<image>.jpg as in the THINGS archive's object_images/")
 
 
