@@ -161,9 +161,10 @@ def inference_model(spec, checkpoint: Path | None, pretrained: str, options: dic
     weights, with a warning when those are not trained to predict memorability."""
     import sys
 
+    from membench.engine.checkpoints import frozen_sources
     from membench.spec import BuildContext
     from membench.weights import released
-    from membench.weights.checkpoint_check import frozen_sources, load_into
+    from membench.weights.checkpoint_check import load_into
 
     if checkpoint:
         # A whole checkpoint replaces every weight, so ImageNet or published weights would only be

@@ -100,23 +100,23 @@ def load_trained(model, saved: dict, path: Path) -> None:
                             f"{len(set(missing) - set(names))} missing)", path)
 
 
-def sources_of(path: Path) -> dict[str, Path]:
-    """The files the frozen parts of a frugal checkpoint came from ({} for a whole one), for
-    a builder's BuildContext.upstream when the checkpoint is evaluated on its own."""
+def frozen_sources(path: Path) -> dict[str, Path] | None:
+    """For a frugal checkpoint (one holding only its trained part): the files its frozen
+    parts came from, for a builder's BuildContext.upstream when the checkpoint is evaluated
+    on its own; None for a checkpoint that holds every weight. A file that cannot be read,
+    or is refused, is a one-line error naming it."""
     from membench.weights.safe_load import load
 
     saved = load(path)
     reference = saved.get("frozen") if isinstance(saved, dict) else None
-    return {k: Path(s["path"]) for k, s in ((reference or {}).get("sources") or {}).items()}
+    if not reference:
+        return None
+    return {k: Path(s["path"]) for k, s in (reference.get("sources") or {}).items()}
 
 
 def is_frugal(path: Path) -> bool:
-    """Whether the checkpoint holds only its trained part (a file that cannot be read, or
-    is refused, is a one-line error naming it)."""
-    from membench.weights.safe_load import load
-
-    saved = load(path)
-    return isinstance(saved, dict) and bool(saved.get("frozen"))
+    """Whether the checkpoint holds only its trained part."""
+    return frozen_sources(path) is not None
 
 
 # -- a finished stage ---------------------------------------------------------------------

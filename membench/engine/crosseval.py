@@ -107,7 +107,7 @@ def eval_run_id(source_run: str, dataset, part: str, on_bad_image: str) -> str:
 
 def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path, split: int):
     from membench import registry
-    from membench.engine.checkpoints import is_frugal, sources_of
+    from membench.engine.checkpoints import frozen_sources
     from membench.spec import BuildContext
     from membench.weights.checkpoint_check import load_into
 
@@ -122,8 +122,9 @@ def build_model(row: dict, provenance: dict, checkpoint: str | None, where: Path
     if checkpoint and not Path(checkpoint).is_file():
         raise MembenchError("the run's checkpoint is gone (smoke and quick runs delete theirs unless run with "
                             "--keep-checkpoints); rerun the job to evaluate it", Path(checkpoint))
-    if checkpoint and is_frugal(Path(checkpoint)):  # its frozen parts come from the files it names
-        ctx.upstream.update(sources_of(Path(checkpoint)))
+    sources = frozen_sources(Path(checkpoint)) if checkpoint else None
+    if sources is not None:  # its frozen parts come from the files it names
+        ctx.upstream.update(sources)
     model = spec.builder()(ctx)
     if checkpoint:  # as `membench run --train none --checkpoint` loads one (frugal or whole, strictly)
         load_into(model, spec.name, Path(checkpoint))

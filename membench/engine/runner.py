@@ -21,10 +21,10 @@ from membench.engine import distributed
 from membench.engine import stage as stage_engine
 from membench.engine.checkpoints import (
     checkpoint_gone,
+    frozen_sources,
     is_frugal,
     load_trained,
     remove_checkpoints,
-    sources_of,
     where_now,
 )
 from membench.engine.device import resolve_device
@@ -271,9 +271,10 @@ class Runner:
     def _evaluation_model(self, spec, k, ctx, cfg, train_mode, authors=None):
         if authors and not authors.release.part:  # it replaces every tensor: no ImageNet or other weights needed
             ctx = replace(ctx, pretrained=False)
-        frugal = bool(cfg.checkpoint) and is_frugal(cfg.checkpoint)
+        sources = frozen_sources(cfg.checkpoint) if cfg.checkpoint else None
+        frugal = sources is not None
         if frugal:  # its frozen parts come from the files it names
-            ctx.upstream.update(sources_of(cfg.checkpoint))
+            ctx.upstream.update(sources)
         model = self.device.prepare(self._build(spec, ctx, k, "evaluate", cfg))
         if frugal:  # the trained part; frozen parts rebuilt and checked
             load_trained(model, load_checkpoint(cfg.checkpoint), cfg.checkpoint)

@@ -42,19 +42,6 @@ def recorded_model(path: Path, checkpoint: dict | None = None) -> str | None:
     return None
 
 
-def frozen_sources(path: Path) -> dict[str, Path] | None:
-    """For a frugal checkpoint (one holding only the trained part of its model, see
-    membench/engine/checkpoints.py): the files its frozen parts came from, for the
-    builder's BuildContext.upstream; None for a checkpoint that holds every weight."""
-    from membench.weights.safe_load import load
-
-    saved = load(path)
-    reference = saved.get("frozen") if isinstance(saved, dict) else None
-    if not reference:
-        return None
-    return {k: Path(s["path"]) for k, s in (reference.get("sources") or {}).items()}
-
-
 def mismatch(model, state: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing keys, unexpected keys, keys whose shapes differ) of `state` for `model`."""
     want = model.state_dict()
