@@ -266,3 +266,19 @@ def test_missing_backbone_weights_offline_name_the_address(monkeypatch, tmp_path
                                             r"open_clip_model.safetensors"):
         registry.get_model("probe/open_clip/ViT-SO400M-14-SigLIP-384/webli").builder()(BuildContext(pretrained=True))
     assert math.isfinite(1.0)
+
+
+def test_a_finished_fit_whose_record_has_unknown_fields_is_one_line(tmp_path, run_cli):
+    """As a training stage's: a record from another membench version, not a traceback."""
+    from membench.util.sealed import read_sealed, seal
+
+    _run(run_cli, tmp_path)
+    stage_dir = next((tmp_path / "work").glob("*/split1/fit"))
+    (stage_dir.parent / "result.json").unlink()  # as if killed after the fit, before testing
+    record = read_sealed(stage_dir / "stage.json", "record", "")
+    record["outcome"]["from_the_future"] = 1
+    (stage_dir / "stage.json").write_text(json.dumps(seal(record)))
+    code, _, err = run_cli("run", "--model", TINY, "--data", "demo", "--preset", "smoke", "--splits", "1",
+                           "--pretrained", "none", "--out", tmp_path / "lb2", "--work-dir", tmp_path / "work",
+                           "--device", "cpu", "--feature-store", tmp_path / "store", "--resume")
+    assert code == 2 and "unknown fields (from_the_future)" in err and "Traceback" not in err, err

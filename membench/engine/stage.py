@@ -355,16 +355,22 @@ class StageRun:
 
     def finished_earlier(self) -> StageOutcome | None:
         """A stage that finished in an earlier (killed) run of this job: its best weights."""
-        outcome = done_outcome(self.last.parent)
-        if outcome is None:
-            return None
-        unknown = sorted(set(outcome) - {f.name for f in fields(StageOutcome)})
-        if unknown:  # written by another membench version, or edited
-            raise MembenchError(f"the finished stage's record has unknown fields ({', '.join(unknown)}); delete the "
-                                f"folder {self.last.parent} to retrain this stage only, then run the same command "
-                                "with --resume", self.last.parent / "stage.json")
-        load_trained(self.model, load_checkpoint(self.best), self.best)
-        return StageOutcome(**outcome)
+        return finished_outcome(self.model, self.last.parent, self.best)
+
+
+def finished_outcome(model, stage_dir: Path, best: Path) -> StageOutcome | None:
+    """The outcome of a stage that finished in an earlier run of this job, its best weights
+    loaded into `model`; None when it did not finish."""
+    outcome = done_outcome(stage_dir)
+    if outcome is None:
+        return None
+    unknown = sorted(set(outcome) - {f.name for f in fields(StageOutcome)})
+    if unknown:  # written by another membench version, or edited
+        raise MembenchError(f"the finished stage's record has unknown fields ({', '.join(unknown)}); delete the "
+                            f"folder {stage_dir} to retrain this stage only, then run the same command "
+                            "with --resume", stage_dir / "stage.json")
+    load_trained(model, load_checkpoint(best), best)
+    return StageOutcome(**outcome)
 
 
 def fit_frozen_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[Sample, ...], pre: Preprocess,
@@ -382,10 +388,9 @@ def fit_frozen_stage(model, stage: Stage, train: tuple[Sample, ...], val: tuple[
     from membench.engine.device import unwrap
 
     best = stage_dir / "best.pt"
-    finished = done_outcome(stage_dir) if resume else None
+    finished = finished_outcome(model, stage_dir, best) if resume else None
     if finished is not None:
-        load_trained(model, load_checkpoint(best), best)
-        return StageOutcome(**finished)
+        return finished
     if not fits_frozen(model):
         raise MembenchError(f"stage {stage.name!r} is declared fit='frozen-outputs', but the model has no "
                             "frozen_outputs/from_frozen/fit_frozen (see membench.contract)")
