@@ -159,34 +159,20 @@ def fig3(ds: str, entries, human: dict[str, float]) -> list[str]:
 
 # ------------------------------------------------------------------ every run, transfer matrix
 
-RUN_HEADER = ("Model", "ρ ↑ (mean ± sd)", "ρ 95% CI", "MSE ↓", "Splits × test images", "Wall time", "Notes")
-
-
 def runs_table(ds: str, rows: list[dict], pages) -> tuple[str, list[str]]:
-    """The every-run table of a dataset (the rows of membench.report.transfer.run_rows)
-    and its footnotes (reported rows)."""
-    cells, footnotes, classes = [], [], []
-    for r in rows:
-        if r["kind"] == "measured":
-            rho = transfer._fmt(r["rho_mean"]) + (f" ± {r['rho_sd']:.3f}" if r["rho_sd"] is not None else "")
-            mse = transfer._fmt(r["mse_mean"], 4) + (f" ± {r['mse_sd']:.4f}" if r["mse_sd"] is not None else "")
-            ci = "—" if r["rho_ci_low"] is None else f"[{r['rho_ci_low']:.3f}, {r['rho_ci_high']:.3f}]"
-            cells.append([(run_link(r["run_id"], pages, r["label"]), r["label"], False),
-                          (escape(rho), r["rho_mean"], True), (escape(ci), r["rho_ci_low"], True),
-                          (escape(mse), r["mse_mean"], True),
-                          (escape(f"{r['n_splits']} × {r['n_test']}"), r["n_splits"], True),
-                          (escape(f"{r['seconds'] / 60:.1f} min"), r["seconds"], True),
-                          (escape(r["notes"] or ""), r["notes"] or "", False)])
-            classes.append("")
-        else:
-            mark = transfer.MARKS[len(footnotes) % len(transfer.MARKS)]
-            footnotes.append(f"{mark} Reported, not measured here: {r['source']}. {r['notes']}".rstrip())
-            cells.append([(escape(r["label"] + mark), r["label"], False),
-                          (escape(transfer._fmt(r["rho_mean"])), r["rho_mean"], True), ("—", None, True),
-                          (escape(transfer._fmt(r["mse_mean"], 4)), r["mse_mean"], True), ("—", None, True),
-                          ("—", None, True), (escape(f"reported by {r['source']}"), r["source"], False)])
-            classes.append("reported")
-    return table(RUN_HEADER, cells, f"runs-{safe_name(ds)}", row_classes=classes), footnotes
+    """The every-run table of a dataset (the rows of membench.report.transfer.run_rows, the
+    cells of its Markdown table: transfer.run_cells), sortable, and its footnotes."""
+    texts, footnotes = transfer.run_cells(rows)
+    cells, classes = [], []
+    for r, text in zip(rows, texts):
+        measured = r["kind"] == "measured"
+        label = run_link(r["run_id"], pages, r["label"]) if measured else escape(text[0])
+        sort = ([r["rho_mean"], r["rho_ci_low"], r["mse_mean"], r["n_splits"], r["seconds"], r["notes"] or ""]
+                if measured else [r["rho_mean"], None, r["mse_mean"], None, None, r["source"]])
+        cells.append([(label, r["label"], False)] + [(escape(t), v, i < 5) for i, (t, v) in
+                                                     enumerate(zip(text[1:], sort))])
+        classes.append("" if measured else "reported")
+    return table(transfer.RUN_HEADER, cells, f"runs-{safe_name(ds)}", row_classes=classes), footnotes
 
 
 def heat_colour(value: float | None, vmax: float) -> tuple[str, str]:

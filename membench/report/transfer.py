@@ -310,24 +310,34 @@ def _notes(v: RunView) -> str:
     return "; ".join(notes)
 
 
-def render_runs(dataset: str, rows: list[dict], human: float | None, compared: list[dict], n_boot: int,
-                seed: int, figure: str | None) -> str:
-    header = ("Model", "ρ ↑ (mean ± sd)", "ρ 95% CI", "MSE ↓", "Splits × test images", "Wall time", "Notes")
-    lines = [f"## Every run on {dataset}", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    footnotes = []
+RUN_HEADER = ("Model", "ρ ↑ (mean ± sd)", "ρ 95% CI", "MSE ↓", "Splits × test images", "Wall time", "Notes")
+
+
+def run_cells(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
+    """The every-run table's cell texts, row by row (a reported row's label carries its
+    footnote mark), and the footnotes: for the Markdown and the site alike."""
+    cells, footnotes = [], []
     for r in rows:
         if r["kind"] == "measured":
             rho = _fmt(r["rho_mean"]) + (f" ± {r['rho_sd']:.3f}" if r["rho_sd"] is not None else "")
             mse = _fmt(r["mse_mean"], 4) + (f" ± {r['mse_sd']:.4f}" if r["mse_sd"] is not None else "")
             ci = "—" if r["rho_ci_low"] is None else f"[{r['rho_ci_low']:.3f}, {r['rho_ci_high']:.3f}]"
-            cells = [r["label"], rho, ci, mse, f"{r['n_splits']} × {r['n_test']}",
-                     f"{r['seconds'] / 60:.1f} min", r["notes"] or ""]
+            cells.append([r["label"], rho, ci, mse, f"{r['n_splits']} × {r['n_test']}",
+                          f"{r['seconds'] / 60:.1f} min", r["notes"] or ""])
         else:
             mark = MARKS[len(footnotes) % len(MARKS)]
             footnotes.append(f"{mark} Reported, not measured here: {r['source']}. {r['notes']}".rstrip())
-            cells = [r["label"] + mark, _fmt(r["rho_mean"]), "—",
-                     _fmt(r["mse_mean"], 4), "—", "—", f"reported by {r['source']}"]
+            cells.append([r["label"] + mark, _fmt(r["rho_mean"]), "—",
+                          _fmt(r["mse_mean"], 4), "—", "—", f"reported by {r['source']}"])
+    return cells, footnotes
+
+
+def render_runs(dataset: str, rows: list[dict], human: float | None, compared: list[dict], n_boot: int,
+                seed: int, figure: str | None) -> str:
+    lines = [f"## Every run on {dataset}", "",
+             "| " + " | ".join(RUN_HEADER) + " |", "|" + "|".join("---" for _ in RUN_HEADER) + "|"]
+    texts, footnotes = run_cells(rows)
+    for cells in texts:
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines.append("")
     if human is not None:
