@@ -110,6 +110,17 @@ def test_committed_lnsim_site_tables_are_its_markdown_tables_footnote_marks_incl
         assert [[text for text, _ in row] for row in html_rows] == md_rows(LNSIM / f"{table}_lnsim.md")
 
 
+def test_committed_lnsim_site_shows_every_comparison_of_the_markdown():
+    """compare_lnsim.csv holds the fine-tuned vs zero-shot pair and the pairs comparisons.csv
+    lists (the probes against ResMem zero-shot); the site showed the first kind only."""
+    from html import unescape
+
+    page = unescape((LNSIM / "index.html").read_text())
+    with open(LNSIM / "compare_lnsim.csv", newline="") as f:
+        verdicts = [r["verdict"] for r in csv.DictReader(f)]
+    assert len(verdicts) >= 3 and all(f"verdict: {v}" in page for v in verdicts)
+
+
 def test_fig3_has_one_point_per_measured_row_with_its_details(board):
     page = Page((board / "index.html").read_text())
     with open(board / "table2_demo.csv", newline="") as f:

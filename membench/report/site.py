@@ -225,7 +225,7 @@ def heat_map(matrix: list[dict]) -> list[str]:
 
 # ------------------------------------------------------------------ the page
 
-def dataset_section(ds: str, entries_by_table, ceilings, items, leaderboard: Path, pages, n_boot: int,
+def dataset_section(ds: str, entries_by_table, ceilings, every_run, items, leaderboard: Path, pages, n_boot: int,
                     seed: int) -> list[str]:
     """One dataset's part of the page: the entries and ceilings are those of its Markdown
     tables and Fig. 3 (membench.report.tables), footnote marks included."""
@@ -233,7 +233,9 @@ def dataset_section(ds: str, entries_by_table, ceilings, items, leaderboard: Pat
     out += tables_section(ds, entries_by_table, pages, n_boot, seed)
     out.append(f'<h3 id="fig3-{svg.attr(safe_name(ds))}-title">Fig. 3: ρ and MSE vs parameters ({escape(ds)})</h3>')
     out += fig3(ds, entries_by_table["table2"], ceilings)
-    rows = transfer.run_rows(items, ds, transfer.read_literature(leaderboard, ds), n_boot, seed)
+    # the every-run table and comparisons as the Markdown report computed them, else (a
+    # leaderboard without transfer, literature or listed comparisons) its runs alone
+    rows, compared = every_run.get(ds) or (transfer.run_rows(items, ds, [], n_boot, seed), [])
     if rows:
         out.append(f'<h3 id="runs-{svg.attr(safe_name(ds))}-title">Every run on {escape(ds)}</h3>')
         html_table, footnotes = runs_table(ds, rows, pages)
@@ -243,9 +245,9 @@ def dataset_section(ds: str, entries_by_table, ceilings, items, leaderboard: Pat
             "ρ per split on that split's test images, mean ± sample sd over splits; 95% CI as in the tables; "
             "wall time: the sum of the rows' seconds. Each model links to its run page: predictions against "
             "the human scores and training curves."])]
-        for c in transfer.comparisons(items, ds, n_boot, seed):
-            out += [f"<p>Fine-tuned vs zero-shot ({escape(c['model'])}, paired bootstrap of <code>membench "
-                    f"compare</code>):</p>", f"<pre>{escape(c['_render'].rstrip())}</pre>"]
+        for c in compared:
+            out += [f"<p>{escape(c['_title'])}, paired bootstrap of <code>membench compare</code>):</p>",
+                    f"<pre>{escape(c['_render'].rstrip())}</pre>"]
     return out
 
 
@@ -264,9 +266,10 @@ def files_section(out: Path, files: list[str]) -> list[str]:
 
 
 def write(leaderboard: Path, out: Path, runs, built: dict, n_boot: int = 2000, seed: int = 0,
-          files=()) -> list[Path]:
+          files=(), every_run: dict | None = None) -> list[Path]:
     """Write OUT/index.html and OUT/site/<run>.html; returns the written paths. `built`: per
     dataset, (its tables' entries, its human ceilings) as the Markdown report built them;
+    `every_run`: per dataset, (its every-run rows, its comparisons) as transfer.write made them;
     `files`: the names of the files the report wrote in OUT, linked from the page."""
     from membench.report import site_runs
 
@@ -284,7 +287,7 @@ def write(leaderboard: Path, out: Path, runs, built: dict, n_boot: int = 2000, s
             + ('<a href="#transfer">transfer matrix</a>' if items else "") + '<a href="#files">files</a></nav></header>']
     links = {k: f"{SITE_DIR}/{v}" for k, v in pages.items()}
     for ds in datasets:
-        body += dataset_section(ds, *built[ds], items, leaderboard, links, n_boot, seed)
+        body += dataset_section(ds, *built[ds], every_run or {}, items, leaderboard, links, n_boot, seed)
     if items:
         body += ['<h2 id="transfer">Transfer matrix: ρ by training data (rows) and evaluation data (columns)</h2>',
                  *heat_map(transfer.matrix_rows(items, n_boot, seed)),

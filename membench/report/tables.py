@@ -510,7 +510,7 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
         sections += section
     from membench.report import transfer  # transfer matrix and every run per dataset (cross-dataset rows)
 
-    paths, extra = transfer.write(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset],
+    paths, extra, every_run = transfer.write(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset],
                                   n_boot, seed, figure)
     written += paths
     sections += extra
@@ -519,7 +519,7 @@ def make_report(leaderboard: Path, out: Path, specs: dict, dataset: str | None =
     if site is not None:  # after every file it links to; the README points to it
         sections[4:4] = [SITE_LINE, ""]
         written += site(leaderboard, out, [r for r in runs if not dataset or r.dataset == dataset], built,
-                        n_boot, seed, files=[p.name for p in written] + ["README.md"])
+                        n_boot, seed, files=[p.name for p in written] + ["README.md"], every_run=every_run)
     atomic_write_text(out / "README.md", "\n".join(sections).rstrip("\n") + "\n")
     written.append(out / "README.md")
     return written

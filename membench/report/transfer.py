@@ -393,9 +393,10 @@ def runs_figure(dataset: str, rows: list[dict], human: float | None):
 # ------------------------------------------------------------------ entry point
 
 def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, seed: int = 0, figure: bool = True,
-          human: dict[str, float] | None = None) -> tuple[list[Path], list[str]]:
+          human: dict[str, float] | None = None) -> tuple[list[Path], list[str], dict]:
     """Write transfer.{md,csv}, runs_<dataset>.{md,csv,png,svg} and compare_<dataset>.csv;
-    returns (paths, Markdown sections for the leaderboard README)."""
+    returns (paths, Markdown sections for the leaderboard README, {dataset: (its every-run
+    rows, its comparisons)} for the site)."""
     from membench.report.ceilings import human_ceilings
     from membench.util.files import atomic_write_text, safe_name
 
@@ -404,8 +405,8 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
     # another dataset), literature rows or listed comparisons gets these views; others keep their files.
     if not any(v.trained_on != v.run.dataset or v.eval_part != "test" for v in items) \
             and not any((Path(leaderboard) / f).is_file() for f in (LITERATURE_FILE, COMPARISONS_FILE)):
-        return [], []
-    written, sections = [], []
+        return [], [], {}
+    written, sections, tables = [], [], {}
     every = sorted({v.run.dataset for v in items})
     ceilings = human if human is not None else human_ceilings(every, leaderboard)
     matrix = matrix_rows(items, n_boot, seed, ceilings)
@@ -432,4 +433,5 @@ def write(leaderboard: Path, out: Path, runs: list[Run], n_boot: int = 2000, see
         atomic_write_text(out / f"compare_{safe_name(ds)}.csv", csv_text(compared, COMPARE_COLUMNS))
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv"), out / f"compare_{safe_name(ds)}.csv"]
         sections.append(text)
-    return written, sections
+        tables[ds] = (rows, compared)
+    return written, sections, tables
